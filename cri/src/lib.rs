@@ -1,0 +1,1 @@
+//! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.

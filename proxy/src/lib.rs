@@ -1,0 +1,1 @@
+//! berth-proxy Service proxy (iptables, nftables, IPVS).

@@ -1,0 +1,1 @@
+//! End-to-end tests, shared fixtures and benchmarks.
