@@ -161,3 +161,26 @@ pub async fn serve_unix(
     };
     served.and(removed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_forms_resolve_to_the_socket_path() {
+        for endpoint in ["unix:///run/berth/cri.sock", "/run/berth/cri.sock"] {
+            assert_eq!(
+                socket_path(endpoint).expect(endpoint),
+                Path::new("/run/berth/cri.sock")
+            );
+        }
+    }
+
+    #[test]
+    fn non_unix_endpoints_are_rejected_by_name() {
+        for endpoint in ["tcp://127.0.0.1:1234", "npipe:////./pipe/x", "", "unix://"] {
+            let err = socket_path(endpoint).expect_err(endpoint);
+            assert!(err.to_string().contains(&format!("{endpoint:?}")), "{err}");
+        }
+    }
+}
