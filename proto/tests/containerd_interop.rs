@@ -29,7 +29,6 @@ struct Containerd {
     socket: PathBuf,
     root: PathBuf,
     cni_conf_dir: PathBuf,
-    log: PathBuf,
     // Dropped last: the process must be gone before its files.
     dir: tempfile::TempDir,
 }
@@ -49,7 +48,6 @@ impl Containerd {
             &config,
             config_toml(base, &socket, &root, &cni_conf_dir, &cni_bin_dir),
         )?;
-        let log = base.join("containerd.log");
 
         let mut child = Command::new(CONTAINERD)
             .arg("--config")
@@ -66,7 +64,6 @@ impl Containerd {
             socket,
             root,
             cni_conf_dir,
-            log,
             dir,
         };
 
@@ -74,7 +71,7 @@ impl Containerd {
         // accepts connections; wait for that line, not for a fixed time.
         let ready_line = format!("address={}", containerd.socket.display());
         let mut lines = BufReader::new(stderr).lines();
-        let mut log_file = tokio::fs::File::create(&containerd.log).await?;
+        let mut log_file = tokio::fs::File::create(containerd.log_path()).await?;
         let waited = tokio::time::timeout(STARTUP_DEADLINE, async {
             while let Some(line) = lines.next_line().await? {
                 log_file.write_all(format!("{line}\n").as_bytes()).await?;
@@ -114,8 +111,12 @@ impl Containerd {
         Ok(containerd)
     }
 
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("containerd.log")
+    }
+
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
