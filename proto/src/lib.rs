@@ -3,8 +3,10 @@
 //! time from `api.proto`, plus helpers to speak it over unix sockets.
 
 mod redact;
+mod services;
 mod unix;
 
+pub use services::{MAX_MESSAGE_SIZE, image_client, image_server, runtime_client, runtime_server};
 pub use unix::{SOCKET_MODE, UnixSocketError, bind_unix, connect_unix, serve_unix, socket_path};
 
 /// CRI protobuf packages.

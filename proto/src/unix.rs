@@ -79,7 +79,7 @@ pub fn socket_path(endpoint: &str) -> Result<PathBuf, UnixSocketError> {
 ///
 /// Connects once eagerly, so a missing or dead server is reported here; the
 /// channel reconnects to the same path by itself later on. Wrap it in the
-/// generated clients, e.g. `RuntimeServiceClient::new(channel)`.
+/// clients, e.g. [`crate::runtime_client`] / [`crate::image_client`].
 pub async fn connect_unix(path: impl AsRef<Path>) -> Result<Channel, UnixSocketError> {
     let path = path.as_ref().to_path_buf();
     let connect_path = path.clone();
@@ -134,8 +134,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), UnixSocketError> {
 ///
 /// ```no_run
 /// # async fn example(runtime: impl berth_proto::runtime::v1::runtime_service_server::RuntimeService) -> Result<(), berth_proto::UnixSocketError> {
-/// use berth_proto::runtime::v1::runtime_service_server::RuntimeServiceServer;
-/// let router = tonic::transport::Server::builder().add_service(RuntimeServiceServer::new(runtime));
+/// let router = tonic::transport::Server::builder().add_service(berth_proto::runtime_server(runtime));
 /// berth_proto::serve_unix(router, "/run/berth/cri.sock", std::future::pending()).await
 /// # }
 /// ```

@@ -10,10 +10,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use berth_proto::connect_unix;
-use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_proto::runtime::v1::*;
+use berth_proto::{connect_unix, image_client, runtime_client};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tonic::Code;
@@ -216,8 +215,8 @@ async fn our_client_talks_to_containerd_cri() -> anyhow::Result<()> {
     }
     let containerd = Containerd::start().await?;
     let channel = connect_unix(&containerd.socket).await?;
-    let mut runtime = RuntimeServiceClient::new(channel.clone());
-    let mut images = ImageServiceClient::new(channel);
+    let mut runtime = runtime_client(channel.clone());
+    let mut images = image_client(channel);
 
     let version = version_when_initialized(&mut runtime).await?;
     assert_eq!(version.runtime_name, "containerd");

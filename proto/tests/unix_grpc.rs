@@ -6,11 +6,15 @@ use std::path::Path;
 use std::pin::Pin;
 
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
-use berth_proto::runtime::v1::image_service_server::{ImageService, ImageServiceServer};
+use berth_proto::runtime::v1::image_service_server::ImageService;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_proto::runtime::v1::runtime_service_server::{RuntimeService, RuntimeServiceServer};
 use berth_proto::runtime::v1::*;
-use berth_proto::{UnixSocketError, bind_unix, connect_unix, serve_unix};
+use berth_proto::{
+    MAX_MESSAGE_SIZE, UnixSocketError, bind_unix, connect_unix, image_client, image_server,
+    runtime_client, runtime_server, serve_unix,
+};
+use prost::Message;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::{Stream, StreamExt};
@@ -131,8 +135,19 @@ test_runtime_impl! {
 }
 
 /// An image store holding two images, listed whole or streamed one per
-/// response.
+/// response. Listing with the filter [`HUGE`] answers with a message over
+/// tonic's default 4 MiB limit instead.
 struct TestImages;
+
+const HUGE: &str = "huge";
+
+fn huge_image() -> Image {
+    Image {
+        id: "sha256:huge".into(),
+        repo_tags: vec!["x".repeat(1 << 20); 5],
+        ..Default::default()
+    }
+}
 
 fn test_images() -> Vec<Image> {
     ["busybox", "pause"]
@@ -157,6 +172,11 @@ impl ImageService for TestImages {
             .filter
             .and_then(|f| f.image)
             .map(|spec| spec.image);
+        if wanted.as_deref() == Some(HUGE) {
+            return Ok(Response::new(ListImagesResponse {
+                images: vec![huge_image()],
+            }));
+        }
         let images = test_images()
             .into_iter()
             .filter(|image| wanted.as_ref().is_none_or(|w| image.repo_tags.contains(w)))
@@ -212,8 +232,8 @@ struct TestServer {
 impl TestServer {
     fn start(socket: &Path) -> TestServer {
         let router = tonic::transport::Server::builder()
-            .add_service(RuntimeServiceServer::new(TestRuntime))
-            .add_service(ImageServiceServer::new(TestImages));
+            .add_service(runtime_server(TestRuntime))
+            .add_service(image_server(TestImages));
         // Bind before returning, so clients can connect at once.
         let incoming = bind_unix(socket).expect("bind");
         let (stop, stopped) = oneshot::channel::<()>();
@@ -240,8 +260,8 @@ async fn runtime_and_image_services_answer_over_unix_socket() -> anyhow::Result<
     let server = TestServer::start(&socket);
 
     let channel = connect_unix(&socket).await?;
-    let mut runtime = RuntimeServiceClient::new(channel.clone());
-    let mut images = ImageServiceClient::new(channel);
+    let mut runtime = runtime_client(channel.clone());
+    let mut images = image_client(channel);
 
     let version = runtime
         .version(VersionRequest {
@@ -409,5 +429,42 @@ async fn serve_unix_serves_until_shutdown_then_removes_the_socket() -> anyhow::R
     let _ = stop.send(());
     served.await??;
     assert!(!socket.exists(), "socket file removed after shutdown");
+    Ok(())
+}
+
+fn list_huge() -> ListImagesRequest {
+    ListImagesRequest {
+        filter: Some(ImageFilter {
+            image: Some(ImageSpec {
+                image: HUGE.into(),
+                ..Default::default()
+            }),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn messages_beyond_tonics_default_limit_pass_with_cri_limits() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let socket = dir.path().join("cri.sock");
+    let server = TestServer::start(&socket);
+    let channel = connect_unix(&socket).await?;
+    let size = huge_image().encoded_len();
+    assert!(size > 4 << 20 && size < MAX_MESSAGE_SIZE, "{size}");
+
+    let listed = image_client(channel.clone())
+        .list_images(list_huge())
+        .await?
+        .into_inner();
+    assert_eq!(listed.images, vec![huge_image()]);
+
+    // A plain generated client keeps tonic's 4 MiB limit and fails.
+    let refused = ImageServiceClient::new(channel)
+        .list_images(list_huge())
+        .await
+        .expect_err("over 4 MiB");
+    assert_eq!(refused.code(), Code::OutOfRange, "{refused:?}");
+
+    server.stop().await;
     Ok(())
 }
