@@ -1,0 +1,216 @@
+//! Netfilter programming through the `iptables`/`ip6tables` and `nft`
+//! command-line tools (what the reference plugins drive as well), plus the
+//! naming shared by every rule a plugin makes for one attachment.
+
+pub mod masquerade;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha512};
+
+use crate::types::{CniError, CniResult};
+
+/// Which netfilter front end a plugin programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Iptables,
+    Nftables,
+}
+
+/// `<prefix><first 24 hex digits of sha512(name + id)>`: a per-attachment
+/// chain name within iptables' 28-character limit, equal to the reference
+/// plugins' so either can clean up after the other.
+pub fn chain_name(prefix: &str, network: &str, container_id: &str) -> String {
+    let digest = Sha512::digest(format!("{network}{container_id}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}{}", &hex[..24])
+}
+
+/// The comment tying a rule to its attachment.
+pub fn comment(network: &str, container_id: &str) -> String {
+    format!("name: \"{network}\" id: \"{container_id}\"")
+}
+
+fn run(program: &str, args: &[&str], stdin: Option<&str>) -> CniResult<String> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| CniError::io(format!("cannot run {program}"), e))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| CniError::io(format!("cannot write to {program}"), e))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::io(format!("cannot wait for {program}"), e))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(CniError::internal(
+            format!("{program} {} failed", args.join(" ")),
+            String::from_utf8_lossy(&out.stderr).trim(),
+        ))
+    }
+}
+
+/// Runs iptables (or ip6tables), waiting for the xtables lock.
+pub fn iptables(v6: bool, args: &[&str]) -> CniResult<String> {
+    let program = if v6 { "ip6tables" } else { "iptables" };
+    let mut full = vec!["-w", "5"];
+    full.extend_from_slice(args);
+    run(program, &full, None)
+}
+
+/// Applies a whole iptables-restore input to one table without flushing others.
+pub fn iptables_restore(v6: bool, input: &str) -> CniResult<()> {
+    let program = if v6 {
+        "ip6tables-restore"
+    } else {
+        "iptables-restore"
+    };
+    run(program, &["-w", "5", "--noflush"], Some(input)).map(|_| ())
+}
+
+/// Whether `chain` exists in `table`.
+pub fn iptables_chain_exists(v6: bool, table: &str, chain: &str) -> bool {
+    iptables(v6, &["-t", table, "-S", chain, "1"]).is_ok()
+}
+
+/// Deletes every rule of `chain` in `table` that contains `needle` (as
+/// printed by `-S`), e.g. a jump to a per-attachment chain.
+pub fn iptables_delete_matching(v6: bool, table: &str, chain: &str, needle: &str) -> CniResult<()> {
+    let Ok(listing) = iptables(v6, &["-t", table, "-S", chain]) else {
+        return Ok(());
+    };
+    for line in listing.lines().filter(|l| l.contains(needle)) {
+        let Some(spec) = line.strip_prefix(&format!("-A {chain} ")) else {
+            continue;
+        };
+        let args = split_shell_words(spec);
+        let mut full: Vec<&str> = vec!["-t", table, "-D", chain];
+        full.extend(args.iter().map(String::as_str));
+        iptables(v6, &full)?;
+    }
+    Ok(())
+}
+
+/// Flushes and deletes `chain` if it exists.
+pub fn iptables_remove_chain(v6: bool, table: &str, chain: &str) -> CniResult<()> {
+    if iptables_chain_exists(v6, table, chain) {
+        iptables(v6, &["-t", table, "-F", chain])?;
+        iptables(v6, &["-t", table, "-X", chain])?;
+    }
+    Ok(())
+}
+
+/// Splits `-S` output into arguments, honouring the double quotes iptables
+/// puts around comments.
+fn split_shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = s.chars().peekable();
+    let mut has_word = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' if quoted => {
+                if let Some(n) = chars.next() {
+                    cur.push(n);
+                }
+            }
+            '"' => {
+                quoted = !quoted;
+                has_word = true;
+            }
+            ' ' if !quoted => {
+                if has_word {
+                    out.push(std::mem::take(&mut cur));
+                    has_word = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                has_word = true;
+            }
+        }
+    }
+    if has_word {
+        out.push(cur);
+    }
+    out
+}
+
+/// Runs an nft script.
+pub fn nft(script: &str) -> CniResult<()> {
+    run("nft", &["-f", "-"], Some(script)).map(|_| ())
+}
+
+/// Lists a chain with rule handles, or None if it does not exist.
+pub fn nft_list_chain(family: &str, table: &str, chain: &str) -> Option<String> {
+    run("nft", &["-a", "list", "chain", family, table, chain], None).ok()
+}
+
+/// Deletes every rule of an nft chain whose text contains `needle`.
+pub fn nft_delete_matching(family: &str, table: &str, chain: &str, needle: &str) -> CniResult<()> {
+    let Some(listing) = nft_list_chain(family, table, chain) else {
+        return Ok(());
+    };
+    let script: String = listing
+        .lines()
+        .filter(|l| l.contains(needle))
+        .filter_map(|l| {
+            l.rsplit_once("# handle ")
+                .map(|(_, h)| h.trim().to_string())
+        })
+        .map(|h| format!("delete rule {family} {table} {chain} handle {h}\n"))
+        .collect();
+    if script.is_empty() {
+        Ok(())
+    } else {
+        nft(&script)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_names_fit_iptables() {
+        let c = chain_name("CNI-", "mynet", "0123456789abcdef");
+        assert_eq!(c.len(), 28);
+        assert_eq!(c, chain_name("CNI-", "mynet", "0123456789abcdef"));
+        assert_ne!(c, chain_name("CNI-", "mynet", "other"));
+    }
+
+    #[test]
+    fn splits_quoted_comments() {
+        let w = split_shell_words(
+            r#"-s 10.0.0.2/32 -m comment --comment "name: \"n\" id: \"c\"" -j CNI-x"#,
+        );
+        assert_eq!(
+            w,
+            [
+                "-s",
+                "10.0.0.2/32",
+                "-m",
+                "comment",
+                "--comment",
+                "name: \"n\" id: \"c\"",
+                "-j",
+                "CNI-x"
+            ]
+        );
+    }
+}
