@@ -56,6 +56,18 @@ fn nl_err(what: impl Into<String>) -> impl FnOnce(NlError) -> CniError {
     }
 }
 
+/// Bridge creation fails with EOPNOTSUPP on kernels built without VLAN
+/// filtering; say which option needs it.
+fn vlan_filtering_error(e: NlError, bridge: &str, vlan_filtering: bool) -> CniError {
+    let unsupported = matches!(&e, NlError::NetlinkError(m) if m.raw_code().abs() == nix::errno::Errno::EOPNOTSUPP as i32);
+    if vlan_filtering && unsupported {
+        return CniError::invalid_config(format!(
+            "field \"vlan\"/\"vlanTrunk\": the kernel does not support VLAN filtering on bridge {bridge}"
+        ));
+    }
+    nl_err(format!("cannot configure bridge {bridge}"))(e)
+}
+
 /// What we need to know about a link.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Link {
@@ -255,7 +267,7 @@ impl Netlink {
             b = b.append_info_data(InfoBridge::VlanFiltering(true));
         }
         self.block(self.handle.link().add(b.build()).execute())
-            .map_err(nl_err(format!("cannot create bridge {name}")))
+            .map_err(|e| vlan_filtering_error(e, name, vlan_filtering))
     }
 
     pub fn set_vlan_filtering(&self, bridge: &Link) -> CniResult<()> {
@@ -263,10 +275,8 @@ impl Netlink {
             .index(bridge.index)
             .append_info_data(InfoBridge::VlanFiltering(true))
             .build();
-        self.set_link(
-            msg,
-            format!("cannot enable vlan filtering on bridge {}", bridge.name),
-        )
+        self.block(self.handle.link().set(msg).execute())
+            .map_err(|e| vlan_filtering_error(e, &bridge.name, true))
     }
 
     /// Creates a veth pair whose peer is born inside `peer_ns` under `peer_name`.

@@ -15,6 +15,10 @@ impl Plugin for Loopback {
             CniError::new(ErrorCode::Internal, "no lo interface in the namespace")
         })?;
         nl.set_up(lo.index, true)?;
+        // In a chain, pass the previous result through untouched.
+        if let Some(prev) = &args.conf.prev_result {
+            return CniOutput::from_value(prev.clone());
+        }
         let ips: Vec<IpConfig> = nl
             .addresses(lo.index)?
             .into_iter()

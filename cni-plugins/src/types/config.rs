@@ -58,7 +58,12 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8]) -> CniResult<T> {
         } else {
             ErrorCode::Decoding
         };
-        CniError::new(code, "invalid network configuration").with_details(e)
+        let msg = if e.is_data() {
+            "invalid network configuration"
+        } else {
+            "cannot decode network configuration"
+        };
+        CniError::new(code, msg).with_details(e)
     })
 }
 
