@@ -21,13 +21,17 @@ pub enum Backend {
     Nftables,
 }
 
-/// `<prefix><first 24 hex digits of sha512(name + id)>`: a per-attachment
-/// chain name within iptables' 28-character limit, equal to the reference
-/// plugins' so either can clean up after the other.
+/// iptables refuses chain names longer than this.
+const MAX_CHAIN_LEN: usize = 28;
+
+/// `<prefix><hex digits of sha512(name + id)>` cut to iptables' 28-character
+/// limit: a per-attachment chain name equal to the reference plugins' so
+/// either can clean up after the other.
 pub fn chain_name(prefix: &str, network: &str, container_id: &str) -> String {
     let digest = Sha512::digest(format!("{network}{container_id}").as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{prefix}{}", &hex[..24])
+    let keep = MAX_CHAIN_LEN.saturating_sub(prefix.len()).max(8);
+    format!("{prefix}{}", &hex[..keep])
 }
 
 /// The comment tying a rule to its attachment.
@@ -190,6 +194,7 @@ mod tests {
     fn chain_names_fit_iptables() {
         let c = chain_name("CNI-", "mynet", "0123456789abcdef");
         assert_eq!(c.len(), 28);
+        assert_eq!(chain_name("CNI-DN-", "mynet", "x").len(), 28);
         assert_eq!(c, chain_name("CNI-", "mynet", "0123456789abcdef"));
         assert_ne!(c, chain_name("CNI-", "mynet", "other"));
     }

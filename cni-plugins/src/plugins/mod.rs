@@ -3,3 +3,4 @@
 pub mod bridge;
 pub mod host_local;
 pub mod loopback;
+pub mod portmap;

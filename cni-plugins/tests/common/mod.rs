@@ -266,3 +266,73 @@ pub fn links(ns: &TestNetns) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Runs `f` on a thread that sits in `ns` (sockets it opens belong there).
+pub fn in_netns<T: Send + 'static>(ns: &TestNetns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = File::open(ns.path()).expect("open netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("netns thread")
+}
+
+/// Connects from `ns` to `addr` and returns what the server sends.
+pub fn tcp_fetch(ns: &TestNetns, addr: &str) -> Option<String> {
+    let addr: std::net::SocketAddr = addr.parse().expect("socket address");
+    in_netns(ns, move || {
+        use std::io::Read;
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        Some(out)
+    })
+}
+
+/// A TCP server in a namespace that answers every connection with `body`
+/// and closes it; stopped on drop.
+pub struct TcpServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpServer {
+    pub fn start(ns: &TestNetns, port: u16, body: &'static str) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let file = File::open(ns.path()).expect("open netns");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            let listener = std::net::TcpListener::bind(("0.0.0.0", port)).expect("bind");
+            listener.set_nonblocking(true).unwrap();
+            ready_tx.send(()).unwrap();
+            while !flag.load(Ordering::SeqCst) {
+                match listener.accept() {
+                    Ok((mut conn, _)) => {
+                        let _ = conn.write_all(body.as_bytes());
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("server listening");
+        TcpServer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
