@@ -39,8 +39,15 @@ pub fn find_plugin(args: &CmdArgs, name: &str) -> CniResult<PathBuf> {
         })
 }
 
-/// Runs the IPAM plugin for `command` and returns its stdout on success.
-fn exec(args: &CmdArgs, command: Command) -> CniResult<Vec<u8>> {
+/// An IPAM plugin running in the background, so that the caller can do its
+/// own netlink work meanwhile.
+pub struct Running {
+    child: std::process::Child,
+    ipam_type: String,
+}
+
+/// Starts the IPAM plugin for `command` (stdin is written before returning).
+pub fn spawn(args: &CmdArgs, command: Command) -> CniResult<Running> {
     let ipam_type = args
         .conf
         .ipam
@@ -76,32 +83,52 @@ fn exec(args: &CmdArgs, command: Command) -> CniResult<Vec<u8>> {
             )
         })?;
     if let Some(mut stdin) = child.stdin.take() {
+        // A config bigger than the pipe buffer would block here until the
+        // plugin reads it; configs are a few hundred bytes.
         stdin
             .write_all(&args.stdin)
             .map_err(|e| CniError::io("cannot write IPAM plugin stdin", e))?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CniError::io("cannot wait for IPAM plugin", e))?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    Err(
-        serde_json::from_slice::<CniError>(&out.stdout).unwrap_or_else(|_| {
-            CniError::new(
-                ErrorCode::Internal,
-                format!("IPAM plugin {ipam_type} failed with {}", out.status),
-            )
-            .with_details(String::from_utf8_lossy(&out.stdout))
-        }),
-    )
+    Ok(Running {
+        child,
+        ipam_type: ipam_type.to_string(),
+    })
 }
 
-pub fn add(args: &CmdArgs) -> CniResult<CniOutput> {
-    let stdout = exec(args, Command::Add)?;
-    let value = serde_json::from_slice(&stdout)
-        .map_err(|e| CniError::decoding("IPAM plugin printed no JSON result").with_details(e))?;
-    CniOutput::from_value(value)
+impl Running {
+    /// Waits for the plugin; its stdout on success, its error otherwise.
+    pub fn wait(self) -> CniResult<Vec<u8>> {
+        let ipam_type = self.ipam_type;
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| CniError::io("cannot wait for IPAM plugin", e))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        Err(
+            serde_json::from_slice::<CniError>(&out.stdout).unwrap_or_else(|_| {
+                CniError::new(
+                    ErrorCode::Internal,
+                    format!("IPAM plugin {ipam_type} failed with {}", out.status),
+                )
+                .with_details(String::from_utf8_lossy(&out.stdout))
+            }),
+        )
+    }
+
+    /// Waits for an ADD and decodes its result.
+    pub fn wait_result(self) -> CniResult<CniOutput> {
+        let stdout = self.wait()?;
+        let value = serde_json::from_slice(&stdout).map_err(|e| {
+            CniError::decoding("IPAM plugin printed no JSON result").with_details(e)
+        })?;
+        CniOutput::from_value(value)
+    }
+}
+
+fn exec(args: &CmdArgs, command: Command) -> CniResult<Vec<u8>> {
+    spawn(args, command)?.wait()
 }
 
 pub fn del(args: &CmdArgs) -> CniResult<()> {

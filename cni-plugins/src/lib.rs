@@ -1,6 +1,7 @@
 //! CNI 1.1.0 types, plugin skeleton and the bridge, host-local, loopback and portmap plugins.
 
 pub mod arp;
+pub mod detach;
 pub mod ipam;
 pub mod netfilter;
 pub mod netlink;

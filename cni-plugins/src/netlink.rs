@@ -308,6 +308,37 @@ impl Netlink {
             )))
     }
 
+    /// Deletes a link in `ns` (this handle's namespace) and returns once the
+    /// kernel has unlisted it. The deleting syscall goes on to wait for an
+    /// RCU barrier (~15-20 ms); a detached helper does that waiting.
+    pub fn del_link_detached(&self, ns: &NetNs, index: u32) -> CniResult<()> {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        let helper = crate::detach::spawn(|| {
+            match Netlink::in_netns(ns).and_then(|nl| nl.del_link(index)) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            }
+        })?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if self.link_by_index(index)?.is_none() {
+                return Ok(());
+            }
+            if let Ok(WaitStatus::Exited(..)) = waitpid(helper, Some(WaitPidFlag::WNOHANG)) {
+                // The helper is done but the link survived: delete it here
+                // to report the kernel's error.
+                return self.del_link(index);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!("link {index} is still present after deletion"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+
     pub fn del_link(&self, index: u32) -> CniResult<()> {
         match self.block(self.handle.link().del(index).execute()) {
             Err(NlError::NetlinkError(m)) if m.raw_code().abs() == ENODEV => Ok(()),

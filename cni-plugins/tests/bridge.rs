@@ -369,8 +369,12 @@ fn bad_input_leaves_nothing_behind() {
     assert!(out.err_text().contains("CNI_NETNS"), "{}", out.raw);
 
     // Overlap with a host route: the subnet is routed via another interface.
-    net.host.sh("ip link add other0 type veth peer name other1 && ip link set other0 up && ip route add 10.99.0.0/16 dev other0");
-    assert!(net.host.sh("ip route").contains("10.99.0.0/16 dev other0"));
+    net.host.sh("ip link add other0 type veth peer name other1 && ip link set other0 up && ip route add 10.99.0.128/25 dev other0 && ip route add 10.0.0.0/8 dev other0");
+    assert!(
+        net.host
+            .sh("ip route")
+            .contains("10.99.0.128/25 dev other0")
+    );
     let out = net.inv("ADD", "bad", &a).run("bridge", &conf);
     assert_eq!(out.err_code(), 7);
     assert!(
@@ -380,6 +384,10 @@ fn bad_input_leaves_nothing_behind() {
     );
     assert!(!links(&net.host).iter().any(|l| l.starts_with("veth")));
     assert!(!links(&a).contains(&"eth0".to_string()));
+    // Only the broader route left: allowed, the bridge's connected route wins.
+    net.host.sh("ip route del 10.99.0.128/25 dev other0");
+    net.inv("ADD", "bad", &a).run("bridge", &conf).ok();
+    net.inv("DEL", "bad", &a).run("bridge", &conf).ok();
     net.host.sh("ip link del other0");
 
     // Exhausted range: /30 has one address besides the gateway.
@@ -466,4 +474,38 @@ fn raw_run(net: &Net, pod: &TestNetns, stdin: &Value) -> Outcome {
         raw,
         stderr: String::new(),
     }
+}
+
+#[test]
+fn gratuitous_arp_announces_the_pod() {
+    let net = Net::new();
+    let (a, b) = (TestNetns::new("a"), TestNetns::new("b"));
+    let conf = net.conf("1.0.0", json!({}));
+    // The first ADD creates the bridge and its gateway address.
+    net.inv("ADD", "garp-a", &a).run("bridge", &conf).ok();
+    net.host.sh("sysctl -qw net.ipv4.conf.br-test.arp_accept=1");
+    let r = net
+        .inv("ADD", "garp-b", &b)
+        .run("bridge", &conf)
+        .ok()
+        .clone();
+    let ip = r["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let mac = r["interfaces"][2]["mac"].as_str().unwrap().to_string();
+    // No traffic is sent to or from the pod: only its announcement can teach the host.
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || net
+            .host
+            .sh(&format!("ip neigh show {ip}"))
+            .contains(&mac)),
+        "host never learned {ip} at {mac}: {}",
+        net.host.sh("ip neigh")
+    );
+    net.inv("DEL", "garp-a", &a).run("bridge", &conf).ok();
+    net.inv("DEL", "garp-b", &b).run("bridge", &conf).ok();
 }

@@ -4,8 +4,6 @@
 mod config;
 mod spoofcheck;
 
-use std::net::IpAddr;
-
 use ipnet::IpNet;
 
 pub use config::BridgeConf;
@@ -13,7 +11,7 @@ pub use config::BridgeConf;
 use crate::netfilter::masquerade;
 use crate::netlink::{EEXIST, Link, Netlink, errno};
 use crate::netns::NetNs;
-use crate::skel::{CmdArgs, Plugin};
+use crate::skel::{CmdArgs, Command, Plugin};
 use crate::types::{CniError, CniOutput, CniResult, ErrorCode, Interface, IpConfig, Route};
 use crate::{arp, ipam, sysctl};
 
@@ -89,16 +87,19 @@ fn ensure_bridge(nl: &Netlink, conf: &BridgeConf) -> CniResult<Link> {
     Ok(link)
 }
 
-/// Refuses container subnets that the host already routes elsewhere: the
-/// gateway address on the bridge would hijack (or lose to) that route.
+/// Refuses container subnets of which the host already routes all or part
+/// through another interface: the connected route of the bridge would not
+/// win for those addresses. Broader routes (a 10.0.0.0/8 via a VPN) are fine.
 fn check_host_route_overlap(nl: &Netlink, ips: &[IpConfig], bridge: Option<u32>) -> CniResult<()> {
     for ip in ips {
         let subnet = ip.address.trunc();
         for route in nl.routes(subnet.addr().is_ipv4())? {
-            if route.dst.prefix_len() == 0 || route.oif == bridge || route.oif.is_none() {
+            if route.oif.is_none() || route.oif == bridge {
                 continue;
             }
-            if route.dst.contains(&subnet.network()) || subnet.contains(&route.dst.network()) {
+            if route.dst.prefix_len() >= subnet.prefix_len()
+                && subnet.contains(&route.dst.network())
+            {
                 return Err(CniError::invalid_config(format!(
                     "field \"ipam\": subnet {subnet} overlaps host route {} on interface {}",
                     route.dst,
@@ -183,22 +184,22 @@ fn configure_container(
     ifindex: u32,
     out: &CniOutput,
 ) -> CniResult<()> {
-    let nl = &sides.container;
-    if out.ips.iter().any(|i| i.address.addr().is_ipv6()) {
-        let _in = sides.ns.enter()?;
-        // DAD would delay the addresses' usability by seconds; containers on a
-        // bridge get unique addresses from IPAM.
-        if !conf.enable_dad {
-            sysctl::set(&sysctl::iface_key("ipv6", &args.ifname, "accept_dad"), "0")?;
-        }
-    }
     if conf.disable_container_interface {
         return Ok(());
     }
-    nl.set_up(ifindex, true)?;
+    let nl = &sides.container;
+    {
+        let _in = sides.ns.enter()?;
+        if out.ips.iter().any(|i| i.address.addr().is_ipv6()) && !conf.enable_dad {
+            // DAD would keep the addresses unusable for seconds; IPAM already
+            // guarantees they are unique on the bridge.
+            sysctl::set(&sysctl::iface_key("ipv6", &args.ifname, "accept_dad"), "0")?;
+        }
+    }
     for ip in &out.ips {
         nl.add_address(ifindex, ip.address, false)?;
     }
+    nl.set_up(ifindex, true)?;
     for route in &out.routes {
         let gw = route.gw.or_else(|| {
             out.ips
@@ -208,18 +209,23 @@ fn configure_container(
         });
         nl.add_route(route.dst, gw, ifindex)?;
     }
-    let link = nl
-        .link_by_index(ifindex)?
-        .ok_or_else(|| CniError::new(ErrorCode::Internal, "container interface vanished"))?;
-    if let Some(mac) =
-        crate::netlink::parse_mac(&link.mac).and_then(|m| <[u8; 6]>::try_from(m).ok())
-    {
-        let _in = sides.ns.enter()?;
-        for ip in &out.ips {
-            if let IpAddr::V4(v4) = ip.address.addr() {
-                arp::announce(ifindex, &mac, v4)?;
+    let v4: Vec<std::net::Ipv4Addr> = out
+        .ips
+        .iter()
+        .filter_map(|i| {
+            if let std::net::IpAddr::V4(a) = i.address.addr() {
+                Some(a)
+            } else {
+                None
             }
-        }
+        })
+        .collect();
+    let mac = nl
+        .link_by_index(ifindex)?
+        .and_then(|l| crate::netlink::parse_mac(&l.mac))
+        .and_then(|m| <[u8; 6]>::try_from(m).ok());
+    if let (Some(mac), false) = (mac, v4.is_empty()) {
+        arp::announce_detached(&sides.ns, ifindex, mac, v4)?;
     }
     Ok(())
 }
@@ -241,27 +247,23 @@ fn default_routes(ips: &[IpConfig]) -> Vec<Route> {
     out
 }
 
+/// The veth made for an attachment, attached to its bridge.
+struct Port {
+    bridge: Link,
+    host: Link,
+    container: Link,
+}
+
 impl Bridge {
-    /// Everything after IPAM handed out addresses; undone by the caller on error.
-    fn add_with_addresses(
+    /// Creates the bridge (if needed) and the veth pair; removes its own
+    /// veth again if a later step fails.
+    fn make_port(
         &self,
         args: &CmdArgs,
         conf: &BridgeConf,
         sides: &Sides,
-        mut out: CniOutput,
-        host_veth: &mut Option<u32>,
-    ) -> CniResult<CniOutput> {
-        if out.ips.is_empty() {
-            return Err(CniError::new(
-                ErrorCode::Internal,
-                "IPAM plugin returned no IP configuration",
-            ));
-        }
-        let bridge_index = sides.host.link_by_name(&conf.bridge)?.map(|l| l.index);
-        if conf.is_gateway {
-            check_host_route_overlap(&sides.host, &out.ips, bridge_index)?;
-        }
-        let mac = conf.requested_mac(args.cni_arg("MAC"))?;
+        mac: Option<&[u8]>,
+    ) -> CniResult<Port> {
         let bridge = ensure_bridge(&sides.host, conf)?;
         let veth_name = random_veth_name()?;
         sides.host.add_veth(
@@ -269,31 +271,63 @@ impl Bridge {
             &args.ifname,
             &sides.ns,
             conf.mtu.or(Some(bridge.mtu)),
-            mac.as_deref(),
+            mac,
         )?;
-        let veth = sides.host.link_by_name(&veth_name)?.ok_or_else(|| {
-            CniError::new(
+        let made = (|| {
+            let host = sides.host.link_by_name(&veth_name)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::Internal,
+                    format!("veth {veth_name} vanished after creation"),
+                )
+            })?;
+            configure_port(&sides.host, conf, &bridge, host.index)?;
+            let container = sides.container.link_by_name(&args.ifname)?.ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::Internal,
+                    format!("{} did not appear in the container", args.ifname),
+                )
+            })?;
+            Ok(Port {
+                bridge: bridge.clone(),
+                host,
+                container,
+            })
+        })();
+        if made.is_err() {
+            if let Ok(Some(link)) = sides.host.link_by_name(&veth_name) {
+                let _ = sides.host.del_link(link.index);
+            }
+        }
+        made
+    }
+
+    /// Everything after the port exists and IPAM handed out addresses.
+    fn finish_add(
+        &self,
+        args: &CmdArgs,
+        conf: &BridgeConf,
+        sides: &Sides,
+        port: &Port,
+        mut out: CniOutput,
+    ) -> CniResult<CniOutput> {
+        if out.ips.is_empty() {
+            return Err(CniError::new(
                 ErrorCode::Internal,
-                format!("veth {veth_name} vanished after creation"),
-            )
-        })?;
-        *host_veth = Some(veth.index);
-        configure_port(&sides.host, conf, &bridge, veth.index)?;
-        let container = sides.container.link_by_name(&args.ifname)?.ok_or_else(|| {
-            CniError::new(
-                ErrorCode::Internal,
-                format!("{} did not appear in the container", args.ifname),
-            )
-        })?;
+                "IPAM plugin returned no IP configuration",
+            ));
+        }
+        if conf.is_gateway {
+            check_host_route_overlap(&sides.host, &out.ips, Some(port.bridge.index))?;
+        }
         if conf.is_default_gateway {
             out.routes.extend(default_routes(&out.ips));
         }
         for ip in &mut out.ips {
             ip.interface = Some(2);
         }
-        configure_container(sides, conf, args, container.index, &out)?;
+        configure_container(sides, conf, args, port.container.index, &out)?;
         if conf.is_gateway {
-            ensure_gateway_addresses(&sides.host, &bridge, &out.ips, conf.force_address)?;
+            ensure_gateway_addresses(&sides.host, &port.bridge, &out.ips, conf.force_address)?;
             enable_forwarding(&out.ips)?;
         }
         if conf.ip_masq {
@@ -309,12 +343,15 @@ impl Bridge {
             spoofcheck::setup(
                 &conf.net.name,
                 &args.container_id,
-                &veth_name,
-                &container.mac,
+                &port.host.name,
+                &port.container.mac,
             )?;
         }
-        // Re-read: the bridge takes its MAC from its first port.
-        let bridge = sides.host.link_by_index(bridge.index)?.unwrap_or(bridge);
+        // Re-read: a new bridge takes its MAC from its first port.
+        let bridge = sides
+            .host
+            .link_by_index(port.bridge.index)?
+            .unwrap_or_else(|| port.bridge.clone());
         out.interfaces = vec![
             Interface {
                 name: bridge.name,
@@ -322,13 +359,13 @@ impl Bridge {
                 ..Default::default()
             },
             Interface {
-                name: veth.name,
-                mac: veth.mac,
+                name: port.host.name.clone(),
+                mac: port.host.mac.clone(),
                 ..Default::default()
             },
             Interface {
-                name: container.name,
-                mac: container.mac,
+                name: port.container.name.clone(),
+                mac: port.container.mac.clone(),
                 sandbox: args.netns.clone(),
                 ..Default::default()
             },
@@ -337,10 +374,11 @@ impl Bridge {
         Ok(out)
     }
 
-    fn undo(&self, args: &CmdArgs, conf: &BridgeConf, sides: &Sides, host_veth: Option<u32>) {
-        // Best effort: the original error is what the runtime needs to see.
-        if let Some(index) = host_veth {
-            let _ = sides.host.del_link(index);
+    /// Undoes a failed ADD; best effort, the original error is what the
+    /// runtime needs to see.
+    fn undo(&self, args: &CmdArgs, conf: &BridgeConf, sides: &Sides, port: Option<&Port>) {
+        if let Some(port) = port {
+            let _ = sides.host.del_link(port.host.index);
         }
         if conf.ip_masq {
             let _ = masquerade::teardown(conf.masq_backend(), &conf.net.name, &args.container_id);
@@ -350,6 +388,24 @@ impl Bridge {
         }
         let _ = ipam::del(args);
     }
+
+    /// Deletes the container's interface (and so its veth peer).
+    fn remove_interface(&self, args: &CmdArgs) -> CniResult<()> {
+        if args.netns.is_empty() {
+            return Ok(());
+        }
+        let ns = match NetNs::open(&args.netns) {
+            Ok(ns) => ns,
+            // The namespace is gone, and the veth with it.
+            Err(e) if e.code == ErrorCode::UnknownContainer as u32 => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let nl = Netlink::in_netns(&ns)?;
+        match nl.link_by_name(&args.ifname)? {
+            Some(link) => nl.del_link_detached(&ns, link.index),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Plugin for Bridge {
@@ -358,6 +414,7 @@ impl Plugin for Bridge {
         if conf.net.ipam.is_none() {
             return Err(CniError::invalid_config("field \"ipam\" is missing"));
         }
+        let mac = conf.requested_mac(args.cni_arg("MAC"))?;
         let sides = Sides::open(&args.netns)?;
         if sides.container.link_by_name(&args.ifname)?.is_some() {
             return Err(CniError::invalid_config(format!(
@@ -365,30 +422,38 @@ impl Plugin for Bridge {
                 args.ifname
             )));
         }
-        let out = ipam::add(args)?;
-        let mut host_veth = None;
-        self.add_with_addresses(args, &conf, &sides, out, &mut host_veth)
-            .inspect_err(|_| self.undo(args, &conf, &sides, host_veth))
+        // IPAM runs while the bridge and veth are made.
+        let running = ipam::spawn(args, Command::Add)?;
+        let port = self.make_port(args, &conf, &sides, mac.as_deref());
+        let addresses = running.wait_result();
+        let (port, out) = match (port, addresses) {
+            (Ok(port), Ok(out)) => (port, out),
+            (Ok(port), Err(e)) => {
+                self.undo(args, &conf, &sides, Some(&port));
+                return Err(e);
+            }
+            (Err(e), _) => {
+                self.undo(args, &conf, &sides, None);
+                return Err(e);
+            }
+        };
+        self.finish_add(args, &conf, &sides, &port, out)
+            .inspect_err(|_| self.undo(args, &conf, &sides, Some(&port)))
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
         let conf = BridgeConf::parse(&args.stdin)?;
-        if conf.net.ipam.is_some() {
-            ipam::del(args)?;
-        }
-        if !args.netns.is_empty() {
-            match NetNs::open(&args.netns) {
-                Ok(ns) => {
-                    let nl = Netlink::in_netns(&ns)?;
-                    if let Some(link) = nl.link_by_name(&args.ifname)? {
-                        nl.del_link(link.index)?;
-                    }
-                }
-                // The namespace is gone, and the veth with it.
-                Err(e) if e.code == ErrorCode::UnknownContainer as u32 => {}
-                Err(e) => return Err(e),
-            }
-        }
+        // IPAM releases while the interface goes away.
+        let running = conf
+            .net
+            .ipam
+            .as_ref()
+            .map(|_| ipam::spawn(args, Command::Del))
+            .transpose()?;
+        let removed = self.remove_interface(args);
+        let released = running.map(|r| r.wait().map(|_| ())).unwrap_or(Ok(()));
+        removed?;
+        released?;
         if conf.ip_masq {
             masquerade::teardown(conf.masq_backend(), &conf.net.name, &args.container_id)?;
         }
