@@ -112,7 +112,8 @@ pub struct CniOutput {
     pub ips: Vec<IpConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
-    #[serde(default, skip_serializing_if = "Dns::is_empty")]
+    /// Always written (as `{}` when empty), as the reference plugins do.
+    #[serde(default)]
     pub dns: Dns,
 }
 
