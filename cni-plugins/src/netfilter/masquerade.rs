@@ -9,7 +9,7 @@
 use ipnet::IpNet;
 
 use super::{
-    Backend, chain_name, comment, iptables, iptables_delete_matching, iptables_remove_chain, nft,
+    Backend, chain_name, comment, iptables_remove_attachment_chain, iptables_restore, nft,
     nft_delete_matching,
 };
 use crate::types::CniResult;
@@ -29,68 +29,37 @@ pub fn setup(
     container_id: &str,
 ) -> CniResult<()> {
     let chain = chain_name("CNI-", network, container_id);
-    let comment = comment(network, container_id);
     match backend {
         Backend::Iptables => {
-            for addr in addrs {
-                let v6 = addr.addr().is_ipv6();
-                if !super::iptables_chain_exists(v6, "nat", &chain) {
-                    iptables(v6, &["-t", "nat", "-N", &chain])?;
+            for v6 in [false, true] {
+                let family: Vec<&IpNet> =
+                    addrs.iter().filter(|a| a.addr().is_ipv6() == v6).collect();
+                if family.is_empty() {
+                    continue;
                 }
-                let subnet = addr.trunc().to_string();
-                iptables(
-                    v6,
-                    &[
-                        "-t",
-                        "nat",
-                        "-A",
-                        &chain,
-                        "-d",
-                        &subnet,
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                        "-j",
-                        "ACCEPT",
-                    ],
-                )?;
-                iptables(
-                    v6,
-                    &[
-                        "-t",
-                        "nat",
-                        "-A",
-                        &chain,
-                        "!",
-                        "-d",
-                        multicast(v6),
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                        "-j",
-                        "MASQUERADE",
-                    ],
-                )?;
-                let src = IpNet::from(addr.addr()).to_string();
-                iptables(
-                    v6,
-                    &[
-                        "-t",
-                        "nat",
-                        "-A",
-                        "POSTROUTING",
-                        "-s",
-                        &src,
-                        "-m",
-                        "comment",
-                        "--comment",
-                        &comment,
-                        "-j",
-                        &chain,
-                    ],
-                )?;
+                let comment = format!(
+                    "\"{}\"",
+                    comment(network, container_id).replace('"', "\\\"")
+                );
+                let mut script = format!("*nat\n:{chain} - [0:0]\n");
+                for addr in &family {
+                    script.push_str(&format!(
+                        "-A {chain} -d {} -m comment --comment {comment} -j ACCEPT\n",
+                        addr.trunc()
+                    ));
+                }
+                script.push_str(&format!(
+                    "-A {chain} ! -d {} -m comment --comment {comment} -j MASQUERADE\n",
+                    multicast(v6)
+                ));
+                for addr in &family {
+                    script.push_str(&format!(
+                        "-A POSTROUTING -s {} -m comment --comment {comment} -j {chain}\n",
+                        IpNet::from(addr.addr())
+                    ));
+                }
+                script.push_str("COMMIT\n");
+                iptables_restore(v6, &script)?;
             }
             Ok(())
         }
@@ -112,14 +81,21 @@ pub fn setup(
     }
 }
 
-/// Removes whatever [`setup`] made for the attachment; missing rules are fine.
-pub fn teardown(backend: Backend, network: &str, container_id: &str) -> CniResult<()> {
+/// Removes whatever [`setup`] made for the attachment; missing rules are
+/// fine. `families` limits the iptables work to (v4, v6) when known.
+pub fn teardown(
+    backend: Backend,
+    network: &str,
+    container_id: &str,
+    families: (bool, bool),
+) -> CniResult<()> {
     let chain = chain_name("CNI-", network, container_id);
     match backend {
         Backend::Iptables => {
-            for v6 in [false, true] {
-                iptables_delete_matching(v6, "nat", "POSTROUTING", &format!("-j {chain}"))?;
-                iptables_remove_chain(v6, "nat", &chain)?;
+            for (v6, wanted) in [(false, families.0), (true, families.1)] {
+                if wanted {
+                    iptables_remove_attachment_chain(v6, "nat", &["POSTROUTING"], &chain)?;
+                }
             }
             Ok(())
         }

@@ -86,73 +86,31 @@ pub fn iptables_restore(v6: bool, input: &str) -> CniResult<()> {
     run(program, &["-w", "5", "--noflush"], Some(input)).map(|_| ())
 }
 
-/// Whether `chain` exists in `table`.
-pub fn iptables_chain_exists(v6: bool, table: &str, chain: &str) -> bool {
-    iptables(v6, &["-t", table, "-S", chain, "1"]).is_ok()
-}
-
-/// Deletes every rule of `chain` in `table` that contains `needle` (as
-/// printed by `-S`), e.g. a jump to a per-attachment chain.
-pub fn iptables_delete_matching(v6: bool, table: &str, chain: &str, needle: &str) -> CniResult<()> {
-    let Ok(listing) = iptables(v6, &["-t", table, "-S", chain]) else {
-        return Ok(());
-    };
-    for line in listing.lines().filter(|l| l.contains(needle)) {
-        let Some(spec) = line.strip_prefix(&format!("-A {chain} ")) else {
-            continue;
-        };
-        let args = split_shell_words(spec);
-        let mut full: Vec<&str> = vec!["-t", table, "-D", chain];
-        full.extend(args.iter().map(String::as_str));
-        iptables(v6, &full)?;
-    }
-    Ok(())
-}
-
-/// Flushes and deletes `chain` if it exists.
-pub fn iptables_remove_chain(v6: bool, table: &str, chain: &str) -> CniResult<()> {
-    if iptables_chain_exists(v6, table, chain) {
-        iptables(v6, &["-t", table, "-F", chain])?;
-        iptables(v6, &["-t", table, "-X", chain])?;
-    }
-    Ok(())
-}
-
-/// Splits `-S` output into arguments, honouring the double quotes iptables
-/// puts around comments.
-fn split_shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quoted = false;
-    let mut chars = s.chars().peekable();
-    let mut has_word = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' if quoted => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-            }
-            '"' => {
-                quoted = !quoted;
-                has_word = true;
-            }
-            ' ' if !quoted => {
-                if has_word {
-                    out.push(std::mem::take(&mut cur));
-                    has_word = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                has_word = true;
+/// Removes a per-attachment chain and every jump to it from the `from`
+/// chains, with one listing and (if anything is there) one atomic restore.
+pub fn iptables_remove_attachment_chain(
+    v6: bool,
+    table: &str,
+    from: &[&str],
+    chain: &str,
+) -> CniResult<()> {
+    let listing = iptables(v6, &["-t", table, "-S"])?;
+    let jump = format!(" -j {chain}");
+    let mut script = String::new();
+    for line in listing.lines().filter(|l| l.ends_with(&jump)) {
+        if let Some(rest) = line.strip_prefix("-A ") {
+            if from.iter().any(|c| rest.starts_with(&format!("{c} "))) {
+                script.push_str(&format!("-D {rest}\n"));
             }
         }
     }
-    if has_word {
-        out.push(cur);
+    if listing.lines().any(|l| l == format!("-N {chain}")) {
+        script.push_str(&format!("-F {chain}\n-X {chain}\n"));
     }
-    out
+    if script.is_empty() {
+        return Ok(());
+    }
+    iptables_restore(v6, &format!("*{table}\n{script}COMMIT\n"))
 }
 
 /// Runs an nft script.
@@ -197,25 +155,5 @@ mod tests {
         assert_eq!(chain_name("CNI-DN-", "mynet", "x").len(), 28);
         assert_eq!(c, chain_name("CNI-", "mynet", "0123456789abcdef"));
         assert_ne!(c, chain_name("CNI-", "mynet", "other"));
-    }
-
-    #[test]
-    fn splits_quoted_comments() {
-        let w = split_shell_words(
-            r#"-s 10.0.0.2/32 -m comment --comment "name: \"n\" id: \"c\"" -j CNI-x"#,
-        );
-        assert_eq!(
-            w,
-            [
-                "-s",
-                "10.0.0.2/32",
-                "-m",
-                "comment",
-                "--comment",
-                "name: \"n\" id: \"c\"",
-                "-j",
-                "CNI-x"
-            ]
-        );
     }
 }

@@ -230,6 +230,18 @@ fn configure_container(
     Ok(())
 }
 
+/// Address families of the cached result (both when there is none), so DEL
+/// touches only the netfilter families ADD used.
+fn prev_families(conf: &BridgeConf) -> (bool, bool) {
+    match conf.net.prev_result.clone().map(CniOutput::from_value) {
+        Some(Ok(prev)) if !prev.ips.is_empty() => (
+            prev.ips.iter().any(|i| i.address.addr().is_ipv4()),
+            prev.ips.iter().any(|i| i.address.addr().is_ipv6()),
+        ),
+        _ => (true, true),
+    }
+}
+
 fn default_routes(ips: &[IpConfig]) -> Vec<Route> {
     let mut out = Vec::new();
     for v4 in [true, false] {
@@ -381,7 +393,12 @@ impl Bridge {
             let _ = sides.host.del_link(port.host.index);
         }
         if conf.ip_masq {
-            let _ = masquerade::teardown(conf.masq_backend(), &conf.net.name, &args.container_id);
+            let _ = masquerade::teardown(
+                conf.masq_backend(),
+                &conf.net.name,
+                &args.container_id,
+                (true, true),
+            );
         }
         if conf.mac_spoof_check {
             let _ = spoofcheck::teardown(&conf.net.name, &args.container_id);
@@ -455,7 +472,12 @@ impl Plugin for Bridge {
         removed?;
         released?;
         if conf.ip_masq {
-            masquerade::teardown(conf.masq_backend(), &conf.net.name, &args.container_id)?;
+            masquerade::teardown(
+                conf.masq_backend(),
+                &conf.net.name,
+                &args.container_id,
+                prev_families(&conf),
+            )?;
         }
         if conf.mac_spoof_check {
             spoofcheck::teardown(&conf.net.name, &args.container_id)?;

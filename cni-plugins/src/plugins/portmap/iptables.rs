@@ -8,8 +8,7 @@ use std::net::IpAddr;
 
 use super::config::{PortMapConf, PortMapping};
 use crate::netfilter::{
-    chain_name, comment, iptables, iptables_delete_matching, iptables_remove_chain,
-    iptables_restore,
+    chain_name, comment, iptables, iptables_remove_attachment_chain, iptables_restore,
 };
 use crate::types::{CniError, CniResult, ErrorCode};
 
@@ -204,8 +203,7 @@ pub fn add(conf: &PortMapConf, container_id: &str, cip: IpAddr) -> CniResult<()>
 
 pub fn del(conf: &PortMapConf, container_id: &str, v6: bool) -> CniResult<()> {
     let chain = dn_chain(conf, container_id);
-    iptables_delete_matching(v6, "nat", DNAT_CHAIN, &format!("-j {chain}"))?;
-    iptables_remove_chain(v6, "nat", &chain)
+    iptables_remove_attachment_chain(v6, "nat", &[DNAT_CHAIN], &chain)
 }
 
 pub fn check(conf: &PortMapConf, container_id: &str, cip: IpAddr) -> CniResult<()> {
