@@ -509,3 +509,38 @@ fn gratuitous_arp_announces_the_pod() {
     net.inv("DEL", "garp-a", &a).run("bridge", &conf).ok();
     net.inv("DEL", "garp-b", &b).run("bridge", &conf).ok();
 }
+
+#[test]
+fn gc_and_status_reach_host_local_through_bridge() {
+    let net = Net::new();
+    let (a, b) = (TestNetns::new("a"), TestNetns::new("b"));
+    let cache = TempDir::new("cache");
+    let conflist = json!({"cniVersion": "1.1.0", "name": "testnet", "plugins": [net.conf("1.1.0", json!({}))]});
+    let driver = Driver::new(&conflist, cache.path().to_path_buf());
+    driver.add(&net.inv("ADD", "live", &a)).ok();
+    driver.add(&net.inv("ADD", "stale", &b)).ok();
+    driver
+        .gc(
+            &Invocation::new("GC", "", "", &our_bin_dir(), Some(&net.host)),
+            &[("live", "eth0")],
+        )
+        .ok();
+    let left: Vec<String> = net.leases().into_values().collect();
+    assert_eq!(left, ["live\r\neth0"]);
+
+    let status = Invocation::new("STATUS", "", "", &our_bin_dir(), Some(&net.host));
+    status.run("bridge", &net.conf("1.1.0", json!({}))).ok();
+    let mut broken = net.conf("1.1.0", json!({}));
+    let blocker = net.data.path().join("blocker");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    broken["ipam"]["dataDir"] = json!(blocker);
+    assert_eq!(status.run("bridge", &broken).err_code(), 50);
+    // STATUS and GC need cniVersion 1.1.0.
+    assert_eq!(
+        status
+            .run("bridge", &net.conf("1.0.0", json!({})))
+            .err_code(),
+        1
+    );
+    driver.del(&net.inv("DEL", "live", &a)).ok();
+}

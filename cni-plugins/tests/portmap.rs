@@ -159,3 +159,34 @@ fn iptables_rules_cover_udp_host_ip_and_check_notices_missing_rules() {
     let out = inv.run("portmap", &unchained);
     assert!(out.err_text().contains("prevResult"), "{}", out.raw);
 }
+
+#[test]
+fn ipv6_mappings_use_ip6tables_and_nftables() {
+    let host = TestNetns::new("h");
+    let a = TestNetns::new("a");
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": a.path()}],
+        "ips": [{"address": "10.96.0.6/24", "interface": 0}, {"address": "fd96::6/64", "interface": 0}]});
+    for backend in ["iptables", "nftables"] {
+        let conf = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap", "prevResult": prev, "backend": backend,
+            "runtimeConfig": {"portMappings": [{"hostPort": 8443, "containerPort": 443, "protocol": "tcp"}]}});
+        let inv = Invocation::new("ADD", "pm-v6", &a.path(), &our_bin_dir(), Some(&host));
+        inv.run("portmap", &conf).ok();
+        let (v4, v6) = if backend == "iptables" {
+            (
+                host.sh("iptables -t nat -S"),
+                host.sh("ip6tables -t nat -S"),
+            )
+        } else {
+            let t = host.sh("nft list table inet cni_hostport");
+            (t.clone(), t)
+        };
+        assert!(v4.contains("10.96.0.6:443"), "{backend}: {v4}");
+        assert!(v6.contains("[fd96::6]:443"), "{backend}: {v6}");
+        inv.with_command("CHECK").run("portmap", &conf).ok();
+        inv.with_command("DEL").run("portmap", &conf).ok();
+        let after =
+            host.sh("iptables -t nat -S; ip6tables -t nat -S; nft list table inet cni_hostport");
+        assert!(!after.contains(":443"), "{backend}: {after}");
+    }
+}

@@ -283,6 +283,20 @@ impl Plugin for HostLocal {
         Ok(())
     }
 
+    /// Ready when the lease directory can be opened and locked.
+    fn status(&self, args: &CmdArgs) -> CniResult<()> {
+        let config = Config::parse(args)?;
+        Store::open(&config.data_dir, &config.network)
+            .map(|_| ())
+            .map_err(|e| {
+                CniError::new(
+                    ErrorCode::PluginNotAvailable,
+                    format!("host-local cannot use its lease directory: {}", e.msg),
+                )
+                .with_details(e.details)
+            })
+    }
+
     /// Releases every lease whose attachment the runtime no longer lists.
     fn gc(&self, args: &CmdArgs) -> CniResult<()> {
         let config = Config::parse(args)?;
