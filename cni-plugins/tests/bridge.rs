@@ -544,3 +544,44 @@ fn gc_and_status_reach_host_local_through_bridge() {
     );
     driver.del(&net.inv("DEL", "live", &a)).ok();
 }
+
+#[test]
+fn hundred_parallel_bridge_adds_get_distinct_working_addresses() {
+    let net = Net::new();
+    let pods: Vec<TestNetns> = (0..100).map(|_| TestNetns::new("p")).collect();
+    let conf = std::sync::Arc::new(net.conf("1.0.0", json!({})));
+    let handles: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let inv = net.inv("ADD", &format!("par-{i}"), pod);
+            let conf = conf.clone();
+            std::thread::spawn(move || {
+                inv.run("bridge", &conf).ok()["ips"][0]["address"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+        })
+        .collect();
+    let mut addrs: Vec<String> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    addrs.sort();
+    addrs.dedup();
+    assert_eq!(addrs.len(), 100);
+    // Every pod is wired: the first and the last can reach the gateway.
+    assert!(ping(&pods[0], "10.99.0.1") && ping(&pods[99], "10.99.0.1"));
+    assert_eq!(
+        net.host
+            .sh("ip -o addr show dev br-test")
+            .matches("10.99.0.1/24")
+            .count(),
+        1
+    );
+    for (i, pod) in pods.iter().enumerate() {
+        net.inv("DEL", &format!("par-{i}"), pod)
+            .run("bridge", &conf)
+            .ok();
+    }
+    assert!(net.leases().is_empty());
+    assert!(!links(&net.host).iter().any(|l| l.starts_with("veth")));
+}
