@@ -107,6 +107,34 @@ impl NetConfList {
         Ok(list)
     }
 
+    /// The version to run the list with: with `cniVersions` (1.1.0), the
+    /// highest one that `supported` also lists; otherwise `cniVersion`.
+    pub fn effective_version(&self, supported: &[&str]) -> CniResult<String> {
+        if self.cni_versions.is_empty() {
+            return Ok(self.cni_version.clone());
+        }
+        let mut best: Option<(super::Version, &String)> = None;
+        for v in self
+            .cni_versions
+            .iter()
+            .filter(|v| supported.contains(&v.as_str()))
+        {
+            let parsed = super::Version::parse(v)?;
+            if best.is_none_or(|(b, _)| parsed > b) {
+                best = Some((parsed, v));
+            }
+        }
+        best.map(|(_, v)| v.clone()).ok_or_else(|| {
+            CniError::new(
+                ErrorCode::IncompatibleVersion,
+                format!(
+                    "field \"cniVersions\": none of {:?} is supported",
+                    self.cni_versions
+                ),
+            )
+        })
+    }
+
     /// The stdin a runtime sends to plugin `index`: the plugin's own object
     /// plus `name`, `cniVersion`, the `runtimeConfig` keys the plugin declared
     /// as capabilities, and the previous plugin's result.
@@ -123,7 +151,8 @@ impl NetConfList {
             CniError::invalid_config(format!("field \"plugins[{index}]\": not an object"))
         })?;
         obj.insert("name".into(), Value::String(self.name.clone()));
-        obj.insert("cniVersion".into(), Value::String(self.cni_version.clone()));
+        let version = self.effective_version(super::SUPPORTED_VERSIONS)?;
+        obj.insert("cniVersion".into(), Value::String(version));
         let declared: BTreeMap<String, bool> = obj
             .get("capabilities")
             .and_then(|c| serde_json::from_value(c.clone()).ok())
@@ -163,6 +192,28 @@ mod tests {
         assert!(validate_name("-bad").is_err());
         assert!(validate_name("").is_err());
         assert!(validate_name("a/b").is_err());
+    }
+
+    #[test]
+    fn cni_versions_pick_the_highest_supported() {
+        let list = NetConfList::parse(
+            br#"{"cniVersion":"1.0.0","cniVersions":["0.4.0","1.1.0","9.0.0"],"name":"n","plugins":[{"type":"bridge"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            list.effective_version(&["0.4.0", "1.0.0", "1.1.0"])
+                .unwrap(),
+            "1.1.0"
+        );
+        assert_eq!(
+            list.effective_version(&["0.4.0", "1.0.0"]).unwrap(),
+            "0.4.0"
+        );
+        assert_eq!(list.effective_version(&["0.3.1"]).unwrap_err().code, 1);
+        assert_eq!(
+            list.plugin_config(0, &BTreeMap::new(), None).unwrap()["cniVersion"],
+            "1.1.0"
+        );
     }
 
     #[test]

@@ -107,8 +107,18 @@ impl PortMap {
     fn remove(&self, conf: &PortMapConf, container_id: &str) -> CniResult<()> {
         match conf.backend() {
             Backend::Iptables => {
-                iptables::del(conf, container_id, false)?;
-                iptables::del(conf, container_id, true)
+                // Only the families of the cached result, both without one.
+                let (v4, v6) = match conf.container_ips() {
+                    Ok((None, None)) | Err(_) => (true, true),
+                    Ok((v4, v6)) => (v4.is_some(), v6.is_some()),
+                };
+                if v4 {
+                    iptables::del(conf, container_id, false)?;
+                }
+                if v6 {
+                    iptables::del(conf, container_id, true)?;
+                }
+                Ok(())
             }
             Backend::Nftables => nftables::del(conf, container_id),
         }
