@@ -585,3 +585,22 @@ fn hundred_parallel_bridge_adds_get_distinct_working_addresses() {
     assert!(net.leases().is_empty());
     assert!(!links(&net.host).iter().any(|l| l.starts_with("veth")));
 }
+
+#[test]
+fn force_address_replaces_a_conflicting_bridge_address() {
+    let net = Net::new();
+    let a = TestNetns::new("a");
+    net.host.sh("ip link add br-test type bridge && ip addr add 10.99.0.200/24 dev br-test && ip link set br-test up");
+    let conf = net.conf("1.0.0", json!({}));
+    let out = net.inv("ADD", "force", &a).run("bridge", &conf);
+    assert!(out.err_text().contains("forceAddress"), "{}", out.raw);
+    assert!(net.leases().is_empty() && !links(&a).contains(&"eth0".to_string()));
+    let forced = net.conf("1.0.0", json!({"forceAddress": true}));
+    net.inv("ADD", "force", &a).run("bridge", &forced).ok();
+    let addrs = net.host.sh("ip -o -4 addr show dev br-test");
+    assert!(
+        addrs.contains("10.99.0.1/24") && !addrs.contains("10.99.0.200"),
+        "{addrs}"
+    );
+    net.inv("DEL", "force", &a).run("bridge", &forced).ok();
+}

@@ -155,3 +155,36 @@ pub(super) fn configure_port(
     }
     nl.set_up(port, true)
 }
+
+/// Where the gateway addresses live: the bridge itself, or with an access
+/// `vlan` a `<bridge>.<vlan>` veth whose peer is a port of that VLAN (the
+/// bridge device itself only sees untagged VLAN 1 traffic).
+pub(super) fn gateway_link(nl: &Netlink, conf: &BridgeConf, bridge: &Link) -> CniResult<Link> {
+    if conf.vlan == 0 {
+        return Ok(bridge.clone());
+    }
+    let name = format!("{}.{}", conf.bridge, conf.vlan);
+    if name.len() > 15 {
+        return Err(CniError::invalid_config(format!(
+            "field \"bridge\": {name} (the gateway interface of vlan {}) is longer than 15 characters",
+            conf.vlan
+        )));
+    }
+    if let Some(link) = nl.link_by_name(&name)? {
+        return Ok(link);
+    }
+    let peer = random_veth_name()?;
+    let here = crate::netns::NetNs::current()?;
+    match nl.add_veth(&name, &peer, &here, Some(bridge.mtu), None) {
+        // A parallel ADD made it first.
+        Err(e) if errno(&e) == Some(EEXIST) => {}
+        r => r?,
+    }
+    let missing =
+        |n: &str| CniError::new(ErrorCode::Internal, format!("{n} vanished after creation"));
+    let port = nl.link_by_name(&peer)?.ok_or_else(|| missing(&peer))?;
+    let gateway = nl.link_by_name(&name)?.ok_or_else(|| missing(&name))?;
+    configure_port(nl, conf, bridge, port.index)?;
+    nl.set_up(gateway.index, true)?;
+    Ok(gateway)
+}

@@ -13,7 +13,7 @@ pub use config::BridgeConf;
 use container::{configure_container, default_routes};
 use host::{
     check_host_route_overlap, configure_port, enable_forwarding, ensure_bridge,
-    ensure_gateway_addresses, random_veth_name,
+    ensure_gateway_addresses, gateway_link, random_veth_name,
 };
 
 use crate::ipam;
@@ -125,9 +125,13 @@ impl Bridge {
                 "IPAM plugin returned no IP configuration",
             ));
         }
-        if conf.is_gateway {
-            check_host_route_overlap(&sides.host, &out.ips, Some(port.bridge.index))?;
-        }
+        let gateway_link = if conf.is_gateway {
+            let link = gateway_link(&sides.host, conf, &port.bridge)?;
+            check_host_route_overlap(&sides.host, &out.ips, Some(link.index))?;
+            Some(link)
+        } else {
+            None
+        };
         if conf.is_default_gateway {
             out.routes.extend(default_routes(&out.ips));
         }
@@ -135,8 +139,8 @@ impl Bridge {
             ip.interface = Some(2);
         }
         configure_container(sides, conf, args, port.container.index, &out)?;
-        if conf.is_gateway {
-            ensure_gateway_addresses(&sides.host, &port.bridge, &out.ips, conf.force_address)?;
+        if let Some(link) = &gateway_link {
+            ensure_gateway_addresses(&sides.host, link, &out.ips, conf.force_address)?;
             enable_forwarding(&out.ips)?;
         }
         if conf.ip_masq {
