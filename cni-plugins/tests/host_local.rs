@@ -198,3 +198,41 @@ fn reference_plugin_reads_our_leases_and_we_read_its() {
     del.run("host-local", &c).ok();
     assert!(leases(data.path(), "hl").is_empty());
 }
+
+#[test]
+fn dns_comes_from_resolv_conf_and_routes_from_config() {
+    let data = TempDir::new("dns");
+    let resolv = data.path().join("resolv.conf");
+    std::fs::write(
+        &resolv,
+        "nameserver 192.0.2.53\nsearch svc.cluster.local cluster.local\noptions ndots:5\n",
+    )
+    .unwrap();
+    let c = conf(
+        &data,
+        json!({"ranges": [[{"subnet": "10.58.0.0/24", "gateway": "10.58.0.254"}]], "resolvConf": resolv,
+               "routes": [{"dst": "0.0.0.0/0"}, {"dst": "192.0.2.0/24", "gw": "10.58.0.9"}]}),
+    );
+    let out = inv("ADD", "dns").run("host-local", &c).ok().clone();
+    assert_eq!(out["ips"][0]["gateway"], "10.58.0.254");
+    assert_eq!(
+        addr(&out, 0),
+        "10.58.0.1/24",
+        "the first address is free when the gateway is elsewhere"
+    );
+    assert_eq!(out["dns"]["nameservers"], json!(["192.0.2.53"]));
+    assert_eq!(
+        out["dns"]["search"],
+        json!(["svc.cluster.local", "cluster.local"])
+    );
+    assert_eq!(out["dns"]["options"], json!(["ndots:5"]));
+    assert_eq!(
+        out["routes"][1],
+        json!({"dst": "192.0.2.0/24", "gw": "10.58.0.9"})
+    );
+    let mut bad = c.clone();
+    bad["ipam"]["resolvConf"] = json!(data.path().join("missing"));
+    let out = inv("ADD", "dns2").run("host-local", &bad);
+    assert!(out.err_text().contains("ipam.resolvConf"), "{}", out.raw);
+    assert_eq!(leases(data.path(), "hl").len(), 1);
+}
