@@ -24,33 +24,22 @@ use tokio::runtime::Runtime;
 use crate::netns::NetNs;
 use crate::types::{CniError, CniResult, ErrorCode};
 
-pub const EEXIST: i32 = libc_errno::EEXIST;
-pub const ENODEV: i32 = libc_errno::ENODEV;
-pub const ESRCH: i32 = libc_errno::ESRCH;
-pub const EADDRNOTAVAIL: i32 = libc_errno::EADDRNOTAVAIL;
-
-mod libc_errno {
-    pub const ESRCH: i32 = nix::errno::Errno::ESRCH as i32;
-    pub const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
-    pub const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
-    pub const EADDRNOTAVAIL: i32 = nix::errno::Errno::EADDRNOTAVAIL as i32;
-}
+pub const EEXIST: i32 = nix::errno::Errno::EEXIST as i32;
+const ENODEV: i32 = nix::errno::Errno::ENODEV as i32;
+const ESRCH: i32 = nix::errno::Errno::ESRCH as i32;
 
 /// The errno a netlink request failed with, if the kernel sent one.
 pub fn errno(err: &CniError) -> Option<i32> {
-    err.details
-        .strip_prefix("errno ")
-        .and_then(|d| d.split(':').next())
-        .and_then(|n| n.parse().ok())
+    err.errno
 }
 
 fn nl_err(what: impl Into<String>) -> impl FnOnce(NlError) -> CniError {
     let what = what.into();
     move |e| match &e {
         NlError::NetlinkError(m) => {
-            let code = m.raw_code().abs();
-            CniError::new(ErrorCode::Internal, what)
-                .with_details(format!("errno {code}: {}", m.to_io()))
+            let mut err = CniError::new(ErrorCode::Internal, what).with_details(m.to_io());
+            err.errno = Some(m.raw_code().abs());
+            err
         }
         _ => CniError::internal(what, e),
     }

@@ -30,6 +30,10 @@ pub struct CniError {
     pub msg: String,
     #[serde(default)]
     pub details: String,
+    /// The OS error behind the failure, for callers that tolerate some
+    /// (EEXIST when a parallel ADD won a race); never sent to the runtime.
+    #[serde(skip)]
+    pub errno: Option<i32>,
 }
 
 impl CniError {
@@ -38,6 +42,7 @@ impl CniError {
             code: code as u32,
             msg: msg.into(),
             details: String::new(),
+            errno: None,
         }
     }
 
