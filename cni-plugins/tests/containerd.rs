@@ -19,6 +19,10 @@ use sha2::{Digest, Sha256};
 struct Containerd {
     child: Child,
     socket: PathBuf,
+    dir: PathBuf,
+    /// A containerd namespace of this test alone: runc keeps its state
+    /// per namespace under /run/containerd/runc.
+    namespace: String,
 }
 
 impl Containerd {
@@ -47,7 +51,12 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("start containerd");
-        let d = Containerd { child, socket };
+        let d = Containerd {
+            child,
+            socket,
+            dir: dir.to_path_buf(),
+            namespace: unique("berth-cni-"),
+        };
         assert!(
             wait_for(Duration::from_secs(20), || d
                 .ctr(&["version"])
@@ -62,6 +71,7 @@ impl Containerd {
         Command::new("ctr")
             .arg("-a")
             .arg(&self.socket)
+            .args(["-n", &self.namespace])
             .args(args)
             .output()
             .unwrap()
@@ -70,15 +80,24 @@ impl Containerd {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
+        // Tasks outlive containerd (their shims are separate processes):
+        // stop and delete them first.
+        let tasks = String::from_utf8_lossy(&self.ctr(&["task", "ls", "-q"]).stdout).into_owned();
+        for id in tasks.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let _ = self.ctr(&["task", "kill", "-s", "KILL", id]);
+            wait_for(Duration::from_secs(10), || {
+                self.ctr(&["task", "delete", id]).status.success()
+            });
+            let _ = self.ctr(&["containers", "delete", id]);
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        // containerd leaves its overlay snapshots mounted under root.
-        let root = self.socket.parent().unwrap().join("root");
+        // Snapshots and task rootfs stay mounted under the state dirs.
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "grep -o ' {}[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l",
-                root.display()
+                "grep -o ' {}/[^ ]*' /proc/self/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.display()
             ))
             .status();
     }
@@ -208,11 +227,15 @@ fn containerd_sets_up_containers_with_our_plugins() {
 
     let sock = containerd.socket.display().to_string();
     let fifo = dir.path().join("fifo").display().to_string();
+    let ns = containerd.namespace.clone();
+    let id = unique("ctr");
     let out = with_cni_paths(
         &host,
         dir.path(),
         &conf_dir,
-        &format!("ctr -a {sock} run -d --fifo-dir {fifo} --cni berth.test/busybox:1 ctr1\n"),
+        &format!(
+            "ctr -a {sock} -n {ns} run -d --fifo-dir {fifo} --cni berth.test/busybox:1 {id}\n"
+        ),
     );
     assert!(
         out.status.success(),
@@ -220,29 +243,31 @@ fn containerd_sets_up_containers_with_our_plugins() {
         String::from_utf8_lossy(&out.stderr)
     );
     // go-cni names the attachment <namespace>-<container>.
+    let attachment = format!("{ns}-{id}");
     let lease = leases(&ipam, "ctrnet");
     assert_eq!(
-        lease.get("10.93.0.2").map(String::as_str),
-        Some("default-ctr1\r\neth0"),
+        lease.get("10.93.0.2"),
+        Some(&format!("{attachment}\r\neth0")),
         "{lease:?}"
     );
-    let addrs = containerd.ctr(&[
+    let exec = containerd.ctr(&[
         "task",
         "exec",
         "--fifo-dir",
         &fifo,
         "--exec-id",
-        "e1",
-        "ctr1",
+        "ip",
+        &id,
         "/bin/busybox",
         "ip",
         "-o",
         "addr",
     ]);
-    let addrs = String::from_utf8_lossy(&addrs.stdout);
+    let addrs = String::from_utf8_lossy(&exec.stdout);
     assert!(
         addrs.contains("eth0") && addrs.contains("10.93.0.2/24"),
-        "{addrs}"
+        "{addrs} {}",
+        String::from_utf8_lossy(&exec.stderr)
     );
     assert!(
         addrs.contains("lo") && addrs.contains("127.0.0.1/8"),
@@ -251,18 +276,18 @@ fn containerd_sets_up_containers_with_our_plugins() {
     assert!(ping(&host, "10.93.0.2"), "host cannot reach the container");
 
     // ctr does not call DEL; do what containerd's CRI does when the sandbox goes.
-    let _ = containerd.ctr(&["task", "kill", "-s", "KILL", "ctr1"]);
+    let _ = containerd.ctr(&["task", "kill", "-s", "KILL", &id]);
     assert!(wait_for(Duration::from_secs(10), || containerd
-        .ctr(&["task", "delete", "ctr1"])
+        .ctr(&["task", "delete", &id])
         .status
         .success()));
-    let _ = containerd.ctr(&["containers", "delete", "ctr1"]);
+    let _ = containerd.ctr(&["containers", "delete", &id]);
     let mut del_conf = conflist["plugins"][0].clone();
     del_conf["name"] = json!("ctrnet");
     del_conf["cniVersion"] = json!("1.0.0");
-    Invocation::new("DEL", "default-ctr1", "", &our_bin_dir(), Some(&host))
+    Invocation::new("DEL", &attachment, "", &our_bin_dir(), Some(&host))
         .run("bridge", &del_conf)
         .ok();
     assert!(leases(&ipam, "ctrnet").is_empty());
-    assert!(!host.sh("iptables -t nat -S").contains("default-ctr1"));
+    assert!(!host.sh("iptables -t nat -S").contains(&attachment));
 }
