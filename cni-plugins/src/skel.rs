@@ -193,7 +193,8 @@ fn dispatch_inner(plugin: &dyn Plugin, env: &dyn Env, stdin: Vec<u8>) -> CniResu
         Command::Check => plugin.check(&cmd).map(|_| None),
         Command::Gc => plugin.gc(&cmd).map(|_| None),
         Command::Status => plugin.status(&cmd).map(|_| None),
-        Command::Version => unreachable!("handled above"),
+        // Answered before the config was parsed; kept total for the compiler.
+        Command::Version => Ok(Some(version_output(&cmd.stdin))),
     }
 }
 
