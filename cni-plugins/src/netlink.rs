@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures_util::TryStreamExt;
 use ipnet::IpNet;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use rtnetlink::packet_route::link::{
     BridgeVlanInfoFlags, InfoBridge, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
     LinkInfo, LinkMessage,
@@ -367,13 +367,17 @@ impl Netlink {
     }
 
     /// Adds an address; with `replace` an existing identical one is not an error.
-    pub fn add_address(&self, index: u32, addr: IpNet, replace: bool) -> CniResult<()> {
+    /// Adds an address; `nodad` skips IPv6 duplicate address detection so
+    /// the address is usable at once instead of tentative for seconds.
+    pub fn add_address(&self, index: u32, addr: IpNet, nodad: bool) -> CniResult<()> {
         let mut req = self
             .handle
             .address()
             .add(index, addr.addr(), addr.prefix_len());
-        if replace {
-            req = req.replace();
+        if nodad && addr.addr().is_ipv6() {
+            req.message_mut()
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
         self.block(req.execute())
             .map_err(nl_err(format!("cannot add address {addr} to link {index}")))

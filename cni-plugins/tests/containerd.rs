@@ -212,13 +212,7 @@ fn containerd_sets_up_containers_with_our_plugins() {
     std::fs::write(conf_dir.join("10-berth.conflist"), conflist.to_string()).unwrap();
     let containerd = Containerd::start(&host, dir.path());
     let image = busybox_image(dir.path());
-    let import = containerd.ctr(&[
-        "images",
-        "import",
-        "--index-name",
-        "berth.test/busybox:1",
-        image.to_str().unwrap(),
-    ]);
+    let import = containerd.ctr(&["images", "import", image.to_str().unwrap()]);
     assert!(
         import.status.success(),
         "{}",

@@ -26,7 +26,7 @@ pub(super) fn configure_container(
         }
     }
     for ip in &out.ips {
-        nl.add_address(ifindex, ip.address, false)?;
+        nl.add_address(ifindex, ip.address, !conf.enable_dad)?;
     }
     nl.set_up(ifindex, true)?;
     for route in &out.routes {

@@ -113,7 +113,8 @@ pub(super) fn ensure_gateway_addresses(
             }
             nl.del_address(bridge.index, *other)?;
         }
-        match nl.add_address(bridge.index, gw_net, false) {
+        // The gateway is authoritative for its subnet: no DAD delay.
+        match nl.add_address(bridge.index, gw_net, true) {
             Err(e) if errno(&e) == Some(EEXIST) => {}
             r => r?,
         }
