@@ -190,3 +190,52 @@ fn ipv6_mappings_use_ip6tables_and_nftables() {
         assert!(!after.contains(":443"), "{backend}: {after}");
     }
 }
+
+#[test]
+fn iptables_options_conditions_external_mark_chain_and_no_snat() {
+    let host = TestNetns::new("h");
+    let a = TestNetns::new("a");
+    host.sh("iptables -t nat -N MY-MARK");
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": a.path()}],
+        "ips": [{"address": "10.96.0.7/24", "interface": 0}]});
+    let mappings =
+        json!({"portMappings": [{"hostPort": 7070, "containerPort": 70, "protocol": "tcp"}]});
+    let conf = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap", "prevResult": prev, "runtimeConfig": mappings,
+        "conditionsV4": ["!", "-s", "192.0.2.0/24"], "externalSetMarkChain": "MY-MARK"});
+    let inv = Invocation::new("ADD", "pm-opts", &a.path(), &our_bin_dir(), Some(&host));
+    inv.run("portmap", &conf).ok();
+    let rules = host.sh("iptables -t nat -S");
+    assert!(
+        rules.contains(
+            "-A PREROUTING ! -s 192.0.2.0/24 -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT"
+        ),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("-s 10.96.0.7/32 -p tcp -m tcp --dport 7070 -j MY-MARK"),
+        "{rules}"
+    );
+    assert!(!rules.contains("-N CNI-HOSTPORT-SETMARK"), "{rules}");
+    inv.with_command("DEL").run("portmap", &conf).ok();
+
+    let mut no_snat = conf.clone();
+    no_snat["snat"] = json!(false);
+    no_snat
+        .as_object_mut()
+        .unwrap()
+        .remove("externalSetMarkChain");
+    inv.run("portmap", &no_snat).ok();
+    let rules = host.sh("iptables -t nat -S");
+    assert!(
+        rules.contains("--dport 7070 -j DNAT --to-destination 10.96.0.7:70"),
+        "{rules}"
+    );
+    assert!(
+        !rules
+            .lines()
+            .any(|l| l.contains("--dport 7070") && l.contains("SETMARK")),
+        "{rules}"
+    );
+    inv.with_command("DEL").run("portmap", &no_snat).ok();
+}
