@@ -31,6 +31,8 @@ const WHITEOUT_PREFIX: &str = ".wh.";
 const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 const PAX_XATTR_PREFIX: &str = "SCHILY.xattr.";
+/// Symlinks followed while making one path's directories, as the kernel's MAXSYMLINKS.
+const MAX_SYMLINKS: usize = 40;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnpackError {
@@ -240,14 +242,21 @@ impl Extractor<'_> {
                     EntryType::Block => SFlag::S_IFBLK,
                     _ => SFlag::S_IFIFO,
                 };
-                let major = header
-                    .device_major()
-                    .map_err(err("read device"))?
-                    .unwrap_or(0);
-                let minor = header
-                    .device_minor()
-                    .map_err(err("read device"))?
-                    .unwrap_or(0);
+                // Fifos carry no device numbers (their fields may be blank).
+                let (major, minor) = if kind == EntryType::Fifo {
+                    (0, 0)
+                } else {
+                    (
+                        header
+                            .device_major()
+                            .map_err(err("read device"))?
+                            .unwrap_or(0),
+                        header
+                            .device_minor()
+                            .map_err(err("read device"))?
+                            .unwrap_or(0),
+                    )
+                };
                 let dev = libc::makedev(major, minor);
                 mknodat(parent.as_fd(), name, sflag, mode, dev)
                     .map_err(|e| err("create device")(e.into()))?;
@@ -304,21 +313,61 @@ impl Extractor<'_> {
     }
 
     /// Opens a directory of the layer, creating missing ones on the way (mode 0755, as
-    /// tar does for directories an archive does not list).
+    /// tar does for directories an archive does not list). A symlink on the way whose
+    /// target does not exist yet is followed by hand, inside the root, and the target's
+    /// directories are made: the same place the kernel's in-root resolution points at.
     fn ensure_dir(&self, parts: &[&[u8]]) -> io::Result<OwnedFd> {
         match self.open_dir(parts) {
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             other => return other,
         }
-        let Some((last, above)) = parts.split_last() else {
-            return self.open_dir(parts);
-        };
-        let parent = self.ensure_dir(above)?;
-        match mkdirat(parent.as_fd(), OsStr::from_bytes(last), 0o755) {
-            Ok(()) | Err(Errno::EEXIST) => {}
-            Err(e) => return Err(e.into()),
+        // Components still to walk, last first; `resolved` holds only real directories.
+        let mut pending: Vec<Vec<u8>> = parts.iter().rev().map(|p| p.to_vec()).collect();
+        let mut resolved: Vec<Vec<u8>> = Vec::new();
+        let mut links_followed = 0;
+        while let Some(part) = pending.pop() {
+            match part.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    resolved.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let refs: Vec<&[u8]> = resolved.iter().map(Vec::as_slice).collect();
+            let parent = self.open_dir(&refs)?;
+            let name = OsStr::from_bytes(&part);
+            match fstatat(
+                parent.as_fd(),
+                name,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFLNK => {
+                    links_followed += 1;
+                    if links_followed > MAX_SYMLINKS {
+                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                    }
+                    let target = nix::fcntl::readlinkat(parent.as_fd(), name)?;
+                    let target = target.as_bytes();
+                    if target.starts_with(b"/") {
+                        resolved.clear();
+                    }
+                    pending.extend(target.split(|b| *b == b'/').rev().map(<[u8]>::to_vec));
+                }
+                Ok(st) if st.st_mode & libc::S_IFMT == libc::S_IFDIR => resolved.push(part),
+                Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+                Err(Errno::ENOENT) => {
+                    match mkdirat(parent.as_fd(), name, 0o755) {
+                        Ok(()) | Err(Errno::EEXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    resolved.push(part);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-        self.open_dir(parts)
+        let refs: Vec<&[u8]> = resolved.iter().map(Vec::as_slice).collect();
+        self.open_dir(&refs)
     }
 
     fn finish_dir_times(&mut self) -> Result<(), UnpackError> {
