@@ -87,34 +87,35 @@ impl ContentStore {
         atomic::write_file(&self.blob_path(digest), data)
     }
 
-    /// A fresh staging path for a download; commit it with `commit_blob`.
-    pub fn staging_path(&self, label: &str) -> PathBuf {
-        atomic::temp_sibling(&self.staging_dir().join(label))
+    /// A fresh staging path; removed again when the guard drops uncommitted (a failed or
+    /// cancelled download).
+    pub fn stage(&self, label: &str) -> Staged {
+        Staged {
+            path: atomic::temp_sibling(&self.staging_dir().join(label)),
+        }
     }
 
     /// Moves a verified download from staging into the store.
-    pub fn commit_blob(&self, staged: &Path, digest: &Digest) -> Result<()> {
+    pub fn commit_blob(&self, staged: Staged, digest: &Digest) -> Result<()> {
         let dest = self.blob_path(digest);
-        fs::rename(staged, &dest).map_err(ImageError::io(&dest))?;
+        fs::rename(&staged.path, &dest).map_err(ImageError::io(&dest))?;
         atomic::sync_parent(&dest).map_err(ImageError::io(&dest))
     }
 
     /// Copies a stream into the store, computing its digest (for imports, where the
     /// archive names are not trusted to be digests).
     pub fn ingest(&self, mut reader: impl Read) -> Result<(Digest, u64)> {
-        let staged = self.staging_path("ingest");
-        let file = fs::File::create(&staged).map_err(ImageError::io(&staged))?;
+        let staged = self.stage("ingest");
+        let file = fs::File::create(&staged.path).map_err(ImageError::io(&staged.path))?;
         let mut writer = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
-        std::io::copy(&mut reader, &mut writer).map_err(ImageError::io(&staged))?;
+        std::io::copy(&mut reader, &mut writer).map_err(ImageError::io(&staged.path))?;
         let (buffered, digest, size) = writer.finish();
         let file = buffered
             .into_inner()
-            .map_err(|e| ImageError::io(&staged)(e.into_error()))?;
-        file.sync_all().map_err(ImageError::io(&staged))?;
-        if self.has_blob(&digest) {
-            fs::remove_file(&staged).map_err(ImageError::io(&staged))?;
-        } else {
-            self.commit_blob(&staged, &digest)?;
+            .map_err(|e| ImageError::io(&staged.path)(e.into_error()))?;
+        file.sync_all().map_err(ImageError::io(&staged.path))?;
+        if !self.has_blob(&digest) {
+            self.commit_blob(staged, &digest)?;
         }
         Ok((digest, size))
     }
@@ -137,13 +138,13 @@ impl ContentStore {
         diff_id: &Digest,
     ) -> Result<()> {
         let blob_path = self.blob_path(blob);
-        let staged = self.staging_path(diff_id.hex());
-        fs::create_dir(&staged).map_err(ImageError::io(&staged))?;
-        let result = (|| {
+        let staged = self.stage(diff_id.hex());
+        fs::create_dir(&staged.path).map_err(ImageError::io(&staged.path))?;
+        (|| {
             let file = fs::File::open(&blob_path).map_err(ImageError::io(&blob_path))?;
             let Unpacked {
                 diff_id: actual, ..
-            } = unpack::unpack_layer(file, compression, &staged).map_err(|source| {
+            } = unpack::unpack_layer(file, compression, &staged.path).map_err(|source| {
                 ImageError::Unpack {
                     image: image.to_string(),
                     digest: blob.to_string(),
@@ -160,13 +161,9 @@ impl ContentStore {
                 });
             }
             let dest = self.layer_path(diff_id);
-            fs::rename(&staged, &dest).map_err(ImageError::io(&dest))?;
+            fs::rename(&staged.path, &dest).map_err(ImageError::io(&dest))?;
             atomic::sync_parent(&dest).map_err(ImageError::io(&dest))
-        })();
-        if result.is_err() {
-            let _ = remove_any(&staged);
-        }
-        result
+        })()
     }
 
     pub fn blob_digests(&self) -> Result<Vec<Digest>> {
@@ -185,9 +182,21 @@ impl ContentStore {
     /// a half-deleted layer under its real name.
     pub fn remove_layer(&self, diff_id: &Digest) -> Result<()> {
         let path = self.layer_path(diff_id);
-        let doomed = self.staging_path("removed-layer");
-        fs::rename(&path, &doomed).map_err(ImageError::io(&path))?;
-        remove_any(&doomed)
+        let doomed = self.stage("removed-layer");
+        fs::rename(&path, &doomed.path).map_err(ImageError::io(&path))?;
+        remove_any(&doomed.path)
+    }
+}
+
+/// A path in staging that is deleted on drop unless it was renamed into the store.
+pub struct Staged {
+    pub path: PathBuf,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // After a commit the path no longer exists and this is a no-op.
+        let _ = remove_any(&self.path);
     }
 }
 

@@ -253,13 +253,9 @@ impl Inner {
         }
         match source {
             BlobSource::Registry(session) => {
-                let staged = self.content.staging_path(digest.hex());
-                let result = session.blob(desc, &staged).await;
-                if let Err(e) = result {
-                    let _ = std::fs::remove_file(&staged);
-                    return Err(e);
-                }
-                self.content.commit_blob(&staged, digest)
+                let staged = self.content.stage(digest.hex());
+                session.blob(desc, &staged.path).await?;
+                self.content.commit_blob(staged, digest)
             }
             BlobSource::Local => Err(ImageError::Blob {
                 image: image.to_string(),
