@@ -149,7 +149,15 @@ async fn second_pull_of_present_layers_downloads_nothing_and_concurrent_pulls_sh
         store.pull(&reference, &anonymous, None),
         store.pull(&reference, &anonymous, None)
     );
-    assert_eq!(a.unwrap(), b.unwrap());
+    let record = a.unwrap();
+    assert_eq!(record, b.unwrap());
+    let usage = store.fs_usage().unwrap();
+    let busybox_size = std::fs::metadata("/bin/busybox").unwrap().len();
+    assert!(usage.used_bytes > busybox_size + record.size, "{usage:?}");
+    assert!(
+        usage.inodes_used > 300,
+        "busybox applet links are counted: {usage:?}"
+    );
     for layer in &image.layers {
         let get = format!("GET /v2/test/shared/blobs/{}", layer.digest);
         assert_eq!(env.registry.count_requests(&get), 1, "{get}");

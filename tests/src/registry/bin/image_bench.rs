@@ -4,6 +4,7 @@
 //!
 //! Run: cargo build --release -p berth-tests --bins &&
 //!      target/release/image-bench [--runs N]
+//! (`--serve` only pushes the image and keeps the registry up, for profiling by hand.)
 //!
 //! berth runs as `berth-image-pull` (a fresh process; peak RSS from wait4). containerd
 //! runs on temp root/state/socket dirs inside its own mount namespace (`unshare -m`), so
@@ -23,15 +24,15 @@ use berth_tests::registry::{
 const MIB: usize = 1 << 20;
 
 fn main() -> anyhow::Result<()> {
-    let runs: usize = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
-        [] => 5,
-        [flag, n] if flag == "--runs" => n.parse()?,
-        other => bail!("usage: image-bench [--runs N], got {other:?}"),
+    let (runs, serve) = match std::env::args().skip(1).collect::<Vec<_>>().as_slice() {
+        [] => (5, false),
+        [flag, n] if flag == "--runs" => (n.parse()?, false),
+        [flag] if flag == "--serve" => (0, true),
+        [flag, host] if flag == "--push" => return push_image(host),
+        other => bail!("usage: image-bench [--runs N | --serve], got {other:?}"),
     };
-    let puller = std::env::current_exe()?
-        .parent()
-        .context("exe dir")?
-        .join("berth-image-pull");
+    let exe = std::env::current_exe()?;
+    let puller = exe.parent().context("exe dir")?.join("berth-image-pull");
     if !puller.exists() {
         bail!(
             "{} missing: cargo build --release -p berth-tests --bins",
@@ -39,17 +40,25 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let registry = Registry::start(RegistryOptions::default())?;
-    let image = build_image();
-    let total: usize = image.layers.iter().map(|l| l.blob.len()).sum();
-    let runtime = tokio::runtime::Runtime::new()?;
-    runtime.block_on(registry.pusher()?.push_image("bench/big", "v1", &image))?;
+    // Built and pushed by a child process: a forked child's peak RSS starts at its
+    // parent's, so this process must stay small for the measured ones.
+    let status = Command::new(&exe)
+        .arg("--push")
+        .arg(registry.host())
+        .status()?;
+    if !status.success() {
+        bail!("building and pushing the image failed: {status}");
+    }
     let reference = format!("{}/bench/big:v1", registry.host());
-    println!(
-        "image {reference}: {} layers, {:.1} MiB compressed",
-        image.layers.len(),
-        total as f64 / MIB as f64
-    );
-
+    if serve {
+        // For profiling by hand: keep the registry up until stdin closes.
+        println!(
+            "serving; hosts.toml: server = \"{}\"; press Enter to stop",
+            registry.url()
+        );
+        std::io::stdin().read_line(&mut String::new())?;
+        return Ok(());
+    }
     let work = tempfile::Builder::new()
         .prefix("berth-image-bench-")
         .tempdir()?;
@@ -74,6 +83,24 @@ fn main() -> anyhow::Result<()> {
     }
     report("berth (berth-image-pull)", &berth);
     report("containerd 1.6 (ctr image pull --plain-http)", &containerd);
+    Ok(())
+}
+
+fn push_image(registry_host: &str) -> anyhow::Result<()> {
+    let image = build_image();
+    let total: usize = image.layers.iter().map(|l| l.blob.len()).sum();
+    let pusher = berth_tests::registry::Pusher::new(
+        registry_host,
+        true,
+        None,
+        oci_client::secrets::RegistryAuth::Anonymous,
+    );
+    tokio::runtime::Runtime::new()?.block_on(pusher.push_image("bench/big", "v1", &image))?;
+    println!(
+        "image {registry_host}/bench/big:v1: {} layers, {:.1} MiB compressed",
+        image.layers.len(),
+        total as f64 / MIB as f64
+    );
     Ok(())
 }
 
