@@ -176,21 +176,28 @@ impl Inner {
                 diff_id,
             ));
         }
-        // Downloads and unpacks run together, a bounded number at a time.
+        // Downloads and unpacks run together, a bounded number at a time. After a
+        // failure no new layer starts, but those under way finish (an unpack runs on a
+        // blocking thread that cannot be cancelled), so when this returns nothing of the
+        // pull is still writing to the store.
         let permits = tokio::sync::Semaphore::new(self.options.max_concurrent_downloads.max(1));
         let (permits, source) = (&permits, &source);
-        futures_util::future::try_join_all(work.into_iter().map(
+        let results = futures_util::future::join_all(work.into_iter().map(
             |(layer, blob, compression, diff_id)| async move {
-                let _permit = permits.acquire().await.map_err(|e| ImageError::Blob {
-                    image: image.to_string(),
-                    digest: layer.digest.clone(),
-                    reason: e.to_string(),
-                })?;
-                self.ensure_layer(image, layer, blob, compression, diff_id, source)
-                    .await
+                let Ok(_permit) = permits.acquire().await else {
+                    return Ok(()); // closed: another layer failed
+                };
+                let result = self
+                    .ensure_layer(image, layer, blob, compression, diff_id, source)
+                    .await;
+                if result.is_err() {
+                    permits.close();
+                }
+                result
             },
         ))
-        .await?;
+        .await;
+        results.into_iter().collect::<Result<Vec<()>>>()?;
         let size = config_desc.size.max(0) as u64
             + manifest
                 .layers
