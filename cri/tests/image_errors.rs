@@ -234,3 +234,116 @@ async fn diff_id_mismatch_is_refused() {
         Vec::<String>::new()
     );
 }
+
+/// A loopback proxy in front of the registry that answers the first `failures`
+/// connections with `status` (and closes them), then forwards everything.
+struct FlakyProxy {
+    port: u16,
+}
+
+impl FlakyProxy {
+    fn start(upstream: String, status: &'static str, failures: usize) -> FlakyProxy {
+        use std::io::{Read, Write};
+        use std::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (n, conn) in listener.incoming().enumerate() {
+                let Ok(mut client) = conn else { continue };
+                if n < failures {
+                    let mut buf = [0u8; 4096];
+                    let _ = client.read(&mut buf);
+                    let _ = write!(
+                        client,
+                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n"
+                    );
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut from_client, &mut to_server);
+                    let _ = to_server.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let (mut from_server, mut to_client) = (server, client);
+                    let _ = std::io::copy(&mut from_server, &mut to_client);
+                });
+            }
+        });
+        FlakyProxy { port }
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn hosts_for_proxy(env: &Env, proxy: &FlakyProxy) {
+    let dir = env.hosts.path().join(proxy.host());
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("hosts.toml"),
+        format!("server = \"http://{}\"\n", proxy.host()),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn too_many_requests_is_retried_until_the_registry_serves() {
+    let env = Env::start(RegistryOptions::default());
+    let image = small_image("retry");
+    env.registry
+        .pusher()
+        .unwrap()
+        .push_image("test/flaky", "v1", &image)
+        .await
+        .unwrap();
+    let proxy = FlakyProxy::start(env.registry.host(), "429 Too Many Requests", 2);
+    hosts_for_proxy(&env, &proxy);
+    let store = env.store();
+    let record = store
+        .pull(
+            &format!("{}/test/flaky:v1", proxy.host()),
+            &Credentials::anonymous(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(record.id.as_str(), image.config.digest);
+}
+
+#[tokio::test]
+async fn persistent_server_errors_fail_with_the_status_and_leave_nothing() {
+    let env = Env::start(RegistryOptions::default());
+    let proxy = FlakyProxy::start(env.registry.host(), "503 Service Unavailable", usize::MAX);
+    hosts_for_proxy(&env, &proxy);
+    let store = env.store();
+    let err = store
+        .pull(
+            &format!("{}/test/down:v1", proxy.host()),
+            &Credentials::anonymous(),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::Registry {
+                status: Some(503),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("test/down"), "{err}");
+    assert!(store.list().is_empty());
+    assert_eq!(
+        list_dir(&store.root().join("staging")),
+        Vec::<String>::new()
+    );
+}
