@@ -144,3 +144,63 @@ async fn docker_save_archive_imports_with_its_tags() {
     assert!(dirs[1].join("top").is_file());
     assert!(store.status("busybox:saved").is_some());
 }
+
+#[tokio::test]
+async fn multi_platform_oci_archive_made_by_skopeo_imports_this_platform() {
+    let env = Env::start(RegistryOptions::default());
+    let build = |arch: &str| {
+        ImageBuilder::new()
+            .layer(
+                LayerBuilder::new()
+                    .file("arch", arch, 0o644)
+                    .build(LayerCompression::Gzip),
+            )
+            .platform("linux", arch)
+            .build()
+    };
+    let (amd64, arm64) = (build("amd64"), build("arm64"));
+    env.registry
+        .pusher()
+        .unwrap()
+        .push_index("test/multi", "v1", &[arm64, amd64.clone()], false)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.json");
+    std::fs::write(
+        &policy,
+        r#"{"default":[{"type":"insecureAcceptAnything"}]}"#,
+    )
+    .unwrap();
+    let archive = dir.path().join("multi.tar");
+    let copy = Command::new("skopeo")
+        .arg("--policy")
+        .arg(&policy)
+        .args(["copy", "--all", "--src-tls-verify=false"])
+        .arg(format!("docker://{}", env.reference("test/multi:v1")))
+        .arg(format!(
+            "oci-archive:{}:example.com/test/multi:v1",
+            archive.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        copy.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+
+    let store = env.store();
+    let imported = store.import(&archive, None).await.unwrap();
+    assert_eq!(imported.len(), 1);
+    assert_eq!(imported[0].id.as_str(), amd64.config.digest);
+    assert_eq!(
+        imported[0].repo_tags,
+        vec!["example.com/test/multi:v1".to_string()]
+    );
+    let dirs = store.layer_dirs(&imported[0]).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dirs[0].join("arch")).unwrap(),
+        "amd64"
+    );
+}
