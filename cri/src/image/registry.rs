@@ -59,6 +59,20 @@ impl Credentials {
         }
     }
 
+    /// A digest of all fields: tells credentials apart without keeping them readable.
+    pub(crate) fn fingerprint(&self) -> Digest {
+        let joined = [
+            &self.username,
+            &self.password,
+            &self.auth,
+            &self.identity_token,
+            &self.registry_token,
+        ]
+        .map(|f| format!("{}:{f}", f.len()))
+        .concat();
+        Digest::of_bytes(joined.as_bytes())
+    }
+
     fn to_registry_auth(&self, image: &str) -> Result<RegistryAuth> {
         let bad = |reason: &str| ImageError::InvalidReference {
             reference: image.to_string(),

@@ -110,7 +110,9 @@ impl ImageStore {
     }
 
     /// Pulls an image for `platform` (the host's when None). Concurrent pulls of the same
-    /// reference share one download, which runs to completion even if callers go away.
+    /// reference with the same credentials share one download, which runs to completion
+    /// even if callers go away. (Credentials are part of the key so a caller without a
+    /// pull secret never rides on another's authorised pull.)
     pub async fn pull(
         &self,
         reference: &str,
@@ -124,7 +126,11 @@ impl ImageStore {
                 reason: e.to_string(),
             }
         })?;
-        let key = format!("{}|{platform}", parsed.whole());
+        let key = format!(
+            "{}|{platform}|{}",
+            parsed.whole(),
+            credentials.fingerprint()
+        );
         let shared = {
             let mut inflight = lock(&self.inner.inflight);
             match inflight.get(&key) {
