@@ -319,7 +319,7 @@ async fn docker_schema2_with_gzip_and_plain_layers() {
 async fn basic_auth_registry_needs_the_pull_secret() {
     let env = Env::start(RegistryOptions {
         basic_auth: Some(("puller".into(), "s3cret".into())),
-        tls: false,
+        ..Default::default()
     });
     let image = ImageBuilder::new()
         .layer(
@@ -381,8 +381,8 @@ async fn basic_auth_registry_needs_the_pull_secret() {
 #[tokio::test]
 async fn tls_registry_with_custom_ca_from_hosts_toml() {
     let env = Env::start(RegistryOptions {
-        basic_auth: None,
         tls: true,
+        ..Default::default()
     });
     let image = ImageBuilder::new()
         .layer(
@@ -468,4 +468,51 @@ async fn override_path_mirror_serves_registry_k8s_io_images() {
         vec!["registry.k8s.io/pause:3.9".to_string()]
     );
     assert!(store.status("registry.k8s.io/pause:3.9").is_some());
+}
+
+#[tokio::test]
+async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
+    let env = Env::start(RegistryOptions {
+        token_auth: Some(("tokenuser".into(), "t0ken".into())),
+        ..Default::default()
+    });
+    let image = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .file("bearer", "x", 0o644)
+                .build(LayerCompression::Gzip),
+        )
+        .build();
+    env.registry
+        .pusher()
+        .unwrap()
+        .push_image("test/bearer", "v1", &image)
+        .await
+        .unwrap();
+    let store = env.store();
+    let reference = env.reference("test/bearer:v1");
+    let err = store
+        .pull(&reference, &Credentials::anonymous(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::Registry {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let record = store
+        .pull(&reference, &Credentials::basic("tokenuser", "t0ken"), None)
+        .await
+        .unwrap();
+    assert_eq!(record.id.as_str(), image.config.digest);
+    assert!(
+        store.layer_dirs(&record).unwrap()[0]
+            .join("bearer")
+            .is_file()
+    );
 }

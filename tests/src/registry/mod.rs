@@ -5,6 +5,7 @@ mod image;
 mod layer;
 mod push;
 mod server;
+mod token;
 
 pub use image::{
     Blob, BuiltImage, DOCKER_CONFIG, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, ImageBuilder,

@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use oci_client::secrets::RegistryAuth;
 
 use super::push::Pusher;
+use super::token::{ISSUER, SERVICE, TokenServer};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const START_DEADLINE: Duration = Duration::from_secs(30);
@@ -22,10 +23,14 @@ pub struct RegistryOptions {
     pub basic_auth: Option<(String, String)>,
     /// Serve HTTPS with a certificate signed by a CA generated for this registry.
     pub tls: bool,
+    /// Require bearer tokens from a token server (started alongside) that hands them
+    /// out for this user and password. Exclusive with `basic_auth`.
+    pub token_auth: Option<(String, String)>,
 }
 
 pub struct Registry {
     child: Child,
+    _token_server: Option<TokenServer>,
     dir: tempfile::TempDir,
     port: u16,
     options: RegistryOptions,
@@ -63,6 +68,21 @@ impl Registry {
                 dir.path().join("htpasswd").display()
             ));
         }
+        let token_server = match &options.token_auth {
+            Some(_) if options.basic_auth.is_some() => {
+                bail!("basic_auth and token_auth are exclusive")
+            }
+            Some((user, password)) => {
+                let server = TokenServer::start(dir.path(), user, password)?;
+                config.push_str(&format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                    server.realm(),
+                    server.cert.display()
+                ));
+                Some(server)
+            }
+            None => None,
+        };
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config)?;
         let log = std::fs::File::create(dir.path().join("registry.log"))?;
@@ -76,6 +96,7 @@ impl Registry {
             .with_context(|| format!("start {REGISTRY_BIN}"))?;
         let mut registry = Registry {
             child,
+            _token_server: token_server,
             dir,
             port,
             options,
@@ -104,7 +125,12 @@ impl Registry {
 
     /// A pusher with this registry's credentials and CA.
     pub fn pusher(&self) -> anyhow::Result<Pusher> {
-        let auth = match &self.options.basic_auth {
+        let auth = match self
+            .options
+            .basic_auth
+            .as_ref()
+            .or(self.options.token_auth.as_ref())
+        {
             Some((u, p)) => RegistryAuth::Basic(u.clone(), p.clone()),
             None => RegistryAuth::Anonymous,
         };
