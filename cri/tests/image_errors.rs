@@ -347,3 +347,68 @@ async fn persistent_server_errors_fail_with_the_status_and_leave_nothing() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn full_disk_fails_naming_image_and_blob_and_leaves_the_store_consistent() {
+    let env = Env::start(RegistryOptions::default());
+    let image = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .file("small", "s", 0o644)
+                .build(LayerCompression::Gzip),
+        )
+        .layer(
+            LayerBuilder::new()
+                .file(
+                    "big",
+                    berth_tests::registry::pseudo_random_bytes(3, 24 << 20),
+                    0o644,
+                )
+                .build(LayerCompression::Gzip),
+        )
+        .build();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime
+        .block_on(
+            env.registry
+                .pusher()
+                .unwrap()
+                .push_image("test/full", "v1", &image),
+        )
+        .unwrap();
+    drop(runtime);
+    let reference = env.reference("test/full:v1");
+    let mountpoint = tempfile::tempdir().unwrap();
+    // The store lives on a 16 MiB tmpfs, mounted in a private namespace; the runtime is
+    // built on that thread so its workers share the namespace.
+    let (err, listed, staging) = image_common::in_private_mount_ns(|| {
+        nix::mount::mount(
+            Some("tmpfs"),
+            mountpoint.path(),
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=16m"),
+        )
+        .unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let store = env.store_at(mountpoint.path());
+        let err = runtime
+            .block_on(store.pull(&reference, &Credentials::anonymous(), None))
+            .unwrap_err();
+        let seen = (
+            err.to_string(),
+            store.list().len(),
+            list_dir(&store.root().join("staging")),
+        );
+        drop(runtime);
+        nix::mount::umount(mountpoint.path()).unwrap();
+        seen
+    });
+    assert!(
+        err.contains("test/full") && err.contains(&image.layers[1].digest),
+        "{err}"
+    );
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(listed, 0);
+    assert_eq!(staging, Vec::<String>::new());
+}

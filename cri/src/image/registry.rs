@@ -295,6 +295,15 @@ impl Remote {
                     reason: format!("content does not match its digest: {e}"),
                 };
             }
+            // Writing the download failed (a full disk): ours, not the registry's, and
+            // not worth retrying.
+            OciDistributionError::IoError(io) => {
+                return ImageError::Blob {
+                    image: self.image.clone(),
+                    digest: what.to_string(),
+                    reason: format!("writing to the store: {io}"),
+                };
+            }
             _ => None,
         };
         ImageError::Registry {
