@@ -516,3 +516,104 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
             .is_file()
     );
 }
+
+#[tokio::test]
+async fn pull_by_digest_and_by_tag_name_one_image() {
+    let env = Env::start(RegistryOptions::default());
+    let image = ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .file("d", "d", 0o644)
+                .build(LayerCompression::Gzip),
+        )
+        .build();
+    env.registry
+        .pusher()
+        .unwrap()
+        .push_image("test/digest", "v1", &image)
+        .await
+        .unwrap();
+    let store = env.store();
+    let by_digest = format!("{}@{}", env.reference("test/digest"), image.manifest.digest);
+    let record = store
+        .pull(&by_digest, &Credentials::anonymous(), None)
+        .await
+        .unwrap();
+    assert!(record.repo_tags.is_empty());
+    assert_eq!(record.repo_digests, vec![by_digest.clone()]);
+    let tagged = store
+        .pull(
+            &env.reference("test/digest:v1"),
+            &Credentials::anonymous(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tagged.id, record.id);
+    assert_eq!(tagged.repo_tags, vec![env.reference("test/digest:v1")]);
+    assert_eq!(tagged.repo_digests, vec![by_digest.clone()]);
+    assert_eq!(store.list().len(), 1);
+    for query in [by_digest.as_str(), record.id.as_str(), record.id.hex()] {
+        assert_eq!(
+            store.status(query).map(|r| r.id),
+            Some(record.id.clone()),
+            "{query}"
+        );
+    }
+    // A digest the registry does not have.
+    let missing = format!("{}@sha256:{}", env.reference("test/digest"), "0".repeat(64));
+    let err = store
+        .pull(&missing, &Credentials::anonymous(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImageError::Registry {
+                status: Some(404),
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn retagging_moves_the_tag_and_keeps_the_old_image_by_digest() {
+    let env = Env::start(RegistryOptions::default());
+    let build = |content: &str| {
+        ImageBuilder::new()
+            .layer(
+                LayerBuilder::new()
+                    .file("v", content, 0o644)
+                    .build(LayerCompression::Gzip),
+            )
+            .build()
+    };
+    let (old, new) = (build("old"), build("new"));
+    let pusher = env.registry.pusher().unwrap();
+    pusher
+        .push_image("test/moving", "latest", &old)
+        .await
+        .unwrap();
+    let store = env.store();
+    let reference = env.reference("test/moving:latest");
+    let first = store
+        .pull(&reference, &Credentials::anonymous(), None)
+        .await
+        .unwrap();
+    pusher
+        .push_image("test/moving", "latest", &new)
+        .await
+        .unwrap();
+    let second = store
+        .pull(&reference, &Credentials::anonymous(), None)
+        .await
+        .unwrap();
+    assert_ne!(first.id, second.id);
+    assert_eq!(store.status(&reference).unwrap().id, second.id);
+    // The old image kept its digest name, so it stays listed, without the tag.
+    let old_record = store.status(first.id.as_str()).unwrap();
+    assert!(old_record.repo_tags.is_empty());
+    assert_eq!(store.list().len(), 2);
+}

@@ -333,9 +333,10 @@ impl Inner {
         mutex.lock_owned().await
     }
 
-    /// Saves a complete image under `names` (tags and digest references). A name moving
-    /// here from another image is taken off that one; an image left with no name and no
-    /// holder is dropped (its content goes at the next gc).
+    /// Saves a complete image under `names` (tags and digest references). A tag moving
+    /// here from another image is taken off that one, which stays listed under its digest
+    /// name (crictl shows it with tag `<none>`, as with containerd); one left with no
+    /// name at all and no holder is dropped (its content goes at the next gc).
     pub fn commit(&self, mut record: ImageRecord, names: &[String]) -> Result<ImageRecord> {
         let leases = lock(&self.leases);
         let mut images = lock(&self.images);
@@ -359,7 +360,10 @@ impl Inner {
             let before = other.repo_tags.len();
             other.repo_tags.retain(|t| !names.contains(t));
             if other.repo_tags.len() != before {
-                if other.repo_tags.is_empty() && leases.holders(&other.id).is_empty() {
+                if other.repo_tags.is_empty()
+                    && other.repo_digests.is_empty()
+                    && leases.holders(&other.id).is_empty()
+                {
                     emptied.push(other.id.clone());
                 } else {
                     self.records.save(other)?;
