@@ -109,3 +109,48 @@ async fn read_only_snapshots_refuse_writes_and_layers_are_shared() {
     );
     assert!(store.layer_dirs(&r1).is_ok());
 }
+
+#[tokio::test]
+async fn an_image_with_eighty_layers_fits_in_one_overlay_mount() {
+    let env = Env::start(RegistryOptions::default());
+    let mut builder = ImageBuilder::new().layer(busybox_layer().build(LayerCompression::Gzip));
+    for n in 1..80 {
+        builder = builder.layer(
+            LayerBuilder::new()
+                .file(format!("layers/{n}"), n.to_string(), 0o644)
+                .build(LayerCompression::Gzip),
+        );
+    }
+    let image = builder.build();
+    env.registry
+        .pusher()
+        .unwrap()
+        .push_image("test/tall", "v1", &image)
+        .await
+        .unwrap();
+    let store = env.store();
+    let record = store
+        .pull(
+            &env.reference("test/tall:v1"),
+            &Credentials::anonymous(),
+            None,
+        )
+        .await
+        .unwrap();
+    let snapshotter = Snapshotter::new(store.clone()).unwrap();
+    let snap = snapshotter
+        .prepare("tall", record.id.as_str(), false)
+        .unwrap();
+    let target = tempfile::tempdir().unwrap();
+    let seen = in_private_mount_ns(|| {
+        snap.mount.mount_at(target.path()).unwrap();
+        let seen = list_dir(&target.path().join("layers")).len();
+        nix::mount::umount(target.path()).unwrap();
+        seen
+    });
+    assert_eq!(seen, 79);
+    snapshotter.remove("tall").unwrap();
+    store.remove(record.id.as_str()).unwrap();
+    store.gc().await.unwrap();
+    assert_eq!(list_dir(&store.root().join("l")), Vec::<String>::new());
+}

@@ -131,7 +131,7 @@ impl Snapshotter {
         let staged = atomic::temp_sibling(path);
         let result = (|| {
             fs::create_dir(&staged).map_err(ImageError::io(&staged))?;
-            let mut lowers = self.store.layer_dirs(record)?;
+            let mut lowers = self.store.short_layer_dirs(record)?;
             lowers.reverse(); // overlayfs lists the topmost lower dir first
             if lowers.is_empty() {
                 // An image without layers still needs a lower dir for overlayfs.

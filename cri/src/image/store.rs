@@ -232,6 +232,16 @@ impl ImageStore {
             .collect()
     }
 
+    /// Short paths to the layer directories, lowest first (for overlay mount options).
+    pub(crate) fn short_layer_dirs(&self, record: &ImageRecord) -> Result<Vec<PathBuf>> {
+        self.layer_dirs(record)?;
+        record
+            .diff_ids
+            .iter()
+            .map(|d| self.inner.content.short_layer_path(d))
+            .collect()
+    }
+
     /// The image's config (entrypoint, env, user...), as the runtime needs it.
     pub fn config(&self, record: &ImageRecord) -> Result<oci_spec::image::ImageConfiguration> {
         let data = self.inner.content.read_blob(&record.id)?;
@@ -305,6 +315,7 @@ impl ImageStore {
                 report.layers_removed += 1;
             }
         }
+        content.prune_links()?;
         content.clear_staging()?;
         Ok(report)
     }
