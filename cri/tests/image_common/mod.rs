@@ -1,0 +1,78 @@
+//! Shared setup of the image integration tests: a registry, a store in a temp dir with
+//! a hosts dir pointing at the registry, and a private mount namespace for overlay work.
+#![allow(dead_code)] // each test file uses a different part
+
+use std::path::Path;
+
+use berth_cri::image::{ImageStore, StoreOptions};
+use berth_tests::registry::{Registry, RegistryOptions};
+
+pub struct Env {
+    pub registry: Registry,
+    pub root: tempfile::TempDir,
+    pub hosts: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn start(options: RegistryOptions) -> Env {
+        let registry = Registry::start(options).expect("start registry");
+        let hosts = tempfile::tempdir().unwrap();
+        registry.write_hosts_toml(hosts.path()).unwrap();
+        Env {
+            registry,
+            root: tempfile::tempdir().unwrap(),
+            hosts,
+        }
+    }
+
+    pub fn store(&self) -> ImageStore {
+        self.store_at(self.root.path())
+    }
+
+    pub fn store_at(&self, root: &Path) -> ImageStore {
+        ImageStore::open(
+            root,
+            StoreOptions {
+                hosts_dir: Some(self.hosts.path().to_path_buf()),
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    pub fn reference(&self, repo_tag: &str) -> String {
+        format!("{}/{repo_tag}", self.registry.host())
+    }
+}
+
+/// Runs `f` on a thread that has its own private mount namespace: its mounts are never
+/// visible on the host and vanish when the thread ends.
+pub fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare mount ns");
+            nix::mount::mount(
+                None::<&str>,
+                "/",
+                None::<&str>,
+                nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+                None::<&str>,
+            )
+            .expect("make / rprivate");
+            f()
+        })
+        .join()
+        .expect("mount-namespace thread")
+    })
+}
+
+pub fn list_dir(path: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(path)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
