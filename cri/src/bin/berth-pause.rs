@@ -1,0 +1,43 @@
+//! berth-pause: the process that holds a pod's namespaces. As PID 1 of the
+//! pod's PID namespace it reaps every orphan; SIGINT or SIGTERM make it exit
+//! 0; nothing else does. Deliberately tiny: libc calls only, no allocation
+//! on its paths, so it stays resident in a few pages.
+
+use std::ptr;
+
+fn main() {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "-v") {
+        println!("berth-pause {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    // SAFETY: plain libc calls on a stack-allocated, initialised sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
+            libc::sigaddset(&mut set, sig);
+        }
+        // Blocked signals are queued even for a namespace's init (which
+        // would otherwise drop signals it has no handler for) and are
+        // taken synchronously below.
+        libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+        if libc::getpid() != 1 {
+            eprintln!("berth-pause: warning: not PID 1, orphans are not reaped here");
+        }
+        // Children may have exited before the mask was in place.
+        reap_all();
+        loop {
+            match libc::sigwaitinfo(&set, ptr::null_mut()) {
+                libc::SIGINT | libc::SIGTERM => std::process::exit(0),
+                libc::SIGCHLD => reap_all(),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Collects every exited child; one SIGCHLD may stand for many.
+fn reap_all() {
+    // SAFETY: waitpid with a null status pointer is always sound.
+    while unsafe { libc::waitpid(-1, ptr::null_mut(), libc::WNOHANG) } > 0 {}
+}
