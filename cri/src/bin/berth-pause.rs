@@ -17,10 +17,17 @@ fn main() {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
             libc::sigaddset(&mut set, sig);
         }
-        // Blocked signals are queued even for a namespace's init (which
-        // would otherwise drop signals it has no handler for) and are
-        // taken synchronously below.
+        // Blocked, the signals queue up and are taken synchronously below.
         libc::sigprocmask(libc::SIG_BLOCK, &set, ptr::null_mut());
+        // The kernel drops signals a namespace's init has no handler for;
+        // a handler (never run: the signals stay blocked outside
+        // sigwaitinfo) makes them count. It also shows in SigCgt, which is
+        // how the spawner sees that pause is ready.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as libc::sighandler_t;
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
+            libc::sigaction(sig, &action, ptr::null_mut());
+        }
         if libc::getpid() != 1 {
             eprintln!("berth-pause: warning: not PID 1, orphans are not reaped here");
         }
@@ -35,6 +42,8 @@ fn main() {
         }
     }
 }
+
+extern "C" fn ignore(_: libc::c_int) {}
 
 /// Collects every exited child; one SIGCHLD may stand for many.
 fn reap_all() {

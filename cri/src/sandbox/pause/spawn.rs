@@ -60,9 +60,34 @@ impl PauseProcess {
         &self.namespaces
     }
 
-    /// Asks it to exit (it exits 0 on SIGTERM).
+    /// Whether it has taken over its signals (its SIGTERM handler shows in
+    /// SigCgt). Until then the kernel drops a SIGTERM sent to the init of
+    /// a PID namespace, so callers that stop a freshly started sandbox
+    /// gracefully wait for this (or kill).
+    pub fn is_ready(&self) -> bool {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return false;
+        };
+        let term_bit = 1u64 << (libc::SIGTERM - 1);
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+            .is_some_and(|mask| mask & term_bit != 0)
+    }
+
+    /// Asks it to exit (it exits 0 on SIGTERM once ready).
     pub fn terminate(&self) -> Result<(), PauseError> {
-        match kill(Pid::from_raw(self.pid), Signal::SIGTERM) {
+        self.signal(Signal::SIGTERM)
+    }
+
+    /// Stops it unconditionally.
+    pub fn kill(&self) -> Result<(), PauseError> {
+        self.signal(Signal::SIGKILL)
+    }
+
+    fn signal(&self, signal: Signal) -> Result<(), PauseError> {
+        match kill(Pid::from_raw(self.pid), signal) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
             Err(source) => Err(PauseError::Sys {
                 action: "signalling pause process",
