@@ -1,17 +1,24 @@
 //! berth-pause: the process that holds a pod's namespaces. As PID 1 of the
 //! pod's PID namespace it reaps every orphan; SIGINT or SIGTERM make it exit
-//! 0; nothing else does. Deliberately tiny: libc calls only, no allocation
-//! on its paths, so it stays resident in a few pages.
+//! 0; nothing else does. Deliberately tiny: no Rust runtime start-up
+//! (`no_main`), no formatting, no allocation, only libc calls, so little
+//! more than a few pages of it are ever resident.
+#![no_main]
 
 use std::ptr;
 
-fn main() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == "-v") {
-        println!("berth-pause {}", env!("CARGO_PKG_VERSION"));
-        return;
-    }
-    // SAFETY: plain libc calls on a stack-allocated, initialised sigset.
+const VERSION: &str = concat!("berth-pause ", env!("CARGO_PKG_VERSION"), "\n");
+const NOT_PID_1: &str = "berth-pause: warning: not PID 1, orphans are not reaped here\n";
+
+#[unsafe(no_mangle)]
+extern "C" fn main(argc: libc::c_int, argv: *const *const libc::c_char) -> libc::c_int {
+    // SAFETY: argv holds argc valid C strings (the C runtime's contract);
+    // the rest are plain libc calls on stack-allocated, initialised values.
     unsafe {
+        if argc > 1 && libc::strcmp(*argv.add(1), c"-v".as_ptr()) == 0 {
+            write_all(1, VERSION);
+            return 0;
+        }
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
@@ -24,18 +31,19 @@ fn main() {
         // sigwaitinfo) makes them count. It also shows in SigCgt, which is
         // how the spawner sees that pause is ready.
         let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = ignore as libc::sighandler_t;
+        action.sa_sigaction =
+            ignore as extern "C" fn(libc::c_int) as *const () as libc::sighandler_t;
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD] {
             libc::sigaction(sig, &action, ptr::null_mut());
         }
         if libc::getpid() != 1 {
-            eprintln!("berth-pause: warning: not PID 1, orphans are not reaped here");
+            write_all(2, NOT_PID_1);
         }
         // Children may have exited before the mask was in place.
         reap_all();
         loop {
             match libc::sigwaitinfo(&set, ptr::null_mut()) {
-                libc::SIGINT | libc::SIGTERM => std::process::exit(0),
+                libc::SIGINT | libc::SIGTERM => return 0,
                 libc::SIGCHLD => reap_all(),
                 _ => {}
             }
@@ -44,6 +52,14 @@ fn main() {
 }
 
 extern "C" fn ignore(_: libc::c_int) {}
+
+fn write_all(fd: libc::c_int, text: &str) {
+    // SAFETY: writing from a valid buffer; a short or failed write of a
+    // diagnostic is not worth more than dropping it.
+    unsafe {
+        libc::write(fd, text.as_ptr().cast(), text.len());
+    }
+}
 
 /// Collects every exited child; one SIGCHLD may stand for many.
 fn reap_all() {
