@@ -7,10 +7,8 @@ mod network_support;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use berth_cri::network::{
-    CniError, CniManager, DnsCapability, INGRESS_BANDWIDTH_ANNOTATION, PortMapping, RuntimeConfig,
-    bandwidth_from_annotations,
-};
+use berth_cri::network::{CniError, CniManager, INGRESS_BANDWIDTH_ANNOTATION, PodNetwork};
+use berth_proto::runtime::v1 as cri;
 use network_support::{CniFixture, block_on, canned_result, pod};
 use serde_json::Value;
 
@@ -28,7 +26,7 @@ fn stdin_json(fx: &CniFixture, plugin: &str, command: &str) -> Value {
 
 const THREE_PLUGINS: &str = r#"{"cniVersion":"1.0.0","name":"recnet","plugins":[
     {"type":"rec-a","capabilities":{"portMappings":true,"dns":true,"mac":true}},
-    {"type":"rec-b"},
+    {"type":"rec-b","capabilities":{"io.kubernetes.cri.pod-annotations":true}},
     {"type":"rec-c","capabilities":{"bandwidth":true,"cgroupPath":true,"ips":false}}]}"#;
 
 fn install_three(fx: &CniFixture) {
@@ -43,26 +41,47 @@ fn runtime_config_carries_only_declared_capabilities() {
     let fx = CniFixture::new();
     install_three(&fx);
     let manager = script_manager(&fx);
-    let mut annotations = HashMap::new();
-    annotations.insert(INGRESS_BANDWIDTH_ANNOTATION.to_string(), "1M".to_string());
-    let mut p = pod("sb1", Some(std::path::Path::new("/proc/self/ns/net")));
-    p.runtime = RuntimeConfig {
-        port_mappings: vec![PortMapping {
-            host_port: 8080,
-            container_port: 80,
-            protocol: "tcp".into(),
-            host_ip: String::new(),
-        }],
-        bandwidth: bandwidth_from_annotations(&annotations).unwrap(),
-        dns: Some(DnsCapability {
+    let config = cri::PodSandboxConfig {
+        metadata: Some(cri::PodSandboxMetadata {
+            name: "pod-sb1".into(),
+            uid: "uid-sb1".into(),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        port_mappings: vec![
+            cri::PortMapping {
+                protocol: cri::Protocol::Tcp as i32,
+                container_port: 80,
+                host_port: 8080,
+                host_ip: String::new(),
+            },
+            cri::PortMapping {
+                protocol: cri::Protocol::Udp as i32,
+                container_port: 53,
+                host_port: 0,
+                host_ip: String::new(),
+            },
+        ],
+        dns_config: Some(cri::DnsConfig {
             servers: vec!["10.96.0.10".into()],
             searches: vec!["svc.cluster.local".into()],
             options: vec!["ndots:5".into()],
         }),
-        ips: vec!["10.1.0.9".into()],
-        cgroup_path: Some("/kubepods/pod1".into()),
-        ..RuntimeConfig::default()
+        annotations: HashMap::from([(INGRESS_BANDWIDTH_ANNOTATION.to_string(), "1M".to_string())]),
+        linux: Some(cri::LinuxPodSandboxConfig {
+            cgroup_parent: "/kubepods/pod1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
     };
+    let mut p = PodNetwork::from_sandbox_config(
+        "sb1",
+        Some(std::path::PathBuf::from("/proc/self/ns/net")),
+        &config,
+    )
+    .unwrap();
+    // Not from CRI, but a capability rec-c declares false.
+    p.runtime.ips = vec!["10.1.0.9".into()];
     let setup = block_on(manager.setup(&p)).unwrap();
 
     let a = stdin_json(&fx, "rec-a", "ADD");
@@ -72,7 +91,10 @@ fn runtime_config_carries_only_declared_capabilities() {
         vec!["dns", "portMappings"],
         "mac is declared but unset"
     );
-    assert_eq!(rc["portMappings"][0]["hostPort"], 8080);
+    assert_eq!(
+        rc["portMappings"],
+        serde_json::json!([{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}])
+    );
     assert_eq!(rc["dns"]["searches"][0], "svc.cluster.local");
     assert_eq!(a["name"], "recnet");
     assert_eq!(a["cniVersion"], "1.0.0");
@@ -86,7 +108,10 @@ fn runtime_config_carries_only_declared_capabilities() {
     );
 
     let b = stdin_json(&fx, "rec-b", "ADD");
-    assert!(b.get("runtimeConfig").is_none(), "rec-b declares nothing");
+    assert_eq!(
+        b["runtimeConfig"],
+        serde_json::json!({"io.kubernetes.cri.pod-annotations": {INGRESS_BANDWIDTH_ANNOTATION: "1M"}})
+    );
     assert_eq!(b["prevResult"]["ips"][0]["address"], "10.1.0.2/24");
 
     let c = stdin_json(&fx, "rec-c", "ADD");

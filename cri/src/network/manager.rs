@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use berth_proto::runtime::v1 as cri;
+
 use super::cache::ResultCache;
 use super::config::NetworkConfigList;
 use super::error::CniError;
@@ -81,6 +83,23 @@ pub struct PodNetwork {
 }
 
 impl PodNetwork {
+    /// The pod as described by a CRI RunPodSandbox request.
+    pub fn from_sandbox_config(
+        sandbox_id: &str,
+        netns: Option<PathBuf>,
+        config: &cri::PodSandboxConfig,
+    ) -> Result<Self, CniError> {
+        let meta = config.metadata.clone().unwrap_or_default();
+        Ok(PodNetwork {
+            sandbox_id: sandbox_id.to_string(),
+            netns,
+            namespace: meta.namespace,
+            name: meta.name,
+            uid: meta.uid,
+            runtime: RuntimeConfig::from_sandbox_config(config)?,
+        })
+    }
+
     /// CNI_ARGS as containerd passes them.
     pub fn cni_args(&self) -> Vec<(String, String)> {
         [

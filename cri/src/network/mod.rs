@@ -31,7 +31,7 @@ pub use result::{CniResult, Dns, Interface, IpConfig, PodIps, Route};
 pub use runner::{Attachment, CniRunner, PluginVersions, plugin_stdin};
 pub use runtime_config::{
     Bandwidth, DnsCapability, EGRESS_BANDWIDTH_ANNOTATION, INGRESS_BANDWIDTH_ANNOTATION, IpRange,
-    PortMapping, RuntimeConfig, bandwidth_from_annotations, dns_from_cri, port_mappings_from_cri,
-    runtime_config_for,
+    POD_ANNOTATIONS_CAPABILITY, PortMapping, RuntimeConfig, bandwidth_from_annotations,
+    dns_from_cri, port_mappings_from_cri, runtime_config_for,
 };
 pub use version::{CniVersion, KNOWN_VERSIONS};

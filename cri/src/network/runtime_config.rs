@@ -2,7 +2,7 @@
 //! the capabilities a plugin declares (CNI CONVENTIONS.md), and their
 //! conversion from CRI types the way containerd does it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use berth_proto::runtime::v1 as cri;
 use serde::Serialize;
@@ -12,7 +12,7 @@ use super::error::CniError;
 use super::quantity::parse_quantity;
 
 /// Capability arguments for one pod. Absent (`None`/empty) entries are not
-/// sent, except `portMappings`, which containerd always sends.
+/// sent.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuntimeConfig {
     pub port_mappings: Vec<PortMapping>,
@@ -22,7 +22,13 @@ pub struct RuntimeConfig {
     pub mac: Option<String>,
     pub ip_ranges: Vec<Vec<IpRange>>,
     pub cgroup_path: Option<String>,
+    /// The pod's annotations, offered by containerd to plugins declaring
+    /// `io.kubernetes.cri.pod-annotations`.
+    pub pod_annotations: Option<BTreeMap<String, String>>,
 }
+
+/// containerd's capability name for the pod annotations.
+pub const POD_ANNOTATIONS_CAPABILITY: &str = "io.kubernetes.cri.pod-annotations";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -75,13 +81,39 @@ pub struct IpRange {
 }
 
 impl RuntimeConfig {
+    /// The capability arguments containerd derives from a sandbox config:
+    /// port mappings with a host port, bandwidth from the annotations, DNS,
+    /// the cgroup parent and the annotations themselves.
+    pub fn from_sandbox_config(config: &cri::PodSandboxConfig) -> Result<Self, CniError> {
+        Ok(RuntimeConfig {
+            port_mappings: port_mappings_from_cri(&config.port_mappings),
+            bandwidth: bandwidth_from_annotations(&config.annotations)?,
+            dns: config.dns_config.as_ref().map(dns_from_cri),
+            cgroup_path: config
+                .linux
+                .as_ref()
+                .map(|l| l.cgroup_parent.clone())
+                .filter(|p| !p.is_empty()),
+            pod_annotations: Some(
+                config
+                    .annotations
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            ),
+            ..RuntimeConfig::default()
+        })
+    }
+
     /// Every capability argument this pod has, keyed by capability name.
     pub fn capability_args(&self) -> Map<String, Value> {
         let mut args = Map::new();
         let mut put = |key: &str, value: Value| {
             args.insert(key.to_string(), value);
         };
-        put("portMappings", to_value(&self.port_mappings));
+        if !self.port_mappings.is_empty() {
+            put("portMappings", to_value(&self.port_mappings));
+        }
         if let Some(b) = &self.bandwidth {
             put("bandwidth", to_value(b));
         }
@@ -99,6 +131,9 @@ impl RuntimeConfig {
         }
         if let Some(path) = &self.cgroup_path {
             put("cgroupPath", Value::String(path.clone()));
+        }
+        if let Some(annotations) = &self.pod_annotations {
+            put(POD_ANNOTATIONS_CAPABILITY, to_value(annotations));
         }
         args
     }
@@ -241,6 +276,50 @@ mod tests {
         assert!(
             err.contains(EGRESS_BANDWIDTH_ANNOTATION) && err.contains("small"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn from_sandbox_config_like_containerd() {
+        let config = cri::PodSandboxConfig {
+            port_mappings: vec![cri::PortMapping {
+                protocol: cri::Protocol::Tcp as i32,
+                container_port: 80,
+                host_port: 8080,
+                host_ip: String::new(),
+            }],
+            dns_config: Some(cri::DnsConfig {
+                servers: vec!["10.96.0.10".into()],
+                searches: vec![],
+                options: vec![],
+            }),
+            annotations: HashMap::from([(
+                EGRESS_BANDWIDTH_ANNOTATION.to_string(),
+                "2M".to_string(),
+            )]),
+            linux: Some(cri::LinuxPodSandboxConfig {
+                cgroup_parent: "/kubepods/besteffort/pod1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let rc = RuntimeConfig::from_sandbox_config(&config).unwrap();
+        let args = rc.capability_args();
+        assert_eq!(args["portMappings"][0]["containerPort"], 80);
+        assert_eq!(args["bandwidth"]["egressRate"], 2_000_000);
+        assert!(args["bandwidth"].get("ingressRate").is_none());
+        assert_eq!(args["dns"]["servers"][0], "10.96.0.10");
+        assert_eq!(args["cgroupPath"], "/kubepods/besteffort/pod1");
+        assert_eq!(
+            args[POD_ANNOTATIONS_CAPABILITY][EGRESS_BANDWIDTH_ANNOTATION],
+            "2M"
+        );
+
+        let bare = RuntimeConfig::from_sandbox_config(&cri::PodSandboxConfig::default()).unwrap();
+        let args = bare.capability_args();
+        assert_eq!(
+            args.keys().collect::<Vec<_>>(),
+            vec![POD_ANNOTATIONS_CAPABILITY]
         );
     }
 
