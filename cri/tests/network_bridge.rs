@@ -4,12 +4,33 @@
 
 mod network_support;
 
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
 
 use berth_cri::network::{PortMapping, RuntimeConfig};
 use berth_cri::sandbox::netns::{self, NetnsDir};
 use network_support::{CniFixture, block_on, isolated, pod, run};
+
+/// Runs `f` on a thread moved into `netns`; sockets it creates stay there.
+fn on_thread_in<T>(
+    netns: &Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T>
+where
+    T: Send,
+{
+    let file = std::fs::File::open(netns)?;
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            f()
+        })
+        .join()
+        .expect("netns thread panicked")
+    })
+}
 
 fn in_netns(netns: &Path, args: &[&str]) -> anyhow::Result<String> {
     run(Command::new("nsenter")
@@ -67,6 +88,17 @@ fn two_pods_on_a_bridge_lifecycle() {
             &ns_b,
             &["busybox", "ping", "-c", "1", "-w", "5", &a.ip.to_string()],
         )?;
+        // And connect over TCP, seeing each other's pod IP (no masquerade
+        // inside the pod subnet).
+        let listener = on_thread_in(&ns_b, || TcpListener::bind((b.ip, 0)))?;
+        let port = listener.local_addr()?.port();
+        let mut client = on_thread_in(&ns_a, || TcpStream::connect((b.ip, port)))?;
+        let (mut server, peer) = listener.accept()?;
+        assert_eq!(peer.ip(), a.ip);
+        client.write_all(b"ping")?;
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf)?;
+        assert_eq!(&buf, b"ping");
         // portmap got the declared capability and programmed the DNAT.
         let nat = run(Command::new("iptables").args(["-t", "nat", "-S"]))?;
         assert!(nat.contains("--dport 18080"), "{nat}");

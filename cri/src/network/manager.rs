@@ -428,3 +428,24 @@ fn load(conf_dir: &Path) -> Loaded {
         fingerprint,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn operations_can_run_on_a_multi_threaded_runtime() {
+        let manager = CniManager::new(CniSettings {
+            conf_dir: PathBuf::from("/nonexistent"),
+            ..CniSettings::default()
+        });
+        let pod = PodNetwork::default();
+        assert_send(&manager.setup(&pod));
+        assert_send(&manager.teardown(&pod));
+        assert_send(&manager.check(&pod));
+        assert_send(&manager.status());
+        assert_send(&manager.gc(&[]));
+    }
+}
