@@ -162,3 +162,38 @@ fn failing_plugin_after_bridge_rolls_back() {
         Ok(())
     });
 }
+
+#[test]
+fn dual_stack_pod_ips_put_ipv4_first() {
+    isolated("dual_stack_pod_ips_put_ipv4_first", || {
+        let fx = CniFixture::new();
+        // IPv6 range listed first: containerd still reports IPv4 as the pod IP.
+        fx.write_conf(
+            "10-dual.conflist",
+            &format!(
+                r#"{{"cniVersion":"1.0.0","name":"dualnet","plugins":[
+                  {{"type":"bridge","bridge":"cni1","isGateway":true,
+                    "ipam":{{"type":"host-local","dataDir":"{}",
+                             "ranges":[[{{"subnet":"fd99::/64"}}],[{{"subnet":"10.98.0.0/24"}}]]}}}}]}}"#,
+                fx.data_dir.display()
+            ),
+        );
+        let manager = fx.manager();
+        let ns = NetnsDir::new(&fx.netns_dir).create()?;
+        let setup = block_on(manager.setup(&pod("sandbox-d", Some(&ns))))?;
+        let ips = setup.ips.expect("pod IPs");
+        assert!(
+            ips.ip.is_ipv4() && ips.ip.to_string().starts_with("10.98.0."),
+            "{ips:?}"
+        );
+        assert_eq!(ips.additional.len(), 1);
+        assert!(
+            ips.additional[0].to_string().starts_with("fd99::"),
+            "{ips:?}"
+        );
+        block_on(manager.teardown(&pod("sandbox-d", Some(&ns))))?;
+        assert!(fx.leases("dualnet").is_empty());
+        netns::remove(&ns)?;
+        Ok(())
+    });
+}

@@ -178,3 +178,40 @@ impl CacheEntry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cache file as libcni writes it (containerd's hosts have these).
+    const LIBCNI_ENTRY: &str = r#"{"kind":"cniCacheV1","containerId":"abc","config":"eyJuYW1lIjoibiJ9","ifName":"eth0","networkName":"n","cniArgs":[["IgnoreUnknown","1"],["K8S_POD_NAME","p"]],"capabilityArgs":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"tcp"}]},"result":{"cniVersion":"1.0.0","ips":[{"address":"10.0.0.2/24"}]}}"#;
+
+    #[test]
+    fn reads_and_writes_libcni_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::new(dir.path().to_path_buf());
+        let path = cache.path("n", "abc", "eth0");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, LIBCNI_ENTRY).unwrap();
+        let entry = cache.load("n", "abc", "eth0").unwrap().unwrap();
+        assert_eq!(entry.config, br#"{"name":"n"}"#);
+        assert_eq!(
+            entry.cni_args[1],
+            ["K8S_POD_NAME".to_string(), "p".to_string()]
+        );
+        assert_eq!(
+            entry.result.as_ref().unwrap()["ips"][0]["address"],
+            "10.0.0.2/24"
+        );
+        assert_eq!(cache.entries("n").unwrap(), vec![entry.clone()]);
+        assert!(cache.entries("other").unwrap().is_empty());
+
+        cache.remove("n", "abc", "eth0").unwrap();
+        cache.remove("n", "abc", "eth0").unwrap();
+        assert!(cache.load("n", "abc", "eth0").unwrap().is_none());
+        cache.store(&entry).unwrap();
+        let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let original: Value = serde_json::from_str(LIBCNI_ENTRY).unwrap();
+        assert_eq!(written, original);
+    }
+}
