@@ -3,6 +3,10 @@
 //! 0; nothing else does. Deliberately tiny: no Rust runtime start-up
 //! (`no_main`), no formatting, no allocation, only libc calls, so little
 //! more than a few pages of it are ever resident.
+//!
+//! A plain build links glibc dynamically, which is fine for exec from the
+//! host. To bind-mount it into a rootfs without glibc, build it static:
+//! `cargo rustc --release -p berth-cri --bin berth-pause -- -C target-feature=+crt-static`
 #![no_main]
 
 use std::ptr;

@@ -252,6 +252,7 @@ impl CniManager {
 
     /// ADD the pod to the loopback and configured networks. On failure,
     /// what was set up is torn down again before the error is returned.
+    #[tracing::instrument(skip_all, fields(sandbox = %pod.sandbox_id, pod_uid = %pod.uid))]
     pub async fn setup(&self, pod: &PodNetwork) -> Result<PodNetworkSetup, CniError> {
         let network = self.network()?;
         let netns =
@@ -291,12 +292,14 @@ impl CniManager {
         }
         let result = last.ok_or(CniError::NotInitialized)?;
         let ips = result.pod_ips(&self.settings.ifname);
+        tracing::info!(network = %network.name, ips = ?ips, "pod network set up");
         Ok(PodNetworkSetup { result, ips })
     }
 
     /// DEL the pod from every network. Works when the netns is gone (the
     /// plugins get an empty CNI_NETNS and still release addresses) and
     /// when it was already torn down.
+    #[tracing::instrument(skip_all, fields(sandbox = %pod.sandbox_id, pod_uid = %pod.uid))]
     pub async fn teardown(&self, pod: &PodNetwork) -> Result<(), CniError> {
         let network = self.network()?;
         self.teardown_with(&network, pod).await
@@ -342,6 +345,7 @@ impl CniManager {
     }
 
     /// CHECK the pod's attachment to the configured network.
+    #[tracing::instrument(skip_all, fields(sandbox = %pod.sandbox_id, pod_uid = %pod.uid))]
     pub async fn check(&self, pod: &PodNetwork) -> Result<(), CniError> {
         let network = self.network()?;
         let netns = pod.netns.as_deref().map(path_str).unwrap_or_default();
