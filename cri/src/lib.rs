@@ -1,2 +1,5 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
+
 pub mod image;
+pub mod network;
+pub mod sandbox;
