@@ -1,1 +1,2 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
+pub mod streaming;
