@@ -26,6 +26,8 @@ pub(crate) fn is_websocket(headers: &HeaderMap) -> bool {
     is_upgrade_to(headers, "websocket")
 }
 
+// Both outcomes are complete HTTP responses; boxing one of them buys nothing.
+#[allow(clippy::result_large_err)]
 /// httpstream.Handshake plus the SPDY upgrade checks; on success the 101 response to send.
 pub(crate) fn spdy(
     headers: &HeaderMap,
@@ -70,6 +72,7 @@ pub(crate) fn spdy(
     Ok((protocol, response))
 }
 
+#[allow(clippy::result_large_err)]
 /// The WebSocket handshake with k8s channel subprotocols; `""` when the client asked
 /// for none (binary channels, v1 semantics).
 pub(crate) fn websocket(

@@ -295,31 +295,28 @@ impl SessionHandle {
                     Some(frame) = control_rx.recv() => Outgoing::Frame(frame),
                     next = data_rx.recv() => next.unwrap_or(Outgoing::Close),
                 };
-                let closing = match next {
-                    Outgoing::Frame(frame) => {
-                        encoder.encode(&frame, &mut buf)?;
-                        false
-                    }
-                    Outgoing::Close => {
-                        let last_good_stream_id = self.flow().last_stream_id;
-                        encoder.encode(
-                            &Frame::GoAway {
+                let mut closing = false;
+                let mut next = Some(next);
+                // Encode this frame and whatever else is ready into the same write.
+                while let Some(outgoing) = next.take() {
+                    match outgoing {
+                        Outgoing::Frame(frame) => encoder.encode(&frame, &mut buf)?,
+                        Outgoing::Close => {
+                            let last_good_stream_id = self.flow().last_stream_id;
+                            let goaway = Frame::GoAway {
                                 last_good_stream_id,
                                 status: goaway::OK,
-                            },
-                            &mut buf,
-                        )?;
-                        true
+                            };
+                            encoder.encode(&goaway, &mut buf)?;
+                            closing = true;
+                            break;
+                        }
                     }
-                };
-                // Batch whatever else is ready into the same write.
-                while !closing && buf.len() < 64 * 1024 {
-                    if let Ok(frame) = control_rx.try_recv() {
-                        encoder.encode(&frame, &mut buf)?;
-                    } else if let Ok(Outgoing::Frame(frame)) = data_rx.try_recv() {
-                        encoder.encode(&frame, &mut buf)?;
-                    } else {
-                        break;
+                    if buf.len() < 64 * 1024 {
+                        next = match control_rx.try_recv() {
+                            Ok(frame) => Some(Outgoing::Frame(frame)),
+                            Err(_) => data_rx.try_recv().ok(),
+                        };
                     }
                 }
                 wr.write_all(&buf).await?;
