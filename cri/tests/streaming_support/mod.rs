@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod spdy_client;
+pub mod ws_client;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -280,6 +280,29 @@ impl ClientStream {
         }
     }
 
+    /// A handle that writes on this stream while another task reads it.
+    pub fn writer(&self) -> StreamWriter {
+        StreamWriter {
+            id: self.id,
+            inner: self.inner.clone(),
+        }
+    }
+
+    pub async fn write(&self, data: &[u8]) {
+        self.writer().write(data).await
+    }
+
+    pub fn close(&self) {
+        self.writer().close()
+    }
+}
+
+pub struct StreamWriter {
+    id: u32,
+    inner: Arc<Inner>,
+}
+
+impl StreamWriter {
     /// Sends data, keeping the server's windows when flow control is on.
     pub async fn write(&self, mut data: &[u8]) {
         while !data.is_empty() {

@@ -631,7 +631,8 @@ impl AcceptedStream {
         (backend, task)
     }
 
-    /// Both directions on one pipe (port forwarding).
+    /// Both directions on one pipe (port forwarding); the task ends once everything the
+    /// backend wrote has been queued to the socket.
     pub fn into_duplex(self) -> (DuplexStream, JoinHandle<()>) {
         let (backend, ours) = tokio::io::duplex(PIPE_CAPACITY);
         let (ours_rd, ours_wr) = tokio::io::split(ours);
@@ -645,10 +646,17 @@ impl AcceptedStream {
             ours_wr,
             self.reset.clone(),
         ));
-        let task = tokio::spawn(async move {
-            pump_out(handle.clone(), id, ours_rd, reset.clone()).await;
+        let outbound = tokio::spawn(pump_out(handle.clone(), id, ours_rd, reset));
+        let (task, done) = tokio::sync::oneshot::channel::<()>();
+        // The stream's state goes once both directions are finished.
+        tokio::spawn(async move {
+            let _ = outbound.await;
+            let _ = task.send(());
             let _ = inbound.await;
             handle.flow().streams.remove(&id);
+        });
+        let task = tokio::spawn(async move {
+            let _ = done.await;
         });
         (backend, task)
     }
