@@ -1,2 +1,3 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
+pub mod logs;
 pub mod streaming;
