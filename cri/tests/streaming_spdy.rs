@@ -388,3 +388,114 @@ async fn a_client_that_disconnects_mid_stream_ends_the_command() {
         .await
         .expect("server tasks ended");
 }
+
+#[tokio::test]
+async fn pings_are_answered() {
+    let (server, _) = default_server().await;
+    let url = exec_url(&server, &["cat"], true, false, false);
+    let (client, _) = connect(&url, &[V4], false).await.unwrap();
+    client.send_raw(berth_cri::streaming::spdy::Frame::Ping { id: 1 });
+    client.send_raw(berth_cri::streaming::spdy::Frame::Ping { id: 3 });
+    wait_for("two ping replies", || client.ping_replies() == 2).await;
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let config = StreamingConfig {
+        stream_idle_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let (server, backend) = start_server(config).await;
+    let url = exec_url(
+        &server,
+        &["sh", "-c", "exec sleep 1000"],
+        true,
+        false,
+        false,
+    );
+    let (client, _) = connect(&url, &[V4], false).await.unwrap();
+    let mut s = open_streams(&client, true, false, false).await;
+    wait_for("the process to start", || {
+        !backend.pids.lock().unwrap().is_empty()
+    })
+    .await;
+    let pid = backend.pids.lock().unwrap()[0];
+    // No traffic: the server gives up on the connection and the command with it.
+    assert_eq!(s.stdout.read_to_end().await, None);
+    wait_for("the process to be killed", || process_ended(pid)).await;
+}
+
+#[tokio::test]
+async fn clients_that_do_not_open_their_streams_are_dropped() {
+    let config = StreamingConfig {
+        stream_creation_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let (server, backend) = start_server(config).await;
+    let url = exec_url(&server, &["true"], true, false, false);
+    let (client, _) = connect(&url, &[V4], false).await.unwrap();
+    // Only the error stream of the three expected.
+    let mut error = client.open(&[("streamType", "error")]);
+    error.expect_reply().await;
+    assert_eq!(
+        error.read_to_end().await,
+        None,
+        "connection closed without a status"
+    );
+    assert!(backend.pids.lock().unwrap().is_empty(), "nothing ran");
+}
+
+#[tokio::test]
+async fn unknown_and_duplicate_streams_are_refused() {
+    let (server, _) = default_server().await;
+    let url = exec_url(&server, &["cat"], true, false, false);
+    let (client, _) = connect(&url, &[V4], false).await.unwrap();
+    let mut bogus = client.open(&[("streamType", "video")]);
+    assert!(matches!(
+        bogus.next().await,
+        Some(streaming_support::spdy_client::Event::Reset(_))
+    ));
+    let mut error = client.open(&[("streamType", "error")]);
+    error.expect_reply().await;
+    let mut again = client.open(&[("streamType", "error")]);
+    assert!(matches!(
+        again.next().await,
+        Some(streaming_support::spdy_client::Event::Reset(_))
+    ));
+    let stdin = client.open(&[("streamType", "stdin")]);
+    let mut stdout = client.open(&[("streamType", "stdout")]);
+    stdin.write(b"still works\n").await;
+    stdin.close();
+    stdout.expect_reply().await;
+    assert_eq!(stdout.read_to_end().await.unwrap(), b"still works\n");
+    assert_eq!(status_of(&mut error).await.exit_code(), Some(0));
+}
+
+#[tokio::test]
+async fn output_stops_at_the_window_the_client_granted() {
+    let (server, _) = default_server().await;
+    let url = exec_url(
+        &server,
+        &["head", "-c", "1048576", "/dev/zero"],
+        false,
+        false,
+        false,
+    );
+    let (client, _) = connect(&url, &[V4], true).await.unwrap();
+    let mut s = open_streams(&client, false, false, false).await;
+    // Not reading yet: the server fills the 64 KiB window and must stop there.
+    wait_for("a full window of output", || {
+        client.unacknowledged(s.stdout.id) >= 64 * 1024
+    })
+    .await;
+    assert!(
+        !client.window_violated(),
+        "server sent beyond the granted window"
+    );
+    assert_eq!(s.stdout.read_to_end().await.unwrap().len(), 1024 * 1024);
+    assert_eq!(status_of(&mut s.error).await.exit_code(), Some(0));
+    assert!(
+        !client.window_violated(),
+        "server sent beyond the granted window"
+    );
+}

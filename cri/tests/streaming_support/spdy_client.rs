@@ -38,6 +38,7 @@ struct Inner {
     received_unacked: Mutex<Windows>,
     pub window_violated: AtomicBool,
     goaway: AtomicBool,
+    ping_replies: AtomicU32,
     flow_control: bool,
 }
 
@@ -82,6 +83,7 @@ pub async fn connect(
         received_unacked: Mutex::new(Windows::default()),
         window_violated: AtomicBool::new(false),
         goaway: AtomicBool::new(false),
+        ping_replies: AtomicU32::new(0),
         flow_control,
     });
     let (mut rd, mut wr) = socket.into_split();
@@ -184,6 +186,9 @@ impl Inner {
                 self.window_changed.notify_waiters();
             }
             Frame::GoAway { .. } => self.goaway.store(true, Ordering::SeqCst),
+            Frame::Ping { .. } => {
+                self.ping_replies.fetch_add(1, Ordering::SeqCst);
+            }
             _ => {}
         }
     }
@@ -219,6 +224,16 @@ impl SpdyClient {
     /// Whether the server ever sent more than the window we granted.
     pub fn window_violated(&self) -> bool {
         self.inner.window_violated.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received on the stream that the test has not consumed (window not granted back).
+    pub fn unacknowledged(&self, stream_id: u32) -> i64 {
+        let unacked = self.inner.received_unacked.lock().unwrap();
+        unacked.streams.get(&stream_id).copied().unwrap_or(0)
+    }
+
+    pub fn ping_replies(&self) -> u32 {
+        self.inner.ping_replies.load(Ordering::SeqCst)
     }
 
     pub fn got_goaway(&self) -> bool {

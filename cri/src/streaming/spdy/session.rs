@@ -220,12 +220,15 @@ impl SessionHandle {
                 if reset.is_cancelled() {
                     return None;
                 }
-                if !*enforce {
-                    return Some(want);
-                }
+                // Windows are counted even while not enforced, so they are right
+                // if the peer starts keeping them later.
                 let available = stream.send_window.min(*session_window);
-                if available > 0 {
-                    let take = want.min(available as usize);
+                if !*enforce || available > 0 {
+                    let take = if *enforce {
+                        want.min(available as usize)
+                    } else {
+                        want
+                    };
                     stream.send_window -= take as i64;
                     *session_window -= take as i64;
                     return Some(take);
