@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod fake_apiserver;
 pub mod spdy_client;
 pub mod ws_client;
 
