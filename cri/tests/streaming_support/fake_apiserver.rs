@@ -39,7 +39,7 @@ pub async fn start(server: Arc<StreamingServer>) -> (String, Upgrades) {
     (url, upgrades)
 }
 
-fn query_values<'a>(query: &'a str, name: &str) -> Vec<String> {
+fn query_values(query: &str, name: &str) -> Vec<String> {
     query
         .split('&')
         .filter_map(|pair| pair.split_once('='))
