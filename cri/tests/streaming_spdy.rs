@@ -499,3 +499,27 @@ async fn output_stops_at_the_window_the_client_granted() {
         "server sent beyond the granted window"
     );
 }
+
+#[tokio::test]
+async fn shutdown_ends_active_sessions() {
+    let (server, backend) = default_server().await;
+    let url = exec_url(
+        &server,
+        &["sh", "-c", "exec sleep 1000"],
+        true,
+        false,
+        false,
+    );
+    let (client, _) = connect(&url, &[V4], false).await.unwrap();
+    let mut s = open_streams(&client, true, false, false).await;
+    wait_for("the process to start", || {
+        !backend.pids.lock().unwrap().is_empty()
+    })
+    .await;
+    let pid = backend.pids.lock().unwrap()[0];
+    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
+        .await
+        .expect("server tasks ended");
+    assert_eq!(s.stdout.read_to_end().await, None, "connection closed");
+    wait_for("the process to be killed", || process_ended(pid)).await;
+}

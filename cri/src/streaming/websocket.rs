@@ -168,6 +168,13 @@ pub(crate) fn open(
     }
 }
 
+impl Drop for ChannelConn {
+    /// The connection's tasks end with the handler that owns it.
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
 impl ChannelConn {
     pub fn closed_token(&self) -> CancellationToken {
         self.closed.clone()

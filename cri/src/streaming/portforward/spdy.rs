@@ -39,6 +39,7 @@ impl Pair {
 
 pub(super) async fn run<B: StreamingBackend>(shared: Arc<Shared<B>>, io: Upgraded, pod: String) {
     let (session, mut incoming) = session::start(io, shared.config.stream_idle_timeout);
+    let _abort = session.abort_on_drop();
     let closed = session.closed_token();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     // Dropped (aborting the forwards) when the session ends.

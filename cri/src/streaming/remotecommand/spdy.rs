@@ -31,6 +31,7 @@ pub(super) async fn run<B: StreamingBackend>(
 ) {
     let protocol = CommandProtocol::from_name(protocol_name).unwrap_or(CommandProtocol::V1);
     let (session, mut incoming) = session::start(io, shared.config.stream_idle_timeout);
+    let _abort = session.abort_on_drop();
     let expected = 1
         + usize::from(options.stdin)
         + usize::from(options.stdout)

@@ -171,6 +171,12 @@ impl SessionHandle {
         self.inner.closed.cancel();
     }
 
+    /// Tears the connection down when the guard is dropped: the session tasks must not
+    /// outlive the handler that owns the session (server shutdown drops handlers).
+    pub fn abort_on_drop(&self) -> tokio_util::sync::DropGuard {
+        self.inner.closed.clone().drop_guard()
+    }
+
     fn control(&self, frame: Frame) {
         // Fails only once the writer is gone, and then nothing can be sent anyway.
         let _ = self.inner.control_tx.send(frame);
