@@ -74,7 +74,9 @@ impl LogWriter {
         let mut line = Vec::with_capacity(message.len() + 48);
         entry.encode(&mut line);
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        // One write per line keeps lines of the two streams from interleaving.
+        // One write per line keeps lines of the two streams from interleaving. The write is
+        // an append into the page cache, done inline: handing every line to a blocking
+        // thread would cost more than it saves.
         file.write_all(&line).map_err(|source| LogError::Io {
             path: self.path.clone(),
             source,

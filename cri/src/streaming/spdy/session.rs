@@ -645,29 +645,22 @@ impl AcceptedStream {
     pub fn into_duplex(self) -> (DuplexStream, JoinHandle<()>) {
         let (backend, ours) = tokio::io::duplex(PIPE_CAPACITY);
         let (ours_rd, ours_wr) = tokio::io::split(ours);
-        let id = self.id;
-        let handle = self.handle.clone();
-        let reset = self.reset.clone();
-        let inbound = tokio::spawn(pump_in(
-            self.handle.clone(),
-            id,
-            self.inbound,
-            ours_wr,
-            self.reset.clone(),
-        ));
-        let outbound = tokio::spawn(pump_out(handle.clone(), id, ours_rd, reset));
-        let (task, done) = tokio::sync::oneshot::channel::<()>();
-        // The stream's state goes once both directions are finished.
+        let (id, handle) = (self.id, self.handle);
+        let sent = CancellationToken::new();
+        let outbound = tokio::spawn({
+            let (handle, reset, sent) = (handle.clone(), self.reset.clone(), sent.clone());
+            async move {
+                pump_out(handle, id, ours_rd, reset).await;
+                sent.cancel();
+            }
+        });
         tokio::spawn(async move {
-            let _ = outbound.await;
-            let _ = task.send(());
-            let _ = inbound.await;
+            pump_in(handle.clone(), id, self.inbound, ours_wr, self.reset).await;
+            // The stream's state goes once both directions are finished.
+            sent.cancelled().await;
             handle.flow().streams.remove(&id);
         });
-        let task = tokio::spawn(async move {
-            let _ = done.await;
-        });
-        (backend, task)
+        (backend, outbound)
     }
 
     /// Writes directly on the stream (the error channel).
