@@ -36,7 +36,8 @@ pub(super) async fn run<B: StreamingBackend>(
         pick(options.stdout, Channel::Write),
         pick(options.stderr, Channel::Write),
         Channel::Write,
-        Channel::Read,
+        // Resize events only matter to a terminal; otherwise nobody would read them.
+        pick(options.tty, Channel::Read),
     ];
     let ws = into_websocket(io).await;
     let mut conn = ws::open(ws, framing, &channels, shared.config.stream_idle_timeout);
@@ -65,13 +66,8 @@ pub(super) async fn run<B: StreamingBackend>(
     let stdin = conn.ends[STDIN]
         .backend
         .take()
-        .filter(|_| options.stdin)
         .map(|s| Box::new(s) as InputStream);
-    let resize = conn.ends[RESIZE]
-        .backend
-        .take()
-        .filter(|_| options.tty)
-        .map(decode_resizes);
+    let resize = conn.ends[RESIZE].backend.take().map(decode_resizes);
     let streams = CommandStreams {
         tty: options.tty,
         stdin,
