@@ -95,10 +95,10 @@ async fn kubectl_exec_over_websocket() {
     kubectl_exec(true).await;
 }
 
-#[tokio::test]
-async fn kubectl_port_forward_over_spdy() {
+/// The upgrades kubectl asked for; `None` without kubectl.
+async fn kubectl_port_forward(websockets: bool) -> Option<Vec<String>> {
     if !kubectl_installed() {
-        return;
+        return None;
     }
     let (server, _) = default_server().await;
     let echo_port = echo_server().await;
@@ -115,7 +115,10 @@ async fn kubectl_port_forward_over_spdy() {
             fake_apiserver::POD,
             &format!(":{echo_port}"),
         ])
-        .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -145,7 +148,34 @@ async fn kubectl_port_forward_over_spdy() {
         assert_eq!(sha256(&echoed), sha256(&sent), "round {round}");
     }
     kubectl.kill().await.unwrap();
-    assert_eq!(*upgrades.lock().unwrap(), ["SPDY/3.1"]);
+    let upgrades = upgrades.lock().unwrap().clone();
+    Some(upgrades)
+}
+
+#[tokio::test]
+async fn kubectl_port_forward_over_spdy() {
+    let Some(upgrades) = kubectl_port_forward(false).await else {
+        return;
+    };
+    assert!(upgrades.iter().all(|u| u == "SPDY/3.1"), "{upgrades:?}");
+}
+
+#[tokio::test]
+async fn kubectl_port_forward_falls_back_to_spdy_from_websocket_tunnels() {
+    // kubectl first asks for SPDY tunnelled over WebSocket, which kubelet does not serve
+    // either (kube-apiserver translates it); the refusal makes kubectl use SPDY.
+    let Some(upgrades) = kubectl_port_forward(true).await else {
+        return;
+    };
+    assert_eq!(
+        upgrades.first().map(String::as_str),
+        Some("websocket"),
+        "{upgrades:?}"
+    );
+    assert!(
+        upgrades[1..].iter().all(|u| u == "SPDY/3.1"),
+        "{upgrades:?}"
+    );
 }
 
 #[tokio::test]
