@@ -265,3 +265,48 @@ async fn kubectl_exec_carries_16_mib_over_spdy() {
 async fn kubectl_exec_carries_16_mib_over_websocket() {
     kubectl_exec_large_transfer(true).await;
 }
+
+async fn kubectl_terminal_size(websockets: bool) {
+    if !kubectl_installed() {
+        return;
+    }
+    let (server, backend) = default_server().await;
+    let (api, _) = fake_apiserver::start(Arc::new(server)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = kubeconfig(dir.path(), &api);
+    // `script` gives kubectl a terminal of a known size.
+    let inner = format!(
+        "stty cols 123 rows 45; exec kubectl --kubeconfig {} exec -it {} -- sleep 1000",
+        config.display(),
+        fake_apiserver::POD
+    );
+    let mut kubectl = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .env(
+            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    wait_for("the terminal size", || {
+        !backend.resizes.lock().unwrap().is_empty()
+    })
+    .await;
+    let size = backend.resizes.lock().unwrap()[0];
+    assert_eq!((size.width, size.height), (123, 45));
+    kubectl.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn kubectl_exec_with_a_terminal_sends_its_size_over_spdy() {
+    kubectl_terminal_size(false).await;
+}
+
+#[tokio::test]
+async fn kubectl_exec_with_a_terminal_sends_its_size_over_websocket() {
+    kubectl_terminal_size(true).await;
+}
