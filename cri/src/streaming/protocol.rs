@@ -7,6 +7,10 @@ pub const HEADER_PROTOCOL_VERSION: &str = "X-Stream-Protocol-Version";
 /// SPDY: what we accept, sent back when negotiation fails.
 pub const HEADER_ACCEPTED_PROTOCOL_VERSIONS: &str = "X-Accepted-Stream-Protocol-Versions";
 pub const HEADER_WEBSOCKET_PROTOCOL: &str = "Sec-WebSocket-Protocol";
+/// SPDY stream headers (names are compared without case).
+pub const HEADER_STREAM_TYPE: &str = "streamType";
+pub const HEADER_PORT: &str = "port";
+pub const HEADER_REQUEST_ID: &str = "requestID";
 
 pub const REMOTE_COMMAND_V5: &str = "v5.channel.k8s.io";
 pub const REMOTE_COMMAND_V4: &str = "v4.channel.k8s.io";

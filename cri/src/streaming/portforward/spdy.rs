@@ -10,14 +10,11 @@ use tokio::task::JoinSet;
 
 use super::{forward_error, parse_port};
 use crate::streaming::StreamingBackend;
+use crate::streaming::protocol::{HEADER_PORT, HEADER_REQUEST_ID, HEADER_STREAM_TYPE};
 use crate::streaming::server::Shared;
 use crate::streaming::spdy::frame::rst;
 use crate::streaming::spdy::session::{self, AcceptedStream, IncomingStream};
 use crate::streaming::upgrade::Upgraded;
-
-const HEADER_STREAM_TYPE: &str = "streamtype";
-const HEADER_PORT: &str = "port";
-const HEADER_REQUEST_ID: &str = "requestid";
 
 struct Pair {
     port: u16,

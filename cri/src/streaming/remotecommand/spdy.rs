@@ -3,15 +3,13 @@
 use std::sync::Arc;
 
 use super::{Options, Target, execute};
-use crate::streaming::protocol::CommandProtocol;
+use crate::streaming::protocol::{CommandProtocol, HEADER_STREAM_TYPE};
 use crate::streaming::server::Shared;
 use crate::streaming::spdy::frame::rst;
 use crate::streaming::spdy::session::{self, AcceptedStream};
 use crate::streaming::terminal::decode_resizes;
 use crate::streaming::upgrade::Upgraded;
 use crate::streaming::{CommandStreams, InputStream, OutputStream, StreamingBackend};
-
-pub(crate) const HEADER_STREAM_TYPE: &str = "streamtype";
 
 #[derive(Default)]
 struct StreamSet {
