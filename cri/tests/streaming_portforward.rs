@@ -208,3 +208,46 @@ async fn websocket_port_forward_checks_ports_and_protocols() {
         "SPDY port-forward speaks only portforward.k8s.io"
     );
 }
+
+#[tokio::test]
+async fn websocket_base64_port_forward_reports_errors_on_the_error_channel() {
+    use base64::Engine;
+    let (server, _) = default_server().await;
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = format!("{}?port={closed_port}", forward_url(&server, closed_port));
+    let (mut ws, protocol) = ws_client::connect(&url, &["v4.base64.channel.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(protocol.as_deref(), Some("v4.base64.channel.k8s.io"));
+    let mut error = Vec::new();
+    let mut first = [true, true];
+    while let Some(Ok(message)) = ws.next().await {
+        let text = match message {
+            Message::Text(text) => text.to_string(),
+            Message::Close(_) => break,
+            other => panic!("{other:?}"),
+        };
+        let channel = usize::from(text.as_bytes()[0] - b'0');
+        let payload = base64::engine::general_purpose::STANDARD
+            .decode(&text[1..])
+            .unwrap();
+        if first[channel] {
+            assert_eq!(
+                payload,
+                closed_port.to_le_bytes(),
+                "channel {channel} starts with the port"
+            );
+            first[channel] = false;
+        } else if channel == 1 {
+            error.extend_from_slice(&payload);
+        }
+    }
+    let message = String::from_utf8(error).unwrap();
+    assert!(
+        message.contains(&format!("error forwarding port {closed_port}")),
+        "{message}"
+    );
+}
