@@ -17,6 +17,7 @@ mod server;
 pub mod spdy;
 mod status;
 mod terminal;
+mod tls;
 mod upgrade;
 mod websocket;
 
@@ -30,6 +31,7 @@ pub use request::{AttachRequest, ExecRequest, PortForwardRequest};
 pub use server::StreamingServer;
 pub use status::{Status, StatusCause, StatusDetails};
 pub use terminal::TerminalSize;
+pub use tls::TlsConfig;
 
 /// Settings of the streaming server (containerd: `stream_server_address`/`_port`,
 /// `stream_idle_timeout`; kubelet: streaming.Config).
@@ -48,6 +50,8 @@ pub struct StreamingConfig {
     pub stream_idle_timeout: Duration,
     /// How long a SPDY client has to open the streams it asked for.
     pub stream_creation_timeout: Duration,
+    /// Serve HTTPS (URLs become `https://`); `None` serves plain HTTP.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for StreamingConfig {
@@ -59,6 +63,7 @@ impl Default for StreamingConfig {
             max_in_flight: 1000,
             stream_idle_timeout: Duration::from_secs(4 * 60 * 60),
             stream_creation_timeout: Duration::from_secs(30),
+            tls: None,
         }
     }
 }
@@ -74,6 +79,8 @@ pub enum StreamingError {
     TooManyInFlight(usize),
     #[error("generating a streaming token: {0}")]
     Token(String),
+    #[error("streaming TLS: {0}")]
+    Tls(String),
     #[error("binding the streaming server to {address}: {source}")]
     Bind {
         address: SocketAddr,

@@ -11,7 +11,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,10 +72,15 @@ impl StreamingServer {
                 address: config.address,
                 source,
             })?;
+        let tls = match &config.tls {
+            Some(tls) => Some(super::tls::acceptor(tls, local_addr.ip())?),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let base_url = config
             .base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{local_addr}"))
+            .unwrap_or_else(|| format!("{scheme}://{local_addr}"))
             .trim_end_matches('/')
             .to_owned();
         let shared = Arc::new(Shared {
@@ -84,7 +91,7 @@ impl StreamingServer {
             shutdown: CancellationToken::new(),
         });
         let (tasks, shutdown) = (shared.tasks.clone(), shared.shutdown.clone());
-        tasks.spawn(accept_loop(listener, shared.clone()));
+        tasks.spawn(accept_loop(listener, tls, shared.clone()));
         tracing::info!(%local_addr, "streaming server listening");
         Ok(Self {
             local_addr,
@@ -132,7 +139,11 @@ impl StreamingServer {
     }
 }
 
-async fn accept_loop<B: StreamingBackend>(listener: TcpListener, shared: Arc<Shared<B>>) {
+async fn accept_loop<B: StreamingBackend>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared<B>>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -145,28 +156,43 @@ async fn accept_loop<B: StreamingBackend>(listener: TcpListener, shared: Arc<Sha
                 continue;
             }
         };
-        let shared_for_conn = shared.clone();
+        let (shared_for_conn, tls) = (shared.clone(), tls.clone());
         shared.tasks.spawn(async move {
-            let service = {
-                let shared = shared_for_conn.clone();
-                service_fn(move |request| {
-                    let shared = shared.clone();
-                    async move { Ok::<_, Infallible>(route(shared, request)) }
-                })
-            };
-            let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(socket), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(%peer, error = %e, "streaming http connection ended");
-                    }
+            let shutdown = shared_for_conn.shutdown.clone();
+            let serve = async move {
+                match tls {
+                    None => serve_http(socket, shared_for_conn).await,
+                    Some(tls) => match tls.accept(socket).await {
+                        Ok(socket) => serve_http(socket, shared_for_conn).await,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "streaming TLS handshake failed")
+                        }
+                    },
                 }
-                _ = shared_for_conn.shutdown.cancelled() => {}
+            };
+            tokio::select! {
+                _ = serve => {}
+                _ = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// Serves HTTP/1.1 requests (and their upgrades) on one connection.
+async fn serve_http<B, IO>(io: IO, shared: Arc<Shared<B>>)
+where
+    B: StreamingBackend,
+    IO: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = service_fn(move |request| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(shared, request)) }
+    });
+    let connection = http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "streaming http connection ended");
     }
 }
 
