@@ -6,6 +6,15 @@
 //! client ──HTTP upgrade──> /exec/<token> ──> SPDY session or WebSocket channels
 //!        ──> StreamingBackend::exec(container, cmd, streams) ──> status on the error channel
 //! ```
+//!
+//! The daemon starts one server with [`StreamingServer::start`] and its implementation of
+//! [`StreamingBackend`], and answers the CRI calls with [`StreamingServer::get_exec`],
+//! [`get_attach`](StreamingServer::get_attach) and
+//! [`get_port_forward`](StreamingServer::get_port_forward) (map
+//! [`StreamingError::InvalidArgument`] to gRPC InvalidArgument and
+//! [`StreamingError::TooManyInFlight`] to ResourceExhausted, as containerd does).
+//! Everything after that — upgrade, protocol negotiation, streams, exit status — happens
+//! here; the backend only sees `AsyncRead`/`AsyncWrite` ends and a resize channel.
 
 mod backend;
 mod cache;
