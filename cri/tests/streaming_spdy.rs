@@ -363,6 +363,9 @@ async fn large_transfer_works_with_peers_that_ignore_windows() {
 #[tokio::test]
 async fn a_client_that_disconnects_mid_stream_ends_the_command() {
     let (server, backend) = default_server().await;
+    let idle_tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let url = exec_url(
         &server,
         &["sh", "-c", "read line; echo got $line; exec sleep 1000"],
@@ -383,7 +386,12 @@ async fn a_client_that_disconnects_mid_stream_ends_the_command() {
     let pid = backend.pids.lock().unwrap()[0];
     client.disconnect();
     wait_for("the process to be killed", || process_ended(pid)).await;
-    // Every connection and session task ends.
+    // Every task of the connection ends; only the server's accept loop is left.
+    let metrics = tokio::runtime::Handle::current().metrics();
+    wait_for("the session tasks to end", || {
+        metrics.num_alive_tasks() == idle_tasks
+    })
+    .await;
     tokio::time::timeout(Duration::from_secs(20), server.shutdown())
         .await
         .expect("server tasks ended");

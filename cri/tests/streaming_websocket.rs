@@ -194,6 +194,9 @@ async fn large_transfer_over_v5() {
 #[tokio::test]
 async fn a_dropped_websocket_ends_the_command() {
     let (server, backend) = default_server().await;
+    let idle_tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     let url = exec_url(
         &server,
         &["sh", "-c", "exec sleep 1000"],
@@ -209,6 +212,11 @@ async fn a_dropped_websocket_ends_the_command() {
     let pid = backend.pids.lock().unwrap()[0];
     drop(ws);
     wait_for("the process to be killed", || process_ended(pid)).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    wait_for("the session tasks to end", || {
+        metrics.num_alive_tasks() == idle_tasks
+    })
+    .await;
     tokio::time::timeout(std::time::Duration::from_secs(20), server.shutdown())
         .await
         .expect("server tasks ended");
