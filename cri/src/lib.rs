@@ -1,5 +1,7 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
 
 pub mod image;
+pub mod logs;
 pub mod network;
 pub mod sandbox;
+pub mod streaming;

@@ -1,0 +1,30 @@
+//! Container logs in the CRI format kubelet reads (`kubectl logs`) and rotates:
+//! one `<RFC3339Nano> <stdout|stderr> <F|P> <message>` line per output line, `P` for
+//! the pieces of a line cut at the maximum line size (or ended by the stream without a
+//! newline), `F` for the piece that completes it.
+
+mod format;
+mod reader;
+mod writer;
+
+use std::path::PathBuf;
+
+pub use format::{LogEntry, LogStream, format_timestamp, parse_line};
+pub use reader::{ReadOptions, follow, read};
+pub use writer::{DEFAULT_MAX_LINE_SIZE, LogWriter};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("container log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading container output for {path}: {source}")]
+    Source {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("malformed CRI log line: {0}")]
+    Malformed(String),
+}
