@@ -1,0 +1,249 @@
+//! Driving a runc-compatible runtime CLI (`berth-runtime`, runc, crun) from
+//! tests: each [`Runtime`] has its own `--root` state directory, each
+//! [`Container`] is deleted (forcibly) when the test ends.
+
+use crate::bundle::Bundle;
+use crate::tempdir::TempDir;
+use crate::wait_for;
+use anyhow::Context;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+/// How long tests wait for a container to reach a state.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Runtime {
+    binary: PathBuf,
+    root: TempDir,
+}
+
+impl Runtime {
+    /// The runtime named by `BERTH_TEST_RUNTIME`, else the workspace's
+    /// `berth-runtime`, with a fresh state root.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::new(crate::bins::runtime_binary())
+    }
+
+    pub fn new(binary: PathBuf) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            binary.exists(),
+            "runtime binary {} not found (build it: cargo build -p berth-cri --bin berth-runtime)",
+            binary.display()
+        );
+        Ok(Self {
+            binary,
+            root: TempDir::new("berth-runtime-root")?,
+        })
+    }
+
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    /// The `--root` state directory.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Whether the runtime under test is Debian's runc (for the few places
+    /// where our contract and runc's legitimately differ).
+    pub fn is_runc(&self) -> bool {
+        self.binary.file_name().is_some_and(|n| n == "runc")
+    }
+
+    /// `<runtime> --root <root> <args...>`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.arg("--root").arg(self.root.path()).args(args);
+        command
+    }
+
+    /// Runs a runtime command to completion, capturing its output.
+    pub fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running {} {}", self.binary.display(), args.join(" ")))
+    }
+
+    /// Runs a runtime command that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> anyhow::Result<String> {
+        let output = self.output(args)?;
+        anyhow::ensure!(
+            output.status.success(),
+            "{} {} failed ({}): {}",
+            self.binary.display(),
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `run` in the foreground: the container's stdout/stderr are captured
+    /// and the exit status is the container's.
+    pub fn run(&self, bundle: &Bundle) -> anyhow::Result<Output> {
+        let _cleanup = Container::adopt(self, bundle);
+        self.output(&["run", "--bundle", path_str(bundle.path())?, bundle.id()])
+    }
+
+    /// `run` that must exit 0; returns the container's stdout.
+    pub fn run_ok(&self, bundle: &Bundle) -> anyhow::Result<String> {
+        let output = self.run(bundle)?;
+        anyhow::ensure!(
+            output.status.success(),
+            "container exited with {}: stdout {:?} stderr {:?}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// `create`: the container's stdout and stderr go to `stdout.log` and
+    /// `stderr.log` in the bundle (a pipe would stay open as long as the
+    /// container runs).
+    pub fn create<'a>(&'a self, bundle: &'a Bundle) -> anyhow::Result<Container<'a>> {
+        let container = Container::adopt(self, bundle);
+        let pid_file = container.pid_file();
+        let stdout = std::fs::File::create(bundle.path().join("stdout.log"))?;
+        let stderr = std::fs::File::create(bundle.path().join("stderr.log"))?;
+        let status = self
+            .command(&["create", "--bundle", path_str(bundle.path())?, "--pid-file"])
+            .arg(&pid_file)
+            .arg(bundle.id())
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .status()
+            .context("running create")?;
+        anyhow::ensure!(
+            status.success(),
+            "create failed ({status}): {}",
+            std::fs::read_to_string(bundle.path().join("stderr.log")).unwrap_or_default()
+        );
+        Ok(container)
+    }
+
+    /// `create` then `start`.
+    pub fn start<'a>(&'a self, bundle: &'a Bundle) -> anyhow::Result<Container<'a>> {
+        let container = self.create(bundle)?;
+        self.ok(&["start", bundle.id()])?;
+        Ok(container)
+    }
+}
+
+fn path_str(path: &Path) -> anyhow::Result<&str> {
+    path.to_str()
+        .with_context(|| format!("non-UTF-8 path {}", path.display()))
+}
+
+/// A container of a [`Runtime`]; dropping it runs `delete --force` and
+/// removes any cgroup directory the runtime left.
+pub struct Container<'a> {
+    runtime: &'a Runtime,
+    bundle: &'a Bundle,
+}
+
+impl<'a> Container<'a> {
+    fn adopt(runtime: &'a Runtime, bundle: &'a Bundle) -> Self {
+        Self { runtime, bundle }
+    }
+
+    pub fn id(&self) -> &str {
+        self.bundle.id()
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        self.bundle
+    }
+
+    fn pid_file(&self) -> PathBuf {
+        self.bundle.path().join("container.pid")
+    }
+
+    /// The container init's host PID, from `--pid-file`.
+    pub fn pid(&self) -> anyhow::Result<i32> {
+        let text = std::fs::read_to_string(self.pid_file()).context("reading the pid file")?;
+        text.trim()
+            .parse()
+            .with_context(|| format!("pid file holds {text:?}"))
+    }
+
+    /// `state` as JSON.
+    pub fn state(&self) -> anyhow::Result<Value> {
+        let stdout = self.runtime.ok(&["state", self.id()])?;
+        serde_json::from_str(&stdout).with_context(|| format!("state output {stdout:?}"))
+    }
+
+    /// The `status` field of `state`.
+    pub fn status(&self) -> anyhow::Result<String> {
+        Ok(self.state()?["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    pub fn wait_status(&self, status: &str) -> anyhow::Result<()> {
+        wait_for(
+            TIMEOUT,
+            &format!("container {} to be {status}", self.id()),
+            || self.status().ok().filter(|s| s == status).map(|_| ()),
+        )
+    }
+
+    /// What the container wrote to its stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.bundle.path().join("stdout.log")).unwrap_or_default()
+    }
+
+    /// Waits until the container's stdout contains `text`; returns it all.
+    pub fn wait_stdout(&self, text: &str) -> anyhow::Result<String> {
+        wait_for(
+            TIMEOUT,
+            &format!("{text:?} on the stdout of {}", self.id()),
+            || {
+                let stdout = self.stdout();
+                stdout.contains(text).then_some(stdout)
+            },
+        )
+        .with_context(|| {
+            format!(
+                "stdout {:?} stderr {:?}",
+                self.stdout(),
+                std::fs::read_to_string(self.bundle.path().join("stderr.log")).unwrap_or_default()
+            )
+        })
+    }
+
+    /// `exec` of `args` in the container, capturing output.
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<Output> {
+        let mut all = vec!["exec", self.id()];
+        all.extend_from_slice(args);
+        self.runtime.output(&all)
+    }
+
+    pub fn kill(&self, signal: &str) -> anyhow::Result<()> {
+        self.runtime.ok(&["kill", self.id(), signal]).map(|_| ())
+    }
+
+    pub fn delete(&self) -> anyhow::Result<()> {
+        self.runtime.ok(&["delete", self.id()]).map(|_| ())
+    }
+
+    /// Whether the runtime still knows the container.
+    pub fn exists(&self) -> bool {
+        self.runtime
+            .output(&["state", self.id()])
+            .is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for Container<'_> {
+    fn drop(&mut self) {
+        let _ = self.runtime.output(&["delete", "--force", self.id()]);
+        crate::cgroup::remove(&self.bundle.cgroups_path());
+    }
+}
