@@ -247,3 +247,42 @@ impl Drop for Container<'_> {
         crate::cgroup::remove(&self.bundle.cgroups_path());
     }
 }
+
+impl Runtime {
+    /// What container `bundle.id()` left behind after it was deleted (or
+    /// failed to be created): its state directory under `--root`, cgroup
+    /// directories, mounts under the bundle, and processes whose root or
+    /// working directory is inside the bundle. Empty when all is clean.
+    pub fn leftovers(&self, bundle: &Bundle) -> Vec<String> {
+        let mut found = Vec::new();
+        let state_dir = self.root().join(bundle.id());
+        if state_dir.exists() {
+            found.push(format!("state dir {}", state_dir.display()));
+        }
+        for controller in crate::cgroup::existing(&bundle.cgroups_path()) {
+            found.push(format!("{controller} cgroup {}", bundle.cgroups_path()));
+        }
+        for mount in crate::tempdir::mounts_under(bundle.path()) {
+            found.push(format!("mount {}", mount.display()));
+        }
+        for pid in processes_inside(bundle.path()) {
+            found.push(format!("process {pid}"));
+        }
+        found
+    }
+}
+
+/// PIDs whose root or cwd lies under `dir`, as seen from this mount namespace.
+fn processes_inside(dir: &Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            ["root", "cwd"].iter().any(|link| {
+                std::fs::read_link(format!("/proc/{pid}/{link}")).is_ok_and(|p| p.starts_with(dir))
+            })
+        })
+        .collect()
+}
