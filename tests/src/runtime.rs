@@ -220,7 +220,14 @@ impl<'a> Container<'a> {
 
     /// `exec` of `args` in the container, capturing output.
     pub fn exec(&self, args: &[&str]) -> anyhow::Result<Output> {
-        let mut all = vec!["exec", self.id()];
+        self.exec_with(&[], args)
+    }
+
+    /// `exec <options...> <id> <args...>` (options such as `--env K=V`).
+    pub fn exec_with(&self, options: &[&str], args: &[&str]) -> anyhow::Result<Output> {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(options);
+        all.push(self.id());
         all.extend_from_slice(args);
         self.runtime.output(&all)
     }

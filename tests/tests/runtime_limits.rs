@@ -34,10 +34,21 @@ fn memory_hog_is_counted_as_an_oom_kill_in_its_cgroup() {
     container.wait_status("stopped").unwrap();
     let path = bundle.cgroups_path();
     let oom_control = cgroup::read("memory", &path, "memory.oom_control").unwrap();
-    let kills = oom_control.lines().find_map(|l| l.strip_prefix("oom_kill "));
-    assert!(kills.is_some_and(|n| n.parse::<u64>().unwrap() >= 1), "{oom_control}");
-    assert_eq!(cgroup::read("memory", &path, "memory.limit_in_bytes"), Some((32 * MIB).to_string()));
-    assert_ne!(cgroup::read("memory", &path, "memory.failcnt").as_deref(), Some("0"));
+    let kills = oom_control
+        .lines()
+        .find_map(|l| l.strip_prefix("oom_kill "));
+    assert!(
+        kills.is_some_and(|n| n.parse::<u64>().unwrap() >= 1),
+        "{oom_control}"
+    );
+    assert_eq!(
+        cgroup::read("memory", &path, "memory.limit_in_bytes"),
+        Some((32 * MIB).to_string())
+    );
+    assert_ne!(
+        cgroup::read("memory", &path, "memory.failcnt").as_deref(),
+        Some("0")
+    );
 }
 
 #[test]
@@ -52,8 +63,14 @@ fn fork_bomb_stops_at_the_pids_limit() {
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("spawned").unwrap();
     let path = bundle.cgroups_path();
-    assert_eq!(cgroup::read("pids", &path, "pids.max").as_deref(), Some("8"));
-    let current: u32 = cgroup::read("pids", &path, "pids.current").unwrap().parse().unwrap();
+    assert_eq!(
+        cgroup::read("pids", &path, "pids.max").as_deref(),
+        Some("8")
+    );
+    let current: u32 = cgroup::read("pids", &path, "pids.current")
+        .unwrap()
+        .parse()
+        .unwrap();
     // Init and the sleeps that fit: the subshell that held the last slot has exited.
     assert!((2..=8).contains(&current), "pids.current {current}");
     let events = cgroup::read("pids", &path, "pids.events").unwrap();
@@ -81,10 +98,16 @@ fn cpu_and_memory_values_are_written_to_the_cgroup() {
     assert_eq!(read("cpu", "cpu.cfs_quota_us").as_deref(), Some("50000"));
     assert_eq!(read("cpu", "cpu.cfs_period_us").as_deref(), Some("100000"));
     assert_eq!(read("cpuset", "cpuset.cpus").as_deref(), Some("0"));
-    assert_eq!(read("memory", "memory.limit_in_bytes"), Some((64 * MIB).to_string()));
+    assert_eq!(
+        read("memory", "memory.limit_in_bytes"),
+        Some((64 * MIB).to_string())
+    );
     let pid = container.pid().unwrap().to_string();
     for controller in cgroup::CONTROLLERS {
         let procs = read(controller, "cgroup.procs").unwrap_or_default();
-        assert!(procs.lines().any(|p| p == pid), "init not in the {controller} cgroup");
+        assert!(
+            procs.lines().any(|p| p == pid),
+            "init not in the {controller} cgroup"
+        );
     }
 }

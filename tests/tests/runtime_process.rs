@@ -37,14 +37,26 @@ fn cap_mask(caps: &[&str]) -> u64 {
         ("CAP_SETFCAP", 31),
     ];
     caps.iter()
-        .map(|cap| NUMBERS.iter().find(|(name, _)| name == cap).expect("known capability").1)
+        .map(|cap| {
+            NUMBERS
+                .iter()
+                .find(|(name, _)| name == cap)
+                .expect("known capability")
+                .1
+        })
         .fold(0, |mask, bit| mask | 1 << bit)
 }
 
 #[test]
 fn args_env_and_cwd_are_applied() {
     let spec = Spec::new()
-        .args(&["sh", "-c", "echo \"$0|$1|$FOO|$(pwd)|$HOME\"", "zero", "one"])
+        .args(&[
+            "sh",
+            "-c",
+            "echo \"$0|$1|$FOO|$(pwd)|$HOME\"",
+            "zero",
+            "one",
+        ])
         .env("FOO", "bar baz")
         .cwd("/tmp");
     // HOME comes from /etc/passwd when the spec does not set it.
@@ -53,27 +65,43 @@ fn args_env_and_cwd_are_applied() {
 
 #[test]
 fn missing_cwd_is_created() {
-    assert_eq!(run(Spec::new().cwd("/does/not/exist").shell("pwd")), "/does/not/exist\n");
+    assert_eq!(
+        run(Spec::new().cwd("/does/not/exist").shell("pwd")),
+        "/does/not/exist\n"
+    );
 }
 
 #[test]
 fn user_and_additional_gids_are_applied() {
-    let spec = Spec::new().user(1234, 1235).additional_gids(&[3000, 3001]).shell(
-        "id -u; id -g; grep -E '^(Uid|Gid|Groups):' /proc/self/status",
-    );
+    let spec = Spec::new()
+        .user(1234, 1235)
+        .additional_gids(&[3000, 3001])
+        .shell("id -u; id -g; grep -E '^(Uid|Gid|Groups):' /proc/self/status");
     let out = run(spec);
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("1234"));
     assert_eq!(lines.next(), Some("1235"));
     let status: String = lines.collect::<Vec<_>>().join("\n");
-    assert_eq!(status_field(&status, "Uid").split_whitespace().collect::<Vec<_>>(), ["1234"; 4]);
-    assert_eq!(status_field(&status, "Gid").split_whitespace().collect::<Vec<_>>(), ["1235"; 4]);
+    assert_eq!(
+        status_field(&status, "Uid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1234"; 4]
+    );
+    assert_eq!(
+        status_field(&status, "Gid")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["1235"; 4]
+    );
     assert_eq!(status_field(&status, "Groups"), "3000 3001");
 }
 
 #[test]
 fn umask_applies_to_created_files() {
-    let out = run(Spec::new().umask(0o027).shell("umask; touch /tmp/f; stat -c %a /tmp/f"));
+    let out = run(Spec::new()
+        .umask(0o027)
+        .shell("umask; touch /tmp/f; stat -c %a /tmp/f"));
     assert_eq!(out, "0027\n640\n");
 }
 
@@ -89,7 +117,10 @@ fn rlimits_are_set() {
 #[test]
 fn no_new_privileges_follows_the_spec() {
     let status = "grep NoNewPrivs /proc/self/status";
-    assert_eq!(status_field(&run(Spec::new().shell(status)), "NoNewPrivs"), "1");
+    assert_eq!(
+        status_field(&run(Spec::new().shell(status)), "NoNewPrivs"),
+        "1"
+    );
     let out = run(Spec::new().no_new_privileges(false).shell(status));
     assert_eq!(status_field(&out, "NoNewPrivs"), "0");
 }
@@ -118,7 +149,10 @@ fn hostname_change_needs_cap_sys_admin() {
 
     let mut caps = DEFAULT_CAPABILITIES.to_vec();
     caps.push("CAP_SYS_ADMIN");
-    assert_eq!(run(Spec::new().capabilities(&caps).shell(change)), "changed\n");
+    assert_eq!(
+        run(Spec::new().capabilities(&caps).shell(change)),
+        "changed\n"
+    );
 }
 
 #[test]
@@ -126,7 +160,10 @@ fn mknod_needs_cap_mknod() {
     let make = "mknod /tmp/null c 1 3 2>&1 && echo made; true";
     assert_eq!(run(Spec::new().shell(make)), "made\n");
     let out = run(Spec::new().drop_capabilities(&["CAP_MKNOD"]).shell(make));
-    assert!(out.contains("Operation not permitted") && !out.contains("made"), "{out}");
+    assert!(
+        out.contains("Operation not permitted") && !out.contains("made"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -145,8 +182,14 @@ fn seccomp_rules_return_their_errno() {
     );
     let out = run(spec);
     assert_eq!(status_field(&out, "Seccomp"), "2", "filter mode: {out}");
-    assert!(out.contains("mkdir: can't create directory '/tmp/d': Operation not permitted"), "{out}");
-    assert!(out.contains("chmod: /etc/passwd: Operation not supported"), "{out}");
+    assert!(
+        out.contains("mkdir: can't create directory '/tmp/d': Operation not permitted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("chmod: /etc/passwd: Operation not supported"),
+        "{out}"
+    );
     assert!(out.ends_with("touched\n"), "{out}");
 }
 
@@ -164,16 +207,23 @@ fn all_syscalls() -> Vec<String> {
 
 #[test]
 fn seccomp_default_action_applies_to_unlisted_syscalls() {
-    let allowed: Vec<String> =
-        all_syscalls().into_iter().filter(|s| s != "mkdir" && s != "mkdirat").collect();
+    let allowed: Vec<String> = all_syscalls()
+        .into_iter()
+        .filter(|s| s != "mkdir" && s != "mkdirat")
+        .collect();
     let profile = json!({
         "defaultAction": "SCMP_ACT_ERRNO",
         "defaultErrnoRet": 13,
         "architectures": ["SCMP_ARCH_X86_64"],
         "syscalls": [{"names": allowed, "action": "SCMP_ACT_ALLOW"}]
     });
-    let out = run(Spec::new().seccomp(profile).shell("mkdir /tmp/d 2>&1; echo done"));
-    assert_eq!(out, "mkdir: can't create directory '/tmp/d': Permission denied\ndone\n");
+    let out = run(Spec::new()
+        .seccomp(profile)
+        .shell("mkdir /tmp/d 2>&1; echo done"));
+    assert_eq!(
+        out,
+        "mkdir: can't create directory '/tmp/d': Permission denied\ndone\n"
+    );
 }
 
 #[test]
@@ -182,9 +232,14 @@ fn sysctls_apply_inside_the_network_namespace_only() {
     let spec = Spec::new()
         .sysctl("net.ipv4.ip_unprivileged_port_start", "77")
         .sysctl("net.ipv4.ping_group_range", "0 2147483647")
-        .shell("cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range");
+        .shell(
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range",
+        );
     let out = run(spec);
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(lines, [vec!["77"], vec!["0", "2147483647"]], "{out}");
     let host_after = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start");
     assert_eq!(host_before.unwrap(), host_after.unwrap());
@@ -192,6 +247,8 @@ fn sysctls_apply_inside_the_network_namespace_only() {
 
 #[test]
 fn oom_score_adj_is_set() {
-    let out = run(Spec::new().oom_score_adj(789).shell("cat /proc/self/oom_score_adj"));
+    let out = run(Spec::new()
+        .oom_score_adj(789)
+        .shell("cat /proc/self/oom_score_adj"));
     assert_eq!(out, "789\n");
 }

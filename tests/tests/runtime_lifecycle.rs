@@ -1,0 +1,352 @@
+//! The container lifecycle through the runtime CLI: create, start, state,
+//! kill, delete, run, pause/resume, exec, ps, update, hooks. Root.
+
+use berth_tests::bundle::{Bundle, Spec};
+use berth_tests::runtime::{Runtime, TIMEOUT};
+use berth_tests::{cgroup, wait_for};
+use serde_json::Value;
+
+/// A container that says `up` and then sleeps until killed.
+fn sleeper() -> Spec {
+    Spec::new().shell("echo up; exec sleep 1000")
+}
+
+fn process_gone(pid: i32) -> bool {
+    // A zombie still has /proc/<pid>; it is gone once reaped.
+    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn create_waits_for_start_then_runs_then_stops() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::new().shell(
+        "trap 'echo finished; exit 0' USR1; echo started; while :; do sleep 1000 & wait $!; done",
+    ))
+    .unwrap();
+    let container = runtime.create(&bundle).unwrap();
+
+    let state = container.state().unwrap();
+    assert_eq!(state["status"], "created", "{state}");
+    assert_eq!(state["id"], bundle.id());
+    assert_eq!(state["pid"], container.pid().unwrap());
+    assert_eq!(state["bundle"], bundle.path().to_str().unwrap());
+    // The init process exists but the user program has not run.
+    assert!(!process_gone(container.pid().unwrap()));
+    assert_eq!(container.stdout(), "");
+
+    runtime.ok(&["start", bundle.id()]).unwrap();
+    container.wait_stdout("started").unwrap();
+    assert_eq!(container.status().unwrap(), "running");
+
+    container.kill("USR1").unwrap();
+    container.wait_status("stopped").unwrap();
+    assert_eq!(container.stdout(), "started\nfinished\n");
+}
+
+#[test]
+fn run_returns_the_exit_code() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::new().shell("exit 42")).unwrap();
+    assert_eq!(runtime.run(&bundle).unwrap().status.code(), Some(42));
+    // run deletes the container once it exited.
+    assert!(
+        runtime.leftovers(&bundle).is_empty(),
+        "{:?}",
+        runtime.leftovers(&bundle)
+    );
+}
+
+#[test]
+fn kill_delivers_the_signal_to_init() {
+    let runtime = Runtime::from_env().unwrap();
+    let spec = Spec::new().shell(
+        "trap 'echo got-usr1' USR1; trap 'echo got-term; exit 3' TERM; echo up; \
+         while :; do sleep 1000 & wait $!; done",
+    );
+    let bundle = Bundle::busybox(spec).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    container.kill("USR1").unwrap();
+    container.wait_stdout("got-usr1").unwrap();
+    assert_eq!(container.status().unwrap(), "running");
+    container.kill("SIGTERM").unwrap();
+    container.wait_stdout("got-term").unwrap();
+    container.wait_status("stopped").unwrap();
+}
+
+#[test]
+fn kill_9_stops_a_container_that_ignores_term() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle =
+        Bundle::busybox(Spec::new().shell("trap '' TERM; echo up; exec sleep 1000")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    container.kill("9").unwrap();
+    container.wait_status("stopped").unwrap();
+}
+
+#[test]
+fn delete_of_a_stopped_container_leaves_nothing_behind() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(sleeper()).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let pid = container.pid().unwrap();
+
+    let refused = runtime.output(&["delete", bundle.id()]).unwrap();
+    assert!(
+        !refused.status.success(),
+        "delete of a running container must fail"
+    );
+    assert_eq!(container.status().unwrap(), "running");
+
+    container.kill("KILL").unwrap();
+    container.wait_status("stopped").unwrap();
+    container.delete().unwrap();
+    assert!(!container.exists());
+    wait_for(TIMEOUT, "init to be reaped", || {
+        process_gone(pid).then_some(())
+    })
+    .unwrap();
+    assert_eq!(runtime.leftovers(&bundle), Vec::<String>::new());
+}
+
+#[test]
+fn delete_force_removes_a_running_container() {
+    let runtime = Runtime::from_env().unwrap();
+    let spec = Spec::new().shell("sleep 1000 & sleep 1000 & echo up; exec sleep 1000");
+    let bundle = Bundle::busybox(spec).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let pids = cgroup::read("pids", &bundle.cgroups_path(), "cgroup.procs").unwrap();
+    assert_eq!(pids.lines().count(), 3, "{pids}");
+
+    runtime.ok(&["delete", "--force", bundle.id()]).unwrap();
+    assert!(!container.exists());
+    for pid in pids.lines() {
+        let pid: i32 = pid.parse().unwrap();
+        wait_for(TIMEOUT, "container processes to be gone", || {
+            process_gone(pid).then_some(())
+        })
+        .unwrap();
+    }
+    assert_eq!(runtime.leftovers(&bundle), Vec::<String>::new());
+}
+
+#[test]
+fn delete_of_a_created_container_removes_it() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(sleeper()).unwrap();
+    let container = runtime.create(&bundle).unwrap();
+    let pid = container.pid().unwrap();
+    runtime.ok(&["delete", "--force", bundle.id()]).unwrap();
+    wait_for(TIMEOUT, "init to be gone", || {
+        process_gone(pid).then_some(())
+    })
+    .unwrap();
+    assert_eq!(runtime.leftovers(&bundle), Vec::<String>::new());
+}
+
+#[test]
+fn pause_freezes_and_resume_thaws() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(sleeper()).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let freezer = || cgroup::read("freezer", &bundle.cgroups_path(), "freezer.state");
+
+    runtime.ok(&["pause", bundle.id()]).unwrap();
+    assert_eq!(container.status().unwrap(), "paused");
+    assert_eq!(freezer().as_deref(), Some("FROZEN"));
+
+    runtime.ok(&["resume", bundle.id()]).unwrap();
+    assert_eq!(container.status().unwrap(), "running");
+    assert_eq!(freezer().as_deref(), Some("THAWED"));
+}
+
+const NAMESPACE_NAMES: &[&str] = &["pid", "net", "ipc", "uts", "mnt", "cgroup"];
+
+#[test]
+fn exec_joins_the_namespaces_and_cgroup_of_init() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(sleeper().namespace("cgroup")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let init = container.pid().unwrap();
+
+    let script: String = NAMESPACE_NAMES
+        .iter()
+        .map(|ns| format!("readlink /proc/self/ns/{ns};"))
+        .collect();
+    let out = container
+        .exec(&["sh", "-c", &format!("{script} cat /proc/self/cgroup")])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    for (ns, inside) in NAMESPACE_NAMES.iter().zip(&lines) {
+        let of_init = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
+        assert_eq!(
+            *inside,
+            of_init.to_str().unwrap(),
+            "{ns} namespace differs from init's"
+        );
+    }
+    // In init's cgroup, which the cgroup namespace shows as its root.
+    for line in &lines[NAMESPACE_NAMES.len()..] {
+        assert!(line.ends_with(":/"), "{stdout}");
+    }
+}
+
+#[test]
+fn exec_runs_with_the_spec_environment_and_returns_its_exit_code() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(sleeper().env("FROM_SPEC", "yes").cwd("/tmp")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let out = container
+        .exec(&["sh", "-c", "echo $FROM_SPEC $(pwd); exit 7"])
+        .unwrap();
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "yes /tmp\n");
+
+    let options = ["--env", "EXTRA=1", "--cwd", "/"];
+    let out = container.exec_with(&options, &["sh", "-c", "echo $EXTRA $(pwd)"]);
+    let out = out.unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 /\n", "{out:?}");
+}
+
+#[test]
+fn ps_lists_the_container_processes() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle =
+        Bundle::busybox(Spec::new().shell("sleep 1000 & echo up; exec sleep 1001")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let listed: Value = serde_json::from_str(
+        &runtime
+            .ok(&["ps", "--format", "json", bundle.id()])
+            .unwrap(),
+    )
+    .unwrap();
+    let mut listed: Vec<i64> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_i64().unwrap())
+        .collect();
+    let procs = cgroup::read("pids", &bundle.cgroups_path(), "cgroup.procs").unwrap();
+    let mut expected: Vec<i64> = procs.lines().map(|p| p.parse().unwrap()).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(listed.contains(&container.pid().unwrap().into()));
+    assert_eq!(listed.len(), 2);
+}
+
+#[test]
+fn update_changes_limits_of_a_running_container() {
+    let runtime = Runtime::from_env().unwrap();
+    let spec = sleeper()
+        .memory_limit(64 << 20)
+        .pids_limit(100)
+        .cpu(1024, 20_000, 100_000);
+    let bundle = Bundle::busybox(spec).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    runtime
+        .ok(&[
+            "update",
+            "--memory",
+            "134217728",
+            "--pids-limit",
+            "50",
+            "--cpu-share",
+            "256",
+            "--cpu-quota",
+            "30000",
+            bundle.id(),
+        ])
+        .unwrap();
+    let path = bundle.cgroups_path();
+    assert_eq!(
+        cgroup::read("memory", &path, "memory.limit_in_bytes").as_deref(),
+        Some("134217728")
+    );
+    assert_eq!(
+        cgroup::read("pids", &path, "pids.max").as_deref(),
+        Some("50")
+    );
+    assert_eq!(
+        cgroup::read("cpu", &path, "cpu.shares").as_deref(),
+        Some("256")
+    );
+    assert_eq!(
+        cgroup::read("cpu", &path, "cpu.cfs_quota_us").as_deref(),
+        Some("30000")
+    );
+    assert_eq!(container.status().unwrap(), "running");
+
+    // The same through a resources file (`-r`), as containerd calls it.
+    let resources = bundle.path().join("resources.json");
+    std::fs::write(&resources, r#"{"pids": {"limit": 42}}"#).unwrap();
+    runtime
+        .ok(&["update", "-r", resources.to_str().unwrap(), bundle.id()])
+        .unwrap();
+    assert_eq!(
+        cgroup::read("pids", &path, "pids.max").as_deref(),
+        Some("42")
+    );
+}
+
+#[test]
+fn hooks_run_with_the_state_on_stdin() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle_dir = berth_tests::tempdir::TempDir::new("berth-hooks").unwrap();
+    let record = |name: &str| {
+        let file = bundle_dir.join(format!("{name}.json"));
+        format!("cat > {}", file.display())
+    };
+    let spec = sleeper()
+        .hook(
+            "createRuntime",
+            "/bin/sh",
+            &["sh", "-c", &record("createRuntime")],
+        )
+        .hook("poststart", "/bin/sh", &["sh", "-c", &record("poststart")])
+        .hook("poststop", "/bin/sh", &["sh", "-c", &record("poststop")]);
+    let bundle = Bundle::busybox(spec).unwrap();
+    let read = |name: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(bundle_dir.join(format!("{name}.json"))).unwrap())
+            .unwrap()
+    };
+
+    let container = runtime.create(&bundle).unwrap();
+    let state = read("createRuntime");
+    assert_eq!(state["id"], bundle.id());
+    assert_eq!(state["pid"], container.pid().unwrap());
+    assert_eq!(state["bundle"], bundle.path().to_str().unwrap());
+    assert_eq!(state["status"], "creating");
+    // The spec runs poststart after the user process started; runc 1.1
+    // runs it at the end of create (with status "created"), fixed in 1.2.
+    if !runtime.is_runc() {
+        assert!(
+            !bundle_dir.join("poststart.json").exists(),
+            "poststart ran before start"
+        );
+    }
+
+    runtime.ok(&["start", bundle.id()]).unwrap();
+    container.wait_stdout("up").unwrap();
+    let expected = if runtime.is_runc() {
+        "created"
+    } else {
+        "running"
+    };
+    assert_eq!(read("poststart")["status"], expected);
+
+    container.kill("KILL").unwrap();
+    container.wait_status("stopped").unwrap();
+    container.delete().unwrap();
+    assert_eq!(read("poststop")["status"], "stopped");
+}
