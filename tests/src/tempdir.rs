@@ -41,10 +41,10 @@ impl Drop for TempDir {
     }
 }
 
-/// Mount points of this process's mount namespace at or below `dir`, in the
+/// Mount points of the calling thread's mount namespace at or below `dir`, in the
 /// order they were mounted.
 pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/thread-self/mountinfo") else {
         return Vec::new();
     };
     mountinfo
