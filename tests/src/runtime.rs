@@ -61,11 +61,17 @@ impl Runtime {
     }
 
     /// Runs a runtime command to completion, capturing its output.
+    /// A runtime that hangs (or a container that keeps its stdio open after
+    /// the runtime exited) fails the test after [`TIMEOUT`] instead of
+    /// blocking it forever.
     pub fn output(&self, args: &[&str]) -> anyhow::Result<Output> {
-        self.command(args)
+        let what = format!("{} {}", self.binary.display(), args.join(" "));
+        let mut command = self.command(args);
+        command
             .stdin(Stdio::null())
-            .output()
-            .with_context(|| format!("running {} {}", self.binary.display(), args.join(" ")))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        output_with_timeout(command, TIMEOUT).with_context(|| format!("running {what}"))
     }
 
     /// Runs a runtime command that must succeed; returns its stdout.
@@ -133,6 +139,40 @@ impl Runtime {
         self.ok(&["start", bundle.id()])?;
         Ok(container)
     }
+}
+
+/// `Command::output` with a deadline for the process to exit and for its
+/// stdout/stderr to reach EOF. On timeout the process is killed (by PID).
+fn output_with_timeout(mut command: Command, timeout: Duration) -> anyhow::Result<Output> {
+    let mut child = crate::child::ChildGuard::new(command.spawn()?);
+    let stdout = read_in_background(child.child_mut().stdout.take());
+    let stderr = read_in_background(child.child_mut().stderr.take());
+    let status = wait_for(timeout, "the runtime to exit", || {
+        child.try_wait().ok().flatten()
+    })?;
+    let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
+        rx.recv_timeout(timeout)
+            .context("stdio still open after the runtime exited")
+    };
+    Ok(Output {
+        status,
+        stdout: collect(stdout)?,
+        stderr: collect(stderr)?,
+    })
+}
+
+fn read_in_background(
+    pipe: Option<impl std::io::Read + Send + 'static>,
+) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = pipe.read_to_end(&mut bytes);
+        }
+        let _ = tx.send(bytes);
+    });
+    rx
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
