@@ -321,8 +321,9 @@ fn set_pointer(root: &mut Value, pointer: &str, value: Value) {
     }
 }
 
-/// A bundle directory (removed on drop) holding `rootfs/` and `config.json`,
-/// with a unique container id whose cgroup is `/<id>` unless the spec says.
+/// A bundle directory holding `rootfs/` and `config.json`, with a unique
+/// container id whose cgroup is `/<id>` unless the spec says. On drop the
+/// directory and any cgroup directories left at the spec's path are removed.
 pub struct Bundle {
     dir: TempDir,
     id: String,
@@ -388,6 +389,15 @@ impl Bundle {
         let path = self.dir.join("config.json");
         let text = serde_json::to_vec_pretty(&self.spec.json)?;
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let path = self.cgroups_path();
+        if !path.is_empty() {
+            crate::cgroup::remove(&path);
+        }
     }
 }
 

@@ -180,8 +180,8 @@ fn path_str(path: &Path) -> anyhow::Result<&str> {
         .with_context(|| format!("non-UTF-8 path {}", path.display()))
 }
 
-/// A container of a [`Runtime`]; dropping it runs `delete --force` and
-/// removes any cgroup directory the runtime left.
+/// A container of a [`Runtime`]; dropping it runs `delete --force` (the
+/// bundle removes any cgroup directory the runtime left).
 pub struct Container<'a> {
     runtime: &'a Runtime,
     bundle: &'a Bundle,
@@ -291,7 +291,6 @@ impl<'a> Container<'a> {
 impl Drop for Container<'_> {
     fn drop(&mut self) {
         let _ = self.runtime.output(&["delete", "--force", self.id()]);
-        crate::cgroup::remove(&self.bundle.cgroups_path());
     }
 }
 

@@ -87,7 +87,6 @@ fn cpu_and_memory_values_are_written_to_the_cgroup() {
         .cpu(512, 50_000, 100_000)
         .memory_limit(64 * MIB)
         .set("/linux/resources/cpu/cpus", "0")
-        .set("/linux/resources/blockIO/weight", 200)
         .shell("echo up; exec sleep 1000");
     let bundle = Bundle::busybox(spec).unwrap();
     let container = runtime.start(&bundle).unwrap();
