@@ -1,1 +1,4 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
+
+pub mod oci;
+pub mod runtime_cli;
