@@ -9,6 +9,7 @@ pub mod bins;
 pub mod bundle;
 pub mod cgroup;
 pub mod child;
+pub mod console;
 pub mod image;
 pub mod mountns;
 pub mod netns;

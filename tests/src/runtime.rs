@@ -112,12 +112,23 @@ impl Runtime {
     /// `stderr.log` in the bundle (a pipe would stay open as long as the
     /// container runs).
     pub fn create<'a>(&'a self, bundle: &'a Bundle) -> anyhow::Result<Container<'a>> {
+        self.create_with(bundle, &[])
+    }
+
+    /// `create` with extra options (e.g. `--console-socket <path>`).
+    pub fn create_with<'a>(
+        &'a self,
+        bundle: &'a Bundle,
+        options: &[&str],
+    ) -> anyhow::Result<Container<'a>> {
         let container = Container::adopt(self, bundle);
         let pid_file = container.pid_file();
         let stdout = std::fs::File::create(bundle.path().join("stdout.log"))?;
         let stderr = std::fs::File::create(bundle.path().join("stderr.log"))?;
         let status = self
-            .command(&["create", "--bundle", path_str(bundle.path())?, "--pid-file"])
+            .command(&["create", "--bundle", path_str(bundle.path())?])
+            .args(options)
+            .arg("--pid-file")
             .arg(&pid_file)
             .arg(bundle.id())
             .stdin(Stdio::null())
