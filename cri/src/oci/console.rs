@@ -66,7 +66,10 @@ pub fn setup_pty(socket: &OwnedFd, size: Option<(u16, u16)>) -> Result<()> {
     }
     for target in 0..3 {
         // SAFETY: replacing stdio with the pty slave; the old fds are ours to close.
-        unsafe { nix::unistd::dup2_raw(&slave, target) }.context(|| "dup2 pty".into())?;
+        let stdio =
+            unsafe { nix::unistd::dup2_raw(&slave, target) }.context(|| "dup2 pty".into())?;
+        // fds 0-2 now belong to the process for good, not to an OwnedFd.
+        let _ = std::os::fd::IntoRawFd::into_raw_fd(stdio);
     }
     Ok(())
 }

@@ -42,7 +42,7 @@ pub enum OciError {
         reason: String,
     },
     /// Reported by the container's init (or exec'd) process during its setup.
-    #[error("container init: {0}")]
+    #[error("{0}")]
     Init(String),
 }
 

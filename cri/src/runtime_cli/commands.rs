@@ -54,6 +54,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             let base = store.load(&id)?.process;
             let process = process::build(base.as_ref(), &args, &command)?;
             let (preserve_fds, extra_env) = listen_fds(preserve_fds);
+            let own_console =
+                own_console(&store, &id, process.terminal(), &console_socket, detach)?;
+            let console_socket = own_console
+                .as_ref()
+                .map(|c| c.path().to_path_buf())
+                .or(console_socket);
             let options = ExecOptions {
                 id,
                 process,
@@ -69,8 +75,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             if detach {
                 return Ok(0);
             }
-            wait::block_signals()?;
-            wait::wait_forwarding(exec.pid)
+            let signals = wait::block_signals()?;
+            let pty = own_console.map(|c| c.receive()).transpose()?;
+            wait::wait_forwarding(exec.pid, signals, pty)
         }
         Command::Ps {
             format,
@@ -131,6 +138,24 @@ fn become_subreaper() -> anyhow::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("prctl(PR_SET_CHILD_SUBREAPER)")
 }
 
+/// A foreground terminal process without --console-socket: we take the pty.
+fn own_console(
+    store: &StateStore,
+    id: &str,
+    terminal: Option<bool>,
+    console_socket: &Option<std::path::PathBuf>,
+    detach: bool,
+) -> anyhow::Result<Option<wait::OwnConsole>> {
+    if !terminal.unwrap_or(false) || console_socket.is_some() || detach {
+        return Ok(None);
+    }
+    std::fs::create_dir_all(store.root())?;
+    let path = store
+        .root()
+        .join(format!(".{id}.{}.console", std::process::id()));
+    Ok(Some(wait::OwnConsole::listen(&path)?))
+}
+
 fn run(
     store: &StateStore,
     args: &CreateArgs,
@@ -141,17 +166,32 @@ fn run(
     if !detach {
         become_subreaper()?;
     }
-    let state = container::create::create(store, &create_options(args, systemd))?;
+    let mut options = create_options(args, systemd);
+    let terminal = crate::oci::spec::load(&args.bundle)
+        .ok()
+        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()));
+    let own_console = own_console(store, &args.id, terminal, &args.console_socket, detach)?;
+    if let Some(console) = &own_console {
+        options.console_socket = Some(console.path().to_path_buf());
+    }
+    let state = container::create::create(store, &options)?;
     if detach {
         container::start::start(store, &args.id)?;
         return Ok(0);
     }
-    wait::block_signals()?;
-    if let Err(e) = container::start::start(store, &args.id) {
-        let _ = container::delete::delete(store, &args.id, true);
-        return Err(e.into());
-    }
-    let code = wait::wait_forwarding(state.pid)?;
+    let signals = wait::block_signals()?;
+    let started = own_console
+        .map(|c| c.receive())
+        .transpose()
+        .and_then(|pty| Ok((pty, container::start::start(store, &args.id)?)));
+    let pty = match started {
+        Ok((pty, ())) => pty,
+        Err(e) => {
+            let _ = container::delete::delete(store, &args.id, true);
+            return Err(e);
+        }
+    };
+    let code = wait::wait_forwarding(state.pid, signals, pty)?;
     let _ = std::io::stdout().flush();
     if !keep {
         container::delete::delete(store, &args.id, true)?;

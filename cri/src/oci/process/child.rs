@@ -59,7 +59,7 @@ pub struct ChildConfig<'a> {
 pub fn run(mut config: ChildConfig) -> ! {
     let result = setup_and_exec(&mut config);
     let message = match result {
-        Err(e) => e.to_string(),
+        Err(e) => format!("container init: {e}"),
         Ok(never) => match never {},
     };
     if config
