@@ -1,0 +1,1 @@
+//! Seccomp filters: OCI `linux.seccomp` compiled to BPF in the parent, installed in the child.
