@@ -1,6 +1,7 @@
 //! Container cgroups: cgroup v1, v2 and hybrid hosts, driven through the cgroupfs or
 //! through systemd transient scopes, behind one [`CgroupManager`] trait.
 
+mod convert;
 mod devices;
 mod error;
 mod fsutil;
@@ -8,6 +9,7 @@ mod hierarchy;
 mod path;
 mod stats;
 mod v1;
+mod v2;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ pub use stats::{
     MemoryEntry, MemoryStats, PidsStats,
 };
 pub use v1::V1Manager;
+pub use v2::V2Manager;
 
 /// How long freeze/thaw may take before giving up.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
