@@ -4,7 +4,7 @@
 //! removal and field errors for controllers that are missing. Each test works below its
 //! own parent directory, so nothing is enabled in the host's root cgroup.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -71,16 +71,6 @@ impl Drop for TestCgroup {
         let _ = self.manager.destroy();
         let _ = std::fs::remove_dir(&self.parent);
     }
-}
-
-fn state(pid: i32) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 /// Runs `sh -c` in the cgroup and returns what it printed.
@@ -150,16 +140,23 @@ fn freeze_thaw_pids_stats_and_destroy() {
         return;
     };
     cg.manager.create(None).unwrap();
-    let pid = cg.spawn_waiting("sleep 1000");
+    let pid = cg.spawn_waiting("echo \"$line\"; exec sleep 1000");
     assert_eq!(cg.manager.pids().unwrap(), vec![pid]);
     cg.manager.freeze().unwrap();
     assert!(cg.manager.is_frozen().unwrap());
     // The kernel reports the whole cgroup frozen only once every task has stopped.
     let events = std::fs::read_to_string(cg.manager.dir().join("cgroup.events")).unwrap();
     assert!(events.lines().any(|l| l == "frozen 1"), "{events}");
+    let child = cg.children.last_mut().unwrap();
+    child.stdin.take().unwrap().write_all(b"resumed\n").unwrap();
     cg.manager.thaw().unwrap();
-    assert!(state(pid).starts_with('S'), "{}", state(pid));
     assert!(!cg.manager.is_frozen().unwrap());
+    // Once thawed the shell reads the line written while it was frozen and echoes it.
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "resumed");
     let stats = cg.manager.stats().unwrap();
     assert_eq!(
         stats.pids.current, 0,
