@@ -370,3 +370,39 @@ fn limit_below_usage_is_refused_on_update() {
         "{err}"
     );
 }
+
+#[test]
+fn systemd_driver_without_systemd_fails_naming_the_unit_and_leaves_nothing() {
+    if !is_v1_host() || Path::new("/run/systemd/system").exists() {
+        return;
+    }
+    let id = format!("berth-test-systemd-{}", std::process::id());
+    let manager = new_manager(
+        Some(&format!("system.slice:berth:{id}")),
+        &id,
+        CgroupDriver::Systemd,
+    )
+    .unwrap();
+    // Values are checked at create time, before systemd is asked for anything.
+    let bad = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(-3i64).build().unwrap())
+        .build()
+        .unwrap();
+    let err = manager.create(Some(&bad)).unwrap_err().to_string();
+    assert!(err.starts_with("linux.resources.memory.limit"), "{err}");
+    manager.create(Some(&limits())).unwrap();
+    let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let err = manager
+        .add_process(child.id() as i32)
+        .unwrap_err()
+        .to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(err.contains(&format!("berth-{id}.scope")), "{err}");
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/system.slice")
+            .join(format!("berth-{id}.scope"))
+            .exists()
+    );
+    manager.destroy().unwrap();
+}

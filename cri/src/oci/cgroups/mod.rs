@@ -8,6 +8,7 @@ mod fsutil;
 mod hierarchy;
 mod path;
 mod stats;
+mod systemd;
 mod v1;
 mod v2;
 mod validate;
@@ -24,6 +25,7 @@ pub use stats::{
     BlkioEntry, BlkioStats, CgroupStats, CpuStats, CpuThrottling, CpuUsage, HugetlbStats,
     MemoryEntry, MemoryStats, PidsStats,
 };
+pub use systemd::{SystemdManager, expand_slice};
 pub use v1::V1Manager;
 pub use v2::V2Manager;
 
@@ -50,19 +52,31 @@ pub fn new_manager(
     let hierarchies = Hierarchies::detect()?;
     match driver {
         CgroupDriver::Cgroupfs => {
-            let inner = path::inner_path(cgroups_path, container_id)?;
-            match hierarchies.mode {
-                CgroupMode::Legacy | CgroupMode::Hybrid => {
-                    Ok(Box::new(V1Manager::new(&hierarchies, &inner)))
-                }
-                CgroupMode::Unified => Err(CgroupError::NoHierarchy(
-                    "cgroup v2 is not supported yet".into(),
-                )),
-            }
+            fs_manager(&hierarchies, &path::inner_path(cgroups_path, container_id)?)
         }
-        CgroupDriver::Systemd => Err(CgroupError::NoHierarchy(
-            "the systemd cgroup driver is not supported yet".into(),
-        )),
+        CgroupDriver::Systemd => {
+            let unit = systemd::parse_unit_path(cgroups_path, container_id)?;
+            let fs = fs_manager(&hierarchies, &unit.cgroup_path)?;
+            let v2 = hierarchies.mode == CgroupMode::Unified;
+            Ok(Box::new(SystemdManager::new(unit, container_id, v2, fs)))
+        }
+    }
+}
+
+/// The cgroupfs manager for `inner` (a path below the hierarchy roots).
+fn fs_manager(
+    hierarchies: &Hierarchies,
+    inner: &str,
+) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    match hierarchies.mode {
+        CgroupMode::Legacy | CgroupMode::Hybrid => Ok(Box::new(V1Manager::new(hierarchies, inner))),
+        CgroupMode::Unified => {
+            let mount = hierarchies
+                .unified
+                .as_deref()
+                .ok_or_else(|| CgroupError::NoHierarchy("no cgroup2 mount".into()))?;
+            Ok(Box::new(V2Manager::new(mount, inner)))
+        }
     }
 }
 
