@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
 use oci_spec::runtime::{
-    LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 
 fn is_v1_host() -> bool {
@@ -88,7 +89,20 @@ fn process_state(pid: i32) -> String {
 }
 
 fn limits() -> LinuxResources {
+    let loop0_read_limit = LinuxThrottleDeviceBuilder::default()
+        .major(7i64)
+        .minor(0i64)
+        .rate(1_048_576u64)
+        .build()
+        .unwrap();
     LinuxResourcesBuilder::default()
+        .block_io(
+            LinuxBlockIoBuilder::default()
+                .weight(300u16)
+                .throttle_read_bps_device(vec![loop0_read_limit])
+                .build()
+                .unwrap(),
+        )
         .memory(
             LinuxMemoryBuilder::default()
                 .limit(64i64 << 20)
@@ -131,6 +145,13 @@ fn limits_are_applied_updated_and_removed() {
     assert_eq!(cg.read("cpu", "cpu.cfs_quota_us"), "50000");
     assert_eq!(cg.read("cpuset", "cpuset.cpus"), "0");
     assert_eq!(cg.read("pids", "pids.max"), "32");
+    assert_eq!(
+        cg.read("blkio", "blkio.throttle.read_bps_device"),
+        "7:0 1048576"
+    );
+    if cg.dir("blkio").join("blkio.bfq.weight").exists() {
+        assert!(cg.read("blkio", "blkio.bfq.weight").contains("300"));
+    }
     assert!(cg.read("devices", "devices.list").contains("c 1:3 rwm"));
     assert!(!cg.read("devices", "devices.list").contains("a *:* rwm"));
     for controller in ["memory", "cpu", "pids", "freezer", "devices"] {
@@ -405,4 +426,50 @@ fn systemd_driver_without_systemd_fails_naming_the_unit_and_leaves_nothing() {
             .exists()
     );
     manager.destroy().unwrap();
+}
+
+#[test]
+fn missing_controller_names_the_field_and_leaves_nothing() {
+    if !is_v1_host() || Path::new("/sys/fs/cgroup/net_cls").exists() {
+        return;
+    }
+    let classid = LinuxResourcesBuilder::default()
+        .network(
+            LinuxNetworkBuilder::default()
+                .class_id(0x100001u32)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_rejected_without_leftovers("net-cls", classid, "linux.resources.network.classID");
+}
+
+#[test]
+fn pids_include_nested_cgroups_and_destroy_removes_them() {
+    if !is_v1_host() {
+        return;
+    }
+    let mut cg = TestCgroup::new("nested");
+    cg.manager.create(None).unwrap();
+    let outer = cg.spawn(&["sleep", "1000"], Stdio::null());
+    // A container that makes a cgroup of its own below ours.
+    let nested = cg.dir("pids").join("inner");
+    std::fs::create_dir(&nested).unwrap();
+    let inner_child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let inner = inner_child.id() as i32;
+    cg.children.push(inner_child);
+    std::fs::write(nested.join("cgroup.procs"), inner.to_string()).unwrap();
+    let mut pids = cg.manager.pids().unwrap();
+    pids.sort();
+    let mut expected = vec![outer, inner];
+    expected.sort();
+    assert_eq!(pids, expected);
+    for child in &mut cg.children {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cg.children.clear();
+    cg.manager.destroy().unwrap();
+    assert!(!cg.dir("pids").exists());
 }

@@ -70,10 +70,23 @@ pub fn keyed_value(pairs: &[(String, u64)], key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Process ids listed in a `cgroup.procs` file.
-pub fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
-    let text = std::fs::read_to_string(path).map_err(|e| CgroupError::io(path, e))?;
-    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+/// Every process in the cgroup at `dir` and in the cgroups below it (a container may
+/// make sub-cgroups of its own). A cgroup that does not exist has none.
+pub fn cgroup_pids(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let procs = dir.join("cgroup.procs");
+    let text = match std::fs::read_to_string(&procs) {
+        Ok(text) => text,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(CgroupError::io(procs, e)),
+    };
+    let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let entries = std::fs::read_dir(dir).map_err(|e| CgroupError::io(dir, e))?;
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            pids.extend(cgroup_pids(&entry.path())?);
+        }
+    }
+    Ok(pids)
 }
 
 /// Directories made by one `create()`, removed again (deepest first) if it fails.

@@ -12,7 +12,7 @@ use oci_spec::runtime::LinuxResources;
 
 use super::devices::effective_rules;
 use super::fsutil::{
-    CreatedDirs, read_pids, read_trimmed, remove_cgroup_dir, wait_until, write_field,
+    CreatedDirs, cgroup_pids, read_trimmed, remove_cgroup_dir, wait_until, write_field,
 };
 use super::hierarchy::Hierarchies;
 use super::stats::CgroupStats;
@@ -153,14 +153,7 @@ impl CgroupManager for V1Manager {
             .or_else(|| self.dir("freezer"))
             .or_else(|| self.all_dirs().first().copied())
             .ok_or_else(|| CgroupError::NoHierarchy("no cgroup v1 hierarchy mounted".into()))?;
-        match read_pids(&dir.join("cgroup.procs")) {
-            Err(CgroupError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(Vec::new())
-            }
-            other => other,
-        }
+        cgroup_pids(dir)
     }
 
     fn destroy(&self) -> Result<(), CgroupError> {

@@ -13,7 +13,7 @@ use oci_spec::runtime::LinuxResources;
 
 use super::devices::effective_rules;
 use super::fsutil::{
-    CreatedDirs, keyed_value, read_keyed, read_pids, read_trimmed, remove_cgroup_dir, wait_until,
+    CreatedDirs, cgroup_pids, keyed_value, read_keyed, read_trimmed, remove_cgroup_dir, wait_until,
     write_field,
 };
 use super::stats::CgroupStats;
@@ -146,14 +146,7 @@ impl CgroupManager for V2Manager {
     }
 
     fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        match read_pids(&self.dir.join("cgroup.procs")) {
-            Err(CgroupError::Io { source, .. })
-                if source.kind() == std::io::ErrorKind::NotFound =>
-            {
-                Ok(Vec::new())
-            }
-            other => other,
-        }
+        cgroup_pids(&self.dir)
     }
 
     fn destroy(&self) -> Result<(), CgroupError> {
