@@ -211,3 +211,82 @@ fn kill_process_action_kills_the_child() {
     assert!(libc::WIFSIGNALED(status), "status {status:#x}");
     assert_eq!(libc::WTERMSIG(status), libc::SIGSYS);
 }
+
+#[test]
+fn notify_action_hands_the_syscall_to_the_listener() {
+    use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags, ScmpSyscall};
+
+    let mut spec = LinuxSeccompBuilder::default()
+        .default_action(LinuxSeccompAction::ScmpActAllow)
+        .syscalls(vec![
+            LinuxSyscallBuilder::default()
+                .names(vec!["mkdir".to_string(), "mkdirat".to_string()])
+                .action(LinuxSeccompAction::ScmpActNotify)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    spec.set_listener_path(Some("/run/berth-test-agent.sock".into()));
+    let filter = compile(&spec).unwrap();
+    assert!(filter.needs_listener());
+    let dir = temp_path("notify");
+    let dir_ptr = dir.as_ptr();
+
+    let mut pipe = [0i32; 2];
+    assert_eq!(unsafe { libc::pipe(pipe.as_mut_ptr()) }, 0);
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0);
+    if pid == 0 {
+        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        let Ok(Some(listener)) = filter.install_with_listener() else {
+            unsafe { libc::_exit(100) };
+        };
+        // Tell the parent which fd number to take over, then make the call it answers.
+        let bytes = listener.to_ne_bytes();
+        unsafe { libc::write(pipe[1], bytes.as_ptr().cast(), bytes.len()) };
+        let ret = unsafe { libc::syscall(libc::SYS_mkdirat, libc::AT_FDCWD, dir_ptr, 0o755) };
+        unsafe { libc::_exit(result(ret)) };
+    }
+    unsafe { libc::close(pipe[1]) };
+    let mut bytes = [0u8; 4];
+    assert_eq!(
+        unsafe { libc::read(pipe[0], bytes.as_mut_ptr().cast(), 4) },
+        4
+    );
+    unsafe { libc::close(pipe[0]) };
+    let child_fd = i32::from_ne_bytes(bytes);
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
+    let listener = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd, child_fd, 0) } as i32;
+    assert!(
+        listener >= 0,
+        "pidfd_getfd: {}",
+        std::io::Error::last_os_error()
+    );
+
+    let req = ScmpNotifReq::receive(listener).unwrap();
+    assert_eq!(req.pid, pid as u32);
+    assert_eq!(req.data.syscall, ScmpSyscall::from_name("mkdirat").unwrap());
+    ScmpNotifResp::new_error(req.id, -libc::EROFS, ScmpNotifRespFlags::empty())
+        .respond(listener)
+        .unwrap();
+
+    let mut status = 0;
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    unsafe {
+        libc::close(listener);
+        libc::close(pidfd);
+    }
+    assert!(libc::WIFEXITED(status));
+    assert_eq!(
+        libc::WEXITSTATUS(status),
+        libc::EROFS,
+        "the agent's answer reached the caller"
+    );
+    assert!(!std::path::Path::new(dir.to_str().unwrap()).exists());
+}
