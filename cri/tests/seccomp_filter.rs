@@ -290,3 +290,20 @@ fn notify_action_hands_the_syscall_to_the_listener() {
     );
     assert!(!std::path::Path::new(dir.to_str().unwrap()).exists());
 }
+
+#[test]
+fn runtime_default_answers_enosys_to_syscalls_newer_than_the_profile() {
+    let filter = compile(&runtime_default_profile()).unwrap();
+    let code = in_filtered_child(&filter, || {
+        // Far beyond any syscall the profile names: looks like an older kernel.
+        let unknown = result(unsafe { libc::syscall(1000, 0, 0, 0) });
+        // Known to the profile's era but not allowed: plain EPERM.
+        let denied = result(unsafe { libc::syscall(libc::SYS_keyctl, 0, 0, 0, 0, 0) });
+        match (unknown, denied) {
+            (libc::ENOSYS, libc::EPERM) => 0,
+            (libc::ENOSYS, _) => 2,
+            _ => 1,
+        }
+    });
+    assert_eq!(code, 0);
+}

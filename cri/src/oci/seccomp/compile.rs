@@ -11,6 +11,7 @@ use oci_spec::runtime::{
 };
 
 use super::SeccompError;
+use super::enosys::enosys_stub;
 
 /// Syscalls take at most six arguments.
 const MAX_ARGS: usize = 6;
@@ -113,11 +114,42 @@ pub fn compile(spec: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
             "required when a rule uses SCMP_ACT_NOTIFY",
         ));
     }
-    let program = export(&ctx)?;
+    let mut program = Vec::new();
+    if answers_unknown_with_enosys(spec.default_action()) {
+        let mut arches = vec![ScmpArch::native()];
+        for arch in spec.architectures().iter().flatten() {
+            let arch = match scmp_arch(*arch) {
+                ScmpArch::Native => ScmpArch::native(),
+                other => other,
+            };
+            if !arches.contains(&arch) {
+                arches.push(arch);
+            }
+        }
+        let names: Vec<&str> = spec
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|r| r.names().iter().map(String::as_str))
+            .collect();
+        program = enosys_stub(&arches, &names);
+    }
+    program.extend(export(&ctx)?);
     Ok(CompiledFilter {
         program,
         flags: flags(spec, uses_notify),
     })
+}
+
+/// Deny-by-default profiles should look like an older kernel to programs using newer
+/// syscalls; allow/log/trace-by-default ones must let such syscalls through.
+fn answers_unknown_with_enosys(default: LinuxSeccompAction) -> bool {
+    !matches!(
+        default,
+        LinuxSeccompAction::ScmpActAllow
+            | LinuxSeccompAction::ScmpActLog
+            | LinuxSeccompAction::ScmpActTrace
+    )
 }
 
 /// Conditions on distinct arguments must all hold (one rule); several conditions on the

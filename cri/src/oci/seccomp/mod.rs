@@ -2,6 +2,7 @@
 //! parent (libseccomp does the compiling), installed in the child with one syscall.
 
 mod compile;
+mod enosys;
 mod error;
 mod install;
 mod notify;
