@@ -1,11 +1,38 @@
-//! Interface stand-in for the cgroup managers until branch `cgroups` is merged: the
-//! contract's types, backed by a bare cgroupfs v1 manager that creates the
-//! directories, moves processes and freezes, but applies no resource limits.
+//! Container cgroups: cgroup v1, v2 and hybrid hosts, driven through the cgroupfs or
+//! through systemd transient scopes, behind one [`CgroupManager`] trait.
 
+mod convert;
+mod devices;
+mod error;
+mod fsutil;
+mod hierarchy;
+mod path;
+mod stats;
+mod systemd;
+mod v1;
+mod v2;
+mod validate;
+
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use oci_spec::runtime::LinuxResources;
-use serde::Serialize;
+
+pub use error::CgroupError;
+pub use hierarchy::{CgroupMode, Hierarchies};
+pub use stats::{
+    BlkioEntry, BlkioStats, CgroupStats, CpuStats, CpuThrottling, CpuUsage, HugetlbStats,
+    MemoryEntry, MemoryStats, PidsStats,
+};
+pub use systemd::{SystemdManager, expand_slice};
+pub use v1::V1Manager;
+pub use v2::V2Manager;
+
+/// How long freeze/thaw may take before giving up.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long destroy waits for exiting tasks to leave before rmdir gives up.
+const REMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CgroupDriver {
@@ -13,126 +40,64 @@ pub enum CgroupDriver {
     Systemd,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum CgroupError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("no usable cgroup hierarchy: {0}")]
-    NoHierarchy(String),
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct CgroupStats {}
-
-const ROOT: &str = "/sys/fs/cgroup";
-const CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "memory", "pids", "freezer", "devices", "blkio",
-];
-
+/// `cgroups_path` is the spec's linux.cgroupsPath (cgroupfs: "/a/b" or relative;
+/// systemd: "slice:prefix:name"), None = runtime default for `container_id`.
+/// Detects v1 / v2 / hybrid from the host. Deterministic: calling it again with the
+/// same arguments later (another process) yields a manager for the same cgroup.
 pub fn new_manager(
     cgroups_path: Option<&str>,
     container_id: &str,
     driver: CgroupDriver,
 ) -> Result<Box<dyn CgroupManager>, CgroupError> {
-    if driver == CgroupDriver::Systemd {
-        return Err(CgroupError::NoHierarchy("systemd driver".into()));
+    let hierarchies = Hierarchies::detect()?;
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            fs_manager(&hierarchies, &path::inner_path(cgroups_path, container_id)?)
+        }
+        CgroupDriver::Systemd => {
+            let unit = systemd::parse_unit_path(cgroups_path, container_id)?;
+            let fs = fs_manager(&hierarchies, &unit.cgroup_path)?;
+            let v2 = hierarchies.mode == CgroupMode::Unified;
+            Ok(Box::new(SystemdManager::new(unit, container_id, v2, fs)))
+        }
     }
-    let inner = match cgroups_path {
-        Some(p) => p.trim_start_matches('/').to_string(),
-        None => format!("berth/{container_id}"),
-    };
-    Ok(Box::new(StandIn { inner }))
+}
+
+/// The cgroupfs manager for `inner` (a path below the hierarchy roots).
+fn fs_manager(
+    hierarchies: &Hierarchies,
+    inner: &str,
+) -> Result<Box<dyn CgroupManager>, CgroupError> {
+    match hierarchies.mode {
+        CgroupMode::Legacy | CgroupMode::Hybrid => Ok(Box::new(V1Manager::new(hierarchies, inner))),
+        CgroupMode::Unified => {
+            let mount = hierarchies
+                .unified
+                .as_deref()
+                .ok_or_else(|| CgroupError::NoHierarchy("no cgroup2 mount".into()))?;
+            Ok(Box::new(V2Manager::new(mount, inner)))
+        }
+    }
 }
 
 pub trait CgroupManager: Send + Sync + std::fmt::Debug {
+    /// Creates the cgroup (every v1 hierarchy, or the v2 dir / systemd scope) and
+    /// applies `resources`. Errors name the offending field (e.g.
+    /// "linux.resources.memory.limit: ...") and leave nothing created behind.
     fn create(&self, resources: Option<&LinuxResources>) -> Result<(), CgroupError>;
+    /// Moves a process into the cgroup (init after fork, exec'd processes too).
     fn add_process(&self, pid: i32) -> Result<(), CgroupError>;
     fn update(&self, resources: &LinuxResources) -> Result<(), CgroupError>;
     fn freeze(&self) -> Result<(), CgroupError>;
     fn thaw(&self) -> Result<(), CgroupError>;
     fn is_frozen(&self) -> Result<bool, CgroupError>;
+    /// cpu (usage total/user/system, throttling), memory (usage, max usage, limit,
+    /// cache/rss, swap, oom kill count, failcnt), pids (current, limit), hugetlb, blkio.
     fn stats(&self) -> Result<CgroupStats, CgroupError>;
     fn pids(&self) -> Result<Vec<i32>, CgroupError>;
+    /// Removes the cgroup(s); idempotent; fine when already gone.
     fn destroy(&self) -> Result<(), CgroupError>;
-}
-
-#[derive(Debug)]
-struct StandIn {
-    inner: String,
-}
-
-impl StandIn {
-    fn dirs(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        CONTROLLERS
-            .iter()
-            .map(|c| PathBuf::from(ROOT).join(c))
-            .filter(|p| p.is_dir())
-            .map(|p| p.join(&self.inner))
-    }
-    fn write(path: PathBuf, value: &str) -> Result<(), CgroupError> {
-        std::fs::write(&path, value).map_err(|source| CgroupError::Io { path, source })
-    }
-    fn freezer(&self) -> PathBuf {
-        PathBuf::from(ROOT).join("freezer").join(&self.inner)
-    }
-}
-
-impl CgroupManager for StandIn {
-    fn create(&self, _resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            std::fs::create_dir_all(&dir).map_err(|source| CgroupError::Io {
-                path: dir.clone(),
-                source,
-            })?;
-        }
-        Ok(())
-    }
-    fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            Self::write(dir.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
-    }
-    fn update(&self, _resources: &LinuxResources) -> Result<(), CgroupError> {
-        Ok(())
-    }
-    fn freeze(&self) -> Result<(), CgroupError> {
-        Self::write(self.freezer().join("freezer.state"), "FROZEN")
-    }
-    fn thaw(&self) -> Result<(), CgroupError> {
-        Self::write(self.freezer().join("freezer.state"), "THAWED")
-    }
-    fn is_frozen(&self) -> Result<bool, CgroupError> {
-        let path = self.freezer().join("freezer.state");
-        let state =
-            std::fs::read_to_string(&path).map_err(|source| CgroupError::Io { path, source })?;
-        Ok(state.trim() == "FROZEN")
-    }
-    fn stats(&self) -> Result<CgroupStats, CgroupError> {
-        Ok(CgroupStats::default())
-    }
-    fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        let path = self.freezer().join("cgroup.procs");
-        let procs =
-            std::fs::read_to_string(&path).map_err(|source| CgroupError::Io { path, source })?;
-        Ok(procs
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect())
-    }
-    fn destroy(&self) -> Result<(), CgroupError> {
-        for dir in self.dirs() {
-            if dir.exists() {
-                std::fs::remove_dir(&dir).map_err(|source| CgroupError::Io {
-                    path: dir.clone(),
-                    source,
-                })?;
-            }
-        }
-        Ok(())
-    }
+    /// The cgroup directories: v1 controller name → dir; the cgroup2 dir under "" (for
+    /// state files and /proc/<pid>/cgroup checks).
+    fn paths(&self) -> BTreeMap<String, PathBuf>;
 }

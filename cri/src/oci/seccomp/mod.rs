@@ -1,27 +1,14 @@
-//! Interface stand-in for the seccomp compiler until branch `cgroups` is merged:
-//! the contract's signatures; compile() refuses every profile.
+//! Seccomp filters: OCI `linux.seccomp` validated and compiled to a BPF program in the
+//! parent (libseccomp does the compiling), installed in the child with one syscall.
 
-use oci_spec::runtime::LinuxSeccomp;
+mod compile;
+mod enosys;
+mod error;
+mod install;
+mod notify;
+mod profile;
 
-#[derive(Debug, thiserror::Error)]
-pub enum SeccompError {
-    #[error("linux.seccomp: not supported by this build")]
-    Unsupported,
-}
-
-#[derive(Debug)]
-pub struct CompiledFilter {}
-
-pub fn compile(_spec: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
-    Err(SeccompError::Unsupported)
-}
-
-impl CompiledFilter {
-    pub fn install(&self) -> Result<(), nix::errno::Errno> {
-        Err(nix::errno::Errno::ENOSYS)
-    }
-}
-
-pub fn runtime_default_profile() -> LinuxSeccomp {
-    LinuxSeccomp::default()
-}
+pub use compile::{CompiledFilter, compile};
+pub use error::SeccompError;
+pub use notify::send_listener_fd;
+pub use profile::{DEFAULT_CAPABILITIES, runtime_default_profile, runtime_default_profile_for};
