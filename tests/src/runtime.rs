@@ -14,6 +14,9 @@ use std::time::Duration;
 /// How long tests wait for a container to reach a state.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long stdout/stderr may stay open after a runtime command exited.
+const STDIO_GRACE: Duration = Duration::from_secs(5);
+
 pub struct Runtime {
     binary: PathBuf,
     root: TempDir,
@@ -144,6 +147,12 @@ impl Runtime {
         Ok(container)
     }
 
+    /// A guard for container `bundle.id()` whether or not it exists: for
+    /// tests that expect a command to fail but must clean up if it did not.
+    pub fn adopt<'a>(&'a self, bundle: &'a Bundle) -> Container<'a> {
+        Container::adopt(self, bundle)
+    }
+
     /// `create` then `start`.
     pub fn start<'a>(&'a self, bundle: &'a Bundle) -> anyhow::Result<Container<'a>> {
         let container = self.create(bundle)?;
@@ -161,9 +170,11 @@ fn output_with_timeout(mut command: Command, timeout: Duration) -> anyhow::Resul
     let status = wait_for(timeout, "the runtime to exit", || {
         child.try_wait().ok().flatten()
     })?;
+    // Whatever the runtime ran in the foreground has exited with it, so EOF
+    // follows at once unless a container process still holds the pipes.
     let collect = |rx: std::sync::mpsc::Receiver<Vec<u8>>| {
-        rx.recv_timeout(timeout)
-            .context("stdio still open after the runtime exited")
+        rx.recv_timeout(STDIO_GRACE)
+            .context("stdio still open after the runtime exited (a container process holds it)")
     };
     Ok(Output {
         status,

@@ -10,6 +10,8 @@ use std::path::Path;
 /// after checking that nothing was left behind.
 fn create_fails(bundle: &Bundle) -> String {
     let runtime = Runtime::from_env().unwrap();
+    // Deletes the container should create succeed after all.
+    let _cleanup = runtime.adopt(bundle);
     let out = runtime
         .output(&[
             "create",
