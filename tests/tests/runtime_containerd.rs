@@ -164,3 +164,45 @@ fn kill_all_signals_every_process_of_the_container() {
     .unwrap();
     container.wait_status("stopped").unwrap();
 }
+
+#[test]
+fn exec_with_a_terminal_sends_its_master_over_the_console_socket() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+
+    let console = ConsoleSocket::bind(&bundle.path().join("exec-console.sock")).unwrap();
+    let socket = console.path().to_str().unwrap().to_string();
+    let pid_file = bundle.path().join("exec.pid");
+    let options = [
+        "--tty",
+        "--console-socket",
+        &socket,
+        "--detach",
+        "--pid-file",
+    ];
+    let pid_arg = pid_file.to_str().unwrap();
+    let mut all: Vec<&str> = options.to_vec();
+    all.push(pid_arg);
+    let out = container
+        .exec_with(
+            &all,
+            &[
+                "sh",
+                "-c",
+                "tty; [ -t 0 ] && echo exec-tty; exec sleep 1000",
+            ],
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let terminal = read_terminal(console.master(TIMEOUT).unwrap(), "exec-tty");
+    assert!(terminal.contains("/dev/pts/"), "{terminal:?}");
+    assert!(
+        std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse::<i32>()
+            .is_ok()
+    );
+}

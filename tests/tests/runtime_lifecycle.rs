@@ -350,3 +350,39 @@ fn hooks_run_with_the_state_on_stdin() {
     container.delete().unwrap();
     assert_eq!(read("poststop")["status"], "stopped");
 }
+
+#[test]
+fn spec_writes_a_default_config_that_runs() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::new()).unwrap();
+    std::fs::remove_file(bundle.path().join("config.json")).unwrap();
+    runtime
+        .ok(&["spec", "--bundle", bundle.path().to_str().unwrap()])
+        .unwrap();
+    let config_path = bundle.path().join("config.json");
+    let mut config: Value = serde_json::from_slice(&std::fs::read(&config_path).unwrap()).unwrap();
+    assert_eq!(config["root"]["path"], "rootfs");
+    let namespaces: Vec<&str> = config["linux"]["namespaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ns| ns["type"].as_str().unwrap())
+        .collect();
+    for kind in ["pid", "network", "ipc", "uts", "mount"] {
+        assert!(
+            namespaces.contains(&kind),
+            "{kind} missing from {namespaces:?}"
+        );
+    }
+    // The default asks for a terminal; run it without one.
+    config["process"]["terminal"] = false.into();
+    config["process"]["args"] = serde_json::json!(["sh", "-c", "echo default-spec-ran"]);
+    config["linux"]["cgroupsPath"] = bundle.cgroups_path().into();
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let out = runtime.run(&bundle).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "default-spec-ran\n",
+        "{out:?}"
+    );
+}
