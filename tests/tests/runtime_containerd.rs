@@ -175,19 +175,18 @@ fn exec_with_a_terminal_sends_its_master_over_the_console_socket() {
     let console = ConsoleSocket::bind(&bundle.path().join("exec-console.sock")).unwrap();
     let socket = console.path().to_str().unwrap().to_string();
     let pid_file = bundle.path().join("exec.pid");
+    let pid_arg = pid_file.to_str().unwrap();
     let options = [
         "--tty",
         "--console-socket",
         &socket,
         "--detach",
         "--pid-file",
+        pid_arg,
     ];
-    let pid_arg = pid_file.to_str().unwrap();
-    let mut all: Vec<&str> = options.to_vec();
-    all.push(pid_arg);
     let out = container
         .exec_with(
-            &all,
+            &options,
             &[
                 "sh",
                 "-c",
