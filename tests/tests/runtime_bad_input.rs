@@ -2,6 +2,7 @@
 //! wrong, and nothing left behind (state, cgroups, mounts, processes). Root.
 
 use berth_tests::bundle::{Bundle, Spec};
+use berth_tests::cgroup;
 use berth_tests::runtime::Runtime;
 use serde_json::json;
 use std::path::Path;
@@ -107,4 +108,44 @@ fn unknown_mount_type_is_refused() {
         stderr.contains("/x") || stderr.contains("no-such-fs"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_second_container_with_the_same_id_is_refused_and_the_first_survives() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let pid = container.pid().unwrap();
+
+    let other = Bundle::busybox(Spec::new()).unwrap();
+    let other_path = other.path().to_str().unwrap();
+    let out = runtime
+        .output(&["create", "--bundle", other_path, bundle.id()])
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("exist"), "{stderr}");
+    assert_eq!(container.status().unwrap(), "running");
+    assert_eq!(container.state().unwrap()["pid"], pid);
+    assert!(cgroup::existing(&other.cgroups_path()).is_empty());
+}
+
+#[test]
+fn unknown_containers_are_errors_except_for_delete_force() {
+    let runtime = Runtime::from_env().unwrap();
+    for command in [
+        &["state", "no-such-ctr"][..],
+        &["kill", "no-such-ctr", "KILL"],
+        &["delete", "no-such-ctr"],
+    ] {
+        let out = runtime.output(command).unwrap();
+        assert!(!out.status.success(), "{command:?} succeeded");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not exist"),
+            "{command:?}: {out:?}"
+        );
+    }
+    // containerd relies on a forced delete being idempotent.
+    runtime.ok(&["delete", "--force", "no-such-ctr"]).unwrap();
 }
