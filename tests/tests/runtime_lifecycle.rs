@@ -386,3 +386,41 @@ fn spec_writes_a_default_config_that_runs() {
         "{out:?}"
     );
 }
+
+#[test]
+fn events_stats_report_the_container_cgroup() {
+    let runtime = Runtime::from_env().unwrap();
+    let spec = Spec::new()
+        .memory_limit(64 << 20)
+        .shell("sleep 1000 & echo up; exec sleep 1001");
+    let bundle = Bundle::busybox(spec).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let stdout = runtime.ok(&["events", "--stats", bundle.id()]).unwrap();
+    let event: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(event["type"], "stats", "{event}");
+    assert_eq!(event["id"], bundle.id());
+    let data = &event["data"];
+    assert_eq!(data["pids"]["current"], 2, "{data}");
+    assert_eq!(data["memory"]["usage"]["limit"], 64 << 20, "{data}");
+    assert!(
+        data["memory"]["usage"]["usage"].as_u64().unwrap() > 0,
+        "{data}"
+    );
+    assert!(data["cpu"]["usage"]["total"].as_u64().is_some(), "{data}");
+}
+
+#[test]
+fn list_shows_the_containers_of_the_root() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let listed: Value =
+        serde_json::from_str(&runtime.ok(&["list", "--format", "json"]).unwrap()).unwrap();
+    let entry = &listed.as_array().unwrap()[0];
+    assert_eq!(entry["id"], bundle.id());
+    assert_eq!(entry["status"], "running");
+    assert_eq!(entry["pid"], container.pid().unwrap());
+    assert_eq!(entry["bundle"], bundle.path().to_str().unwrap());
+}
