@@ -94,6 +94,12 @@ impl Spec {
         Self { json }
     }
 
+    /// [`Spec::new`] running a shell that prints `up` and then sleeps until
+    /// killed: wait for `up` on its stdout to know the container runs.
+    pub fn sleeper() -> Self {
+        Self::new().shell("echo up; exec sleep 1000")
+    }
+
     pub fn json(&self) -> &Value {
         &self.json
     }

@@ -113,7 +113,7 @@ fn unknown_mount_type_is_refused() {
 #[test]
 fn a_second_container_with_the_same_id_is_refused_and_the_first_survives() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
     let pid = container.pid().unwrap();

@@ -95,7 +95,7 @@ fn json_log_records_the_error_of_a_failed_create() {
 #[test]
 fn exec_of_a_process_file_detached_writes_its_pid_file() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
 
@@ -168,7 +168,7 @@ fn kill_all_signals_every_process_of_the_container() {
 #[test]
 fn exec_with_a_terminal_sends_its_master_over_the_console_socket() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
 

@@ -1,15 +1,11 @@
 //! The container lifecycle through the runtime CLI: create, start, state,
-//! kill, delete, run, pause/resume, exec, ps, update, hooks. Root.
+//! kill, delete, run, pause/resume, ps, update, events, list, hooks, spec.
+//! Root.
 
 use berth_tests::bundle::{Bundle, Spec};
 use berth_tests::runtime::{Runtime, TIMEOUT};
 use berth_tests::{cgroup, wait_for};
 use serde_json::Value;
-
-/// A container that says `up` and then sleeps until killed.
-fn sleeper() -> Spec {
-    Spec::new().shell("echo up; exec sleep 1000")
-}
 
 fn process_gone(pid: i32) -> bool {
     // A zombie still has /proc/<pid>; it is gone once reaped.
@@ -88,7 +84,7 @@ fn kill_9_stops_a_container_that_ignores_term() {
 #[test]
 fn delete_of_a_stopped_container_leaves_nothing_behind() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(sleeper()).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
     let pid = container.pid().unwrap();
@@ -136,7 +132,7 @@ fn delete_force_removes_a_running_container() {
 #[test]
 fn delete_of_a_created_container_removes_it() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(sleeper()).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.create(&bundle).unwrap();
     let pid = container.pid().unwrap();
     runtime.ok(&["delete", "--force", bundle.id()]).unwrap();
@@ -150,7 +146,7 @@ fn delete_of_a_created_container_removes_it() {
 #[test]
 fn pause_freezes_and_resume_thaws() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(sleeper()).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
     let freezer = || cgroup::read("freezer", &bundle.cgroups_path(), "freezer.state");
@@ -162,58 +158,6 @@ fn pause_freezes_and_resume_thaws() {
     runtime.ok(&["resume", bundle.id()]).unwrap();
     assert_eq!(container.status().unwrap(), "running");
     assert_eq!(freezer().as_deref(), Some("THAWED"));
-}
-
-const NAMESPACE_NAMES: &[&str] = &["pid", "net", "ipc", "uts", "mnt", "cgroup"];
-
-#[test]
-fn exec_joins_the_namespaces_and_cgroup_of_init() {
-    let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(sleeper().namespace("cgroup")).unwrap();
-    let container = runtime.start(&bundle).unwrap();
-    container.wait_stdout("up").unwrap();
-    let init = container.pid().unwrap();
-
-    let script: String = NAMESPACE_NAMES
-        .iter()
-        .map(|ns| format!("readlink /proc/self/ns/{ns};"))
-        .collect();
-    let out = container
-        .exec(&["sh", "-c", &format!("{script} cat /proc/self/cgroup")])
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = stdout.lines().collect();
-    for (ns, inside) in NAMESPACE_NAMES.iter().zip(&lines) {
-        let of_init = std::fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap();
-        assert_eq!(
-            *inside,
-            of_init.to_str().unwrap(),
-            "{ns} namespace differs from init's"
-        );
-    }
-    // In init's cgroup, which the cgroup namespace shows as its root.
-    for line in &lines[NAMESPACE_NAMES.len()..] {
-        assert!(line.ends_with(":/"), "{stdout}");
-    }
-}
-
-#[test]
-fn exec_runs_with_the_spec_environment_and_returns_its_exit_code() {
-    let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(sleeper().env("FROM_SPEC", "yes").cwd("/tmp")).unwrap();
-    let container = runtime.start(&bundle).unwrap();
-    container.wait_stdout("up").unwrap();
-    let out = container
-        .exec(&["sh", "-c", "echo $FROM_SPEC $(pwd); exit 7"])
-        .unwrap();
-    assert_eq!(out.status.code(), Some(7));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "yes /tmp\n");
-
-    let options = ["--env", "EXTRA=1", "--cwd", "/"];
-    let out = container.exec_with(&options, &["sh", "-c", "echo $EXTRA $(pwd)"]);
-    let out = out.unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 /\n", "{out:?}");
 }
 
 #[test]
@@ -247,7 +191,7 @@ fn ps_lists_the_container_processes() {
 #[test]
 fn update_changes_limits_of_a_running_container() {
     let runtime = Runtime::from_env().unwrap();
-    let spec = sleeper()
+    let spec = Spec::sleeper()
         .memory_limit(64 << 20)
         .pids_limit(100)
         .cpu(1024, 20_000, 100_000);
@@ -307,7 +251,7 @@ fn hooks_run_with_the_state_on_stdin() {
         let file = bundle_dir.join(format!("{name}.json"));
         format!("cat > {}", file.display())
     };
-    let spec = sleeper()
+    let spec = Spec::sleeper()
         .hook(
             "createRuntime",
             "/bin/sh",
@@ -413,7 +357,7 @@ fn events_stats_report_the_container_cgroup() {
 #[test]
 fn list_shows_the_containers_of_the_root() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
     let listed: Value =

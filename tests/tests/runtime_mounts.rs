@@ -81,7 +81,7 @@ fn read_write_bind_mount_shares_writes_with_the_host() {
 #[test]
 fn container_mounts_stay_out_of_the_host_mount_namespace() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
     let host_mounts = berth_tests::tempdir::mounts_under(bundle.path());

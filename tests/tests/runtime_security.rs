@@ -43,7 +43,7 @@ fn host_fds_do_not_leak_into_init_or_exec() {
         ["0", "1", "2"]
     );
 
-    let bundle = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
     let init_fds = std::fs::read_dir(format!("/proc/{}/fd", container.pid().unwrap())).unwrap();
@@ -86,7 +86,7 @@ fn runtime_binary_cannot_be_written_through_proc_pid_exe() {
     let runtime = Runtime::new(binary.clone()).unwrap();
 
     // The victim's PID namespace; the attacker runs in it via exec.
-    let victim = Bundle::busybox(Spec::new().shell("echo up; exec sleep 1000")).unwrap();
+    let victim = Bundle::busybox(Spec::sleeper()).unwrap();
     let victim_container = runtime.start(&victim).unwrap();
     victim_container.wait_stdout("up").unwrap();
     let pid_ns = format!("/proc/{}/ns/pid", victim_container.pid().unwrap());
