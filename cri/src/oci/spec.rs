@@ -12,14 +12,47 @@ use super::error::{Context, Result, invalid};
 use super::rootfs::mounts::parse_propagation;
 
 /// Parses a runtime-spec document, returning it with the JSON paths of every
-/// property it did not know.
+/// property it did not know. Capability names this build does not know are
+/// dropped first (runc ignores them with a warning too).
 pub fn parse<T: serde::de::DeserializeOwned>(json: &[u8], what: &str) -> Result<(T, Vec<String>)> {
+    let mut value: serde_json::Value =
+        serde_json::from_slice(json).map_err(|e| invalid(what, format!("invalid JSON: {e}")))?;
     let mut unknown = Vec::new();
-    let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let value =
-        serde_ignored::deserialize(&mut deserializer, |path| unknown.push(path.to_string()))
-            .map_err(|e| invalid(what, format!("invalid JSON: {e}")))?;
-    Ok((value, unknown))
+    let process = if what == "process" {
+        Some(&mut value)
+    } else {
+        value.get_mut("process")
+    };
+    if let Some(process) = process {
+        drop_unknown_capabilities(process, &mut unknown);
+    }
+    let parsed = serde_ignored::deserialize(value, |path| unknown.push(path.to_string()))
+        .map_err(|e| invalid(what, format!("invalid document: {e}")))?;
+    Ok((parsed, unknown))
+}
+
+fn drop_unknown_capabilities(process: &mut serde_json::Value, unknown: &mut Vec<String>) {
+    let Some(sets) = process
+        .get_mut("capabilities")
+        .and_then(|c| c.as_object_mut())
+    else {
+        return;
+    };
+    for (set, names) in sets.iter_mut() {
+        if let Some(names) = names.as_array_mut() {
+            names.retain(|name| {
+                let known = name.as_str().is_some_and(|n| {
+                    n.trim_start_matches("CAP_")
+                        .parse::<oci_spec::runtime::Capability>()
+                        .is_ok()
+                });
+                if !known {
+                    unknown.push(format!("process.capabilities.{set}: {name}"));
+                }
+                known
+            });
+        }
+    }
 }
 
 /// Reads `<bundle>/config.json`, warns about unknown fields and validates it.
@@ -29,7 +62,7 @@ pub fn load(bundle: &Path) -> Result<Spec> {
     let json = std::fs::read(&path).context(|| format!("reading {}", path.display()))?;
     let (mut spec, unknown): (Spec, _) = parse(&json, "config.json")?;
     for field in unknown {
-        tracing::warn!(field = %field, "config.json: ignoring unknown property {field}");
+        tracing::warn!("config.json: ignoring unknown property {field}");
     }
     let root = spec
         .root()
@@ -230,6 +263,27 @@ mod tests {
         let (spec, unknown): (Spec, _) = parse(spec_json("").as_bytes(), "config.json").unwrap();
         assert!(unknown.iter().any(|u| u == "futureThing"), "{unknown:?}");
         validate(&spec).unwrap();
+    }
+
+    #[test]
+    fn unknown_capabilities_are_dropped_and_reported() {
+        let json = spec_json("").replace(
+            r#""cwd":"/""#,
+            r#""cwd":"/","capabilities":{"bounding":["CAP_CHOWN","CAP_BOGUS"]}"#,
+        );
+        let (spec, unknown): (Spec, _) = parse(json.as_bytes(), "config.json").unwrap();
+        let caps = spec
+            .process()
+            .as_ref()
+            .unwrap()
+            .capabilities()
+            .clone()
+            .unwrap();
+        assert_eq!(caps.bounding().as_ref().unwrap().len(), 1);
+        assert!(
+            unknown.iter().any(|u| u.contains("CAP_BOGUS")),
+            "{unknown:?}"
+        );
     }
 
     #[test]

@@ -113,8 +113,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     cleanup.cgroup = Some(manager);
 
     let fifo_path = dir.join(EXEC_FIFO);
-    nix::unistd::mkfifo(&fifo_path, Mode::from_bits_truncate(0o622))
-        .context(|| format!("mkfifo {}", fifo_path.display()))?;
+    make_exec_fifo(&fifo_path, &linux)?;
     let above = 3 + options.preserve_fds;
     let exec_fifo = relocate(
         open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
@@ -250,6 +249,28 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     }
     cleanup.armed = false;
     Ok(state)
+}
+
+/// The exec fifo, writable by the container's root (which the init runs as when
+/// it opens it, possibly mapped to another host uid by a user namespace).
+fn make_exec_fifo(path: &Path, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o622))
+        .context(|| format!("mkfifo {}", path.display()))?;
+    // mkfifo's mode is subject to our umask.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .context(|| format!("chmod {}", path.display()))?;
+    let host_id = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    let uid = host_id(linux.uid_mappings());
+    let gid = host_id(linux.gid_mappings());
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn spec_state(id: &str, bundle: &Path, spec: &Spec, created: &str) -> OciState {

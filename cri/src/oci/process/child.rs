@@ -164,7 +164,7 @@ fn init_environment(
         let mut state = config.hook_state.clone();
         state.status = Status::Created;
         hooks::run(HookKind::CreateContainer, config.hooks, &state)?;
-        rootfs::finish(spec, rootfs)?;
+        rootfs::enter(spec, rootfs)?;
     } else {
         nix::unistd::chroot(&rootfs.rootfs)
             .context(|| format!("chroot {}", rootfs.rootfs.display()))?;
@@ -197,6 +197,9 @@ fn init_environment(
                 format!("writing {value:?}: {e}"),
             )
         })?;
+    }
+    if plan.creates(CloneFlags::CLONE_NEWNS) {
+        rootfs::protect(spec)?;
     }
     Ok(())
 }
@@ -242,8 +245,17 @@ fn finish_process(config: &mut ChildConfig) -> Result<Never> {
     // Nothing but stdio and the preserved fds may reach the container: the
     // runtime's own fds were relocated above them and are close-on-exec.
     super::fork::cloexec_from(3 + config.preserve_fds)?;
-    if let Role::Init { exec_fifo, .. } = &config.role {
+    if let Role::Init {
+        exec_fifo, rootfs, ..
+    } = &config.role
+    {
         config.channel.send(&Message::Ready)?;
+        if rootfs.in_user_ns {
+            // Non-dumpable, /proc/self/fd belongs to the host's root, which is
+            // unmapped here. Being dumpable is harmless in a user namespace: its
+            // root cannot write the host's runtime binary anyway.
+            nix::sys::prctl::set_dumpable(true).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
+        }
         wait_for_start(exec_fifo)?;
         let mut state = config.hook_state.clone();
         state.status = Status::Running;

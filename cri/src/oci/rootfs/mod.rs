@@ -94,12 +94,15 @@ pub fn prepare(spec: &Spec, config: &RootfsConfig) -> Result<()> {
         }
         devices::create_symlinks(root.as_fd())?;
     }
+    // A missing working directory is created, as runc does.
+    if let Some(process) = spec.process() {
+        paths::mkdir_all_in_root(root.as_fd(), process.cwd(), 0o755)?;
+    }
     Ok(())
 }
 
-/// pivot_root (or the move fallback), then the post-pivot settings: rootfs
-/// propagation, masked and read-only paths, read-only root.
-pub fn finish(spec: &Spec, config: &RootfsConfig) -> Result<()> {
+/// pivot_root (or the move fallback) and the rootfs propagation.
+pub fn enter(spec: &Spec, config: &RootfsConfig) -> Result<()> {
     if config.no_pivot {
         pivot::move_root(&config.rootfs)?;
     } else {
@@ -115,6 +118,13 @@ pub fn finish(spec: &Spec, config: &RootfsConfig) -> Result<()> {
                 .context(|| format!("linux.rootfsPropagation {propagation}"))?;
         }
     }
+    Ok(())
+}
+
+/// The last step, after sysctls are written: masked and read-only paths,
+/// read-only root.
+pub fn protect(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
     let root = open_dir(Path::new("/"))?;
     for path in linux
         .and_then(|l| l.masked_paths().as_ref())
