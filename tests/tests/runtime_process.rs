@@ -71,6 +71,9 @@ fn missing_cwd_is_created() {
     );
 }
 
+/// A uid without a passwd entry: runc also adds the groups /etc/group lists
+/// for the user's name, which the spec does not ask for; containerd passes
+/// the complete list in additionalGids, so the test stays off that path.
 #[test]
 fn user_and_additional_gids_are_applied() {
     let spec = Spec::new()
