@@ -71,9 +71,6 @@ fn missing_cwd_is_created() {
     );
 }
 
-/// A uid without a passwd entry: runc also adds the groups /etc/group lists
-/// for the user's name, which the spec does not ask for; containerd passes
-/// the complete list in additionalGids, so the test stays off that path.
 #[test]
 fn user_and_additional_gids_are_applied() {
     let spec = Spec::new()
@@ -98,6 +95,16 @@ fn user_and_additional_gids_are_applied() {
         ["1235"; 4]
     );
     assert_eq!(status_field(&status, "Groups"), "3000 3001");
+}
+
+#[test]
+fn supplementary_groups_are_only_those_of_the_spec() {
+    // User 1000 is a member of group 2000 in the image's /etc/group; like
+    // runc and crun, a numeric user gets only the spec's additionalGids.
+    let out = run(Spec::new()
+        .user(1000, 1000)
+        .shell("grep Groups: /proc/self/status"));
+    assert_eq!(status_field(&out, "Groups"), "");
 }
 
 #[test]
