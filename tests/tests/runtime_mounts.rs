@@ -178,3 +178,58 @@ fn dev_shm_is_a_world_writable_tmpfs() {
     assert!(out.starts_with("shm /dev/shm tmpfs "), "{out}");
     assert_eq!(out.lines().nth(1), Some("1777"));
 }
+
+#[test]
+fn rslave_bind_mounts_receive_later_host_mounts_and_rprivate_ones_do_not() {
+    let host = TempDir::new("berth-propagation").unwrap();
+    std::fs::create_dir(host.join("sub")).unwrap();
+    let dir = host.path().to_path_buf();
+    // The host side lives in a private mount namespace of this test, so the
+    // mounts below never reach the real host; the runtime is started from
+    // it, so the container's namespace is a copy of it.
+    let out = berth_tests::mountns::in_private_mount_ns(move || {
+        use nix::mount::{MsFlags, mount};
+        mount(
+            Some(&dir),
+            &dir,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .unwrap();
+        mount(
+            None::<&str>,
+            &dir,
+            None::<&str>,
+            MsFlags::MS_SHARED,
+            None::<&str>,
+        )
+        .unwrap();
+
+        let runtime = Runtime::from_env().unwrap();
+        let spec =
+            Spec::sleeper()
+                .bind(&dir, "/slave", &["rslave"])
+                .bind(&dir, "/private", &["rprivate"]);
+        let bundle = Bundle::busybox(spec).unwrap();
+        let container = runtime.start(&bundle).unwrap();
+        container.wait_stdout("up").unwrap();
+
+        let sub = dir.join("sub");
+        mount(
+            Some("tmpfs"),
+            &sub,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .unwrap();
+        std::fs::write(sub.join("marker"), "x").unwrap();
+        let out = container
+            .exec(&["sh", "-c", "ls /slave/sub; echo --; ls /private/sub"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .unwrap();
+    assert_eq!(out, "marker\n--\n");
+}

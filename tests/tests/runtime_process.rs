@@ -272,3 +272,39 @@ fn oom_score_adj_is_set() {
         .shell("cat /proc/self/oom_score_adj"));
     assert_eq!(out, "789\n");
 }
+
+#[test]
+fn seccomp_argument_conditions_select_the_calls() {
+    // personality(PER_LINUX32 = 8) is refused, personality(PER_LINUX = 0) is not.
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{
+            "names": ["personality"],
+            "action": "SCMP_ACT_ERRNO",
+            "args": [{"index": 0, "value": 8, "op": "SCMP_CMP_EQ"}]
+        }]
+    });
+    let spec = Spec::new()
+        .seccomp(profile)
+        .shell("linux64 echo linux64-ok; linux32 echo linux32-ran 2>&1; true");
+    let out = run(spec);
+    assert!(out.starts_with("linux64-ok\n"), "{out}");
+    assert!(
+        !out.contains("linux32-ran") && out.contains("Operation not permitted"),
+        "{out}"
+    );
+}
+
+#[test]
+fn seccomp_kill_action_kills_the_caller() {
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_KILL_PROCESS"}]
+    });
+    // The shell survives and sees its child die by SIGSYS (31): status 159.
+    let out = run(Spec::new()
+        .seccomp(profile)
+        .shell("mkdir /tmp/d; echo status=$?"));
+    assert_eq!(out, "status=159\n");
+}
