@@ -205,3 +205,37 @@ fn user_namespace_maps_root_to_an_unprivileged_host_uid() {
     let created = std::fs::metadata(bundle.rootfs().join("tmp/new")).unwrap();
     assert_eq!(created.uid(), HOST_BASE);
 }
+
+#[test]
+fn a_container_joins_the_namespaces_of_a_running_sandbox() {
+    let runtime = Runtime::from_env().unwrap();
+    let sandbox = Bundle::busybox(Spec::sleeper().hostname("sandbox-host")).unwrap();
+    let sandbox_container = runtime.start(&sandbox).unwrap();
+    sandbox_container.wait_stdout("up").unwrap();
+    let sandbox_pid = sandbox_container.pid().unwrap();
+    let ns_path = |name: &str| std::path::PathBuf::from(format!("/proc/{sandbox_pid}/ns/{name}"));
+
+    let spec = Spec::new()
+        // A hostname would be set in the joined UTS namespace, the sandbox's.
+        .remove("/hostname")
+        .namespace_path("network", &ns_path("net"))
+        .namespace_path("ipc", &ns_path("ipc"))
+        .namespace_path("uts", &ns_path("uts"))
+        .namespace_path("pid", &ns_path("pid"))
+        .shell("hostname; for ns in net ipc uts pid; do readlink /proc/self/ns/$ns; done; ps -o pid,args");
+    let member = Bundle::busybox(spec).unwrap();
+    let out = runtime.run_ok(&member).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "sandbox-host", "{out}");
+    for (name, link) in ["net", "ipc", "uts", "pid"].iter().zip(&lines[1..5]) {
+        let of_sandbox = std::fs::read_link(ns_path(name)).unwrap();
+        assert_eq!(*link, of_sandbox.to_str().unwrap(), "{name}");
+    }
+    // The sandbox's init is PID 1 of the shared PID namespace.
+    assert!(
+        lines[5..]
+            .iter()
+            .any(|l| l.trim().starts_with("1 ") && l.contains("sleep 1000")),
+        "{out}"
+    );
+}

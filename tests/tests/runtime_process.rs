@@ -308,3 +308,28 @@ fn seccomp_kill_action_kills_the_caller() {
         .shell("mkdir /tmp/d; echo status=$?"));
     assert_eq!(out, "status=159\n");
 }
+
+#[test]
+fn non_root_users_keep_only_ambient_capabilities_across_exec() {
+    let read = "grep Cap /proc/self/status";
+    let out = run(Spec::new().user(1000, 1000).shell(read));
+    let default_mask = format!("{:016x}", cap_mask(DEFAULT_CAPABILITIES));
+    assert_eq!(status_field(&out, "CapEff"), "0000000000000000", "{out}");
+    assert_eq!(status_field(&out, "CapPrm"), "0000000000000000", "{out}");
+    assert_eq!(status_field(&out, "CapBnd"), default_mask, "{out}");
+
+    let bind_service = ["CAP_NET_BIND_SERVICE"];
+    let spec = Spec::new()
+        .user(1000, 1000)
+        .set("/process/capabilities/inheritable", bind_service.to_vec())
+        .set("/process/capabilities/ambient", bind_service.to_vec())
+        .shell(read);
+    let out = run(spec);
+    for field in ["CapAmb", "CapEff", "CapPrm", "CapInh"] {
+        assert_eq!(
+            status_field(&out, field),
+            "0000000000000400",
+            "{field}: {out}"
+        );
+    }
+}
