@@ -260,9 +260,11 @@ fn hooks_run_with_the_state_on_stdin() {
         .hook("poststart", "/bin/sh", &["sh", "-c", &record("poststart")])
         .hook("poststop", "/bin/sh", &["sh", "-c", &record("poststop")]);
     let bundle = Bundle::busybox(spec).unwrap();
+    // Hooks have finished when the runtime command that runs them returns.
     let read = |name: &str| -> Value {
-        serde_json::from_slice(&std::fs::read(bundle_dir.join(format!("{name}.json"))).unwrap())
-            .unwrap()
+        let text = std::fs::read_to_string(bundle_dir.join(format!("{name}.json")));
+        let text = text.unwrap_or_else(|e| panic!("{name} hook output: {e}"));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} hook got {text:?}: {e}"))
     };
 
     let container = runtime.create(&bundle).unwrap();
