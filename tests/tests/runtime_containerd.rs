@@ -205,3 +205,13 @@ fn exec_with_a_terminal_sends_its_master_over_the_console_socket() {
             .is_ok()
     );
 }
+
+#[test]
+fn no_pivot_creates_a_working_container() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle =
+        Bundle::busybox(Spec::new().shell("cat /etc/hostname; echo up; exec sleep 1000")).unwrap();
+    let container = runtime.create_with(&bundle, &["--no-pivot"]).unwrap();
+    runtime.ok(&["start", container.id()]).unwrap();
+    assert_eq!(container.wait_stdout("up").unwrap(), "berth-test\nup\n");
+}

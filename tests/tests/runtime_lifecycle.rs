@@ -370,3 +370,45 @@ fn list_shows_the_containers_of_the_root() {
     assert_eq!(entry["pid"], container.pid().unwrap());
     assert_eq!(entry["bundle"], bundle.path().to_str().unwrap());
 }
+
+#[test]
+fn start_of_a_running_container_is_refused() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let again = runtime.output(&["start", bundle.id()]).unwrap();
+    assert!(!again.status.success());
+    assert_eq!(container.status().unwrap(), "running");
+}
+
+#[test]
+fn a_paused_container_refuses_exec_and_is_removed_by_delete_force() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle =
+        Bundle::busybox(Spec::new().shell("sleep 1000 & echo up; exec sleep 1001")).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let procs = cgroup::read("pids", &bundle.cgroups_path(), "cgroup.procs").unwrap();
+    runtime.ok(&["pause", bundle.id()]).unwrap();
+
+    let exec = container.exec(&["true"]).unwrap();
+    assert!(
+        !exec.status.success(),
+        "exec into a paused container must fail"
+    );
+    assert!(
+        String::from_utf8_lossy(&exec.stderr).contains("paused"),
+        "{exec:?}"
+    );
+
+    runtime.ok(&["delete", "--force", bundle.id()]).unwrap();
+    for pid in procs.lines() {
+        let pid: i32 = pid.parse().unwrap();
+        wait_for(TIMEOUT, "frozen processes to be killed", || {
+            process_gone(pid).then_some(())
+        })
+        .unwrap();
+    }
+    assert_eq!(runtime.leftovers(&bundle), Vec::<String>::new());
+}
