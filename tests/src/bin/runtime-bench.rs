@@ -22,7 +22,8 @@ struct Contender {
     name: String,
     binary: PathBuf,
     root: TempDir,
-    samples: Vec<Duration>,
+    /// Per iteration: create, start, wait, delete.
+    samples: Vec<[Duration; 4]>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -55,7 +56,7 @@ fn main() -> anyhow::Result<()> {
             contender.samples.push(elapsed);
         }
     }
-    report(&mut contenders, iterations);
+    report(&contenders, iterations);
     Ok(())
 }
 
@@ -137,14 +138,26 @@ fn run(contender: &Contender, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+const PHASES: [&str; 4] = ["create", "start", "wait", "delete"];
+
 /// create, start, reap the init, delete: the time a container engine spends
-/// on one short-lived container.
-fn lifecycle(contender: &Contender, bundle: &Bundle, suffix: &str) -> anyhow::Result<Duration> {
+/// on one short-lived container, by phase.
+fn lifecycle(
+    contender: &Contender,
+    bundle: &Bundle,
+    suffix: &str,
+) -> anyhow::Result<[Duration; 4]> {
     let id = format!("bench-{}-{}-{suffix}", contender.name, std::process::id());
     let pid_file = contender.root.join(format!("{id}.pid"));
     let bundle_path = path_str(bundle.path())?;
     let cgroup = format!("/{id}");
-    let started = Instant::now();
+    let mut phase_started = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        let phase = now - phase_started;
+        phase_started = now;
+        phase
+    };
     run(
         contender,
         &[
@@ -157,12 +170,15 @@ fn lifecycle(contender: &Contender, bundle: &Bundle, suffix: &str) -> anyhow::Re
         ],
     )?;
     let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
+    let create = lap();
     run(contender, &["start", &id])?;
+    let start = lap();
     waitpid(Pid::from_raw(pid), None).with_context(|| format!("waiting for {id}'s init {pid}"))?;
+    let wait = lap();
     run(contender, &["delete", &id])?;
-    let elapsed = started.elapsed();
+    let delete = lap();
     berth_tests::cgroup::remove(&cgroup);
-    Ok(elapsed)
+    Ok([create, start, wait, delete])
 }
 
 fn path_str(path: &Path) -> anyhow::Result<&str> {
@@ -179,32 +195,45 @@ fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-fn report(contenders: &mut [Contender], iterations: usize) {
+fn report(contenders: &[Contender], iterations: usize) {
     println!(
         "container lifecycle (create, start, wait, delete) of /bin/true, {iterations} interleaved iterations"
     );
     println!(
-        "{:<8} {:>10} {:>10} {:>10} {:>10}",
-        "runtime", "median ms", "p90 ms", "min ms", "mean ms"
+        "{:<8} {:>10} {:>10} {:>10} {:>10}   median by phase: {}",
+        "runtime",
+        "median ms",
+        "p90 ms",
+        "min ms",
+        "mean ms",
+        PHASES.join(" / ")
     );
-    let mut medians = Vec::new();
-    for contender in contenders.iter_mut() {
-        contender.samples.sort();
-        let samples = &contender.samples;
-        let mean = samples.iter().sum::<Duration>() / samples.len().max(1) as u32;
-        let median = percentile(samples, 0.5);
+    let mut summaries = Vec::new();
+    for contender in contenders {
+        let mut totals: Vec<Duration> = contender.samples.iter().map(|s| s.iter().sum()).collect();
+        totals.sort();
+        let mean = totals.iter().sum::<Duration>() / totals.len().max(1) as u32;
+        let (median, p90) = (percentile(&totals, 0.5), percentile(&totals, 0.9));
+        let phases: Vec<String> = (0..PHASES.len())
+            .map(|phase| {
+                let mut times: Vec<Duration> = contender.samples.iter().map(|s| s[phase]).collect();
+                times.sort();
+                format!("{:.2}", millis(percentile(&times, 0.5)))
+            })
+            .collect();
         println!(
-            "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}   {}",
             contender.name,
             millis(median),
-            millis(percentile(samples, 0.9)),
-            millis(samples[0]),
+            millis(p90),
+            millis(totals[0]),
             millis(mean),
+            phases.join(" / ")
         );
-        medians.push((contender.name.clone(), median, percentile(samples, 0.9)));
+        summaries.push((contender.name.as_str(), median, p90));
     }
-    if let Some((first, first_median, first_p90)) = medians.first() {
-        for (other, median, p90) in &medians[1..] {
+    if let Some((first, first_median, first_p90)) = summaries.first() {
+        for (other, median, p90) in &summaries[1..] {
             println!(
                 "{first}/{other}: median {:.2}x, p90 {:.2}x",
                 millis(*first_median) / millis(*median),
