@@ -149,3 +149,17 @@ fn unknown_containers_are_errors_except_for_delete_force() {
     // containerd relies on a forced delete being idempotent.
     runtime.ok(&["delete", "--force", "no-such-ctr"]).unwrap();
 }
+
+#[test]
+fn rlimit_with_soft_above_hard_is_refused() {
+    let spec = Spec::new().rlimit("RLIMIT_NOFILE", 2048, 1024);
+    let stderr = create_fails(&Bundle::busybox(spec).unwrap());
+    assert!(stderr.contains("rlimit"), "{stderr}");
+}
+
+#[test]
+fn unknown_rlimit_is_refused() {
+    let spec = Spec::new().rlimit("RLIMIT_BOGUS", 1, 1);
+    let stderr = create_fails(&Bundle::busybox(spec).unwrap());
+    assert!(stderr.contains("rlimit_bogus"), "{stderr}");
+}

@@ -5,6 +5,7 @@ use berth_tests::bundle::{Bundle, Spec};
 use berth_tests::image::{Layer, busybox_layer};
 use berth_tests::runtime::Runtime;
 use berth_tests::tempdir::TempDir;
+use serde_json::json;
 
 fn run(spec: Spec) -> (String, String, i32) {
     let runtime = Runtime::from_env().unwrap();
@@ -232,4 +233,30 @@ fn rslave_bind_mounts_receive_later_host_mounts_and_rprivate_ones_do_not() {
     })
     .unwrap();
     assert_eq!(out, "marker\n--\n");
+}
+
+#[test]
+fn spec_devices_are_created_and_allowed_by_the_device_cgroup() {
+    let device = json!({
+        "path": "/dev/berth-null", "type": "c", "major": 1, "minor": 3,
+        "fileMode": 0o620, "uid": 1000, "gid": 1000
+    });
+    // Created but not allowed (unlike null, zero & co. runtimes always allow).
+    let denied = json!({"path": "/dev/berth-sda", "type": "b", "major": 8, "minor": 0});
+    let allow = json!({"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"});
+    let spec = Spec::new()
+        .set("/linux/devices", json!([device, denied]))
+        .set(
+            "/linux/resources/devices",
+            json!([{"allow": false, "access": "rwm"}, allow]),
+        )
+        .shell(
+            "stat -c '%t:%T %a %u:%g' /dev/berth-null; echo x > /dev/berth-null && echo wrote; \
+             (head -c1 /dev/berth-sda) 2>&1; true",
+        );
+    let out = run_ok(spec);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1:3 620 1000:1000", "{out}");
+    assert_eq!(lines[1], "wrote", "{out}");
+    assert!(lines[2].contains("Operation not permitted"), "{out}");
 }
