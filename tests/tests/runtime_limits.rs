@@ -83,11 +83,15 @@ fn fork_bomb_stops_at_the_pids_limit() {
 #[test]
 fn cpu_and_memory_values_are_written_to_the_cgroup() {
     let runtime = Runtime::from_env().unwrap();
-    let spec = Spec::new()
+    let spec = Spec::sleeper()
         .cpu(512, 50_000, 100_000)
         .memory_limit(64 * MIB)
         .set("/linux/resources/cpu/cpus", "0")
-        .shell("echo up; exec sleep 1000");
+        .set("/linux/resources/cpu/mems", "0")
+        .set("/linux/resources/memory/reservation", 32 * MIB)
+        .set("/linux/resources/memory/swap", 96 * MIB)
+        .set("/linux/resources/memory/swappiness", 10)
+        .set("/linux/resources/pids/limit", 321);
     let bundle = Bundle::busybox(spec).unwrap();
     let container = runtime.start(&bundle).unwrap();
     container.wait_stdout("up").unwrap();
@@ -97,10 +101,14 @@ fn cpu_and_memory_values_are_written_to_the_cgroup() {
     assert_eq!(read("cpu", "cpu.cfs_quota_us").as_deref(), Some("50000"));
     assert_eq!(read("cpu", "cpu.cfs_period_us").as_deref(), Some("100000"));
     assert_eq!(read("cpuset", "cpuset.cpus").as_deref(), Some("0"));
-    assert_eq!(
-        read("memory", "memory.limit_in_bytes"),
-        Some((64 * MIB).to_string())
-    );
+    assert_eq!(read("cpuset", "cpuset.mems").as_deref(), Some("0"));
+    let bytes = |mib: i64| Some((mib * MIB).to_string());
+    assert_eq!(read("memory", "memory.limit_in_bytes"), bytes(64));
+    assert_eq!(read("memory", "memory.soft_limit_in_bytes"), bytes(32));
+    // The spec's swap is memory + swap, as memsw is in cgroup v1.
+    assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), bytes(96));
+    assert_eq!(read("memory", "memory.swappiness").as_deref(), Some("10"));
+    assert_eq!(read("pids", "pids.max").as_deref(), Some("321"));
     let pid = container.pid().unwrap().to_string();
     for controller in cgroup::CONTROLLERS {
         let procs = read(controller, "cgroup.procs").unwrap_or_default();
