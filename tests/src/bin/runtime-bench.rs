@@ -148,9 +148,22 @@ fn lifecycle(
     suffix: &str,
 ) -> anyhow::Result<[Duration; 4]> {
     let id = format!("bench-{}-{}-{suffix}", contender.name, std::process::id());
+    let timed = timed_lifecycle(contender, bundle, &id);
+    if timed.is_err() {
+        // Leave no container behind when a step failed.
+        let _ = runtime_command(contender, &["delete", "--force", &id]).status();
+    }
+    berth_tests::cgroup::remove(&format!("/{id}"));
+    timed
+}
+
+fn timed_lifecycle(
+    contender: &Contender,
+    bundle: &Bundle,
+    id: &str,
+) -> anyhow::Result<[Duration; 4]> {
     let pid_file = contender.root.join(format!("{id}.pid"));
     let bundle_path = path_str(bundle.path())?;
-    let cgroup = format!("/{id}");
     let mut phase_started = Instant::now();
     let mut lap = || {
         let now = Instant::now();
@@ -158,6 +171,7 @@ fn lifecycle(
         phase_started = now;
         phase
     };
+    let pid_path = path_str(&pid_file)?;
     run(
         contender,
         &[
@@ -165,19 +179,18 @@ fn lifecycle(
             "--bundle",
             bundle_path,
             "--pid-file",
-            path_str(&pid_file)?,
-            &id,
+            pid_path,
+            id,
         ],
     )?;
     let pid: i32 = std::fs::read_to_string(&pid_file)?.trim().parse()?;
     let create = lap();
-    run(contender, &["start", &id])?;
+    run(contender, &["start", id])?;
     let start = lap();
     waitpid(Pid::from_raw(pid), None).with_context(|| format!("waiting for {id}'s init {pid}"))?;
     let wait = lap();
-    run(contender, &["delete", &id])?;
+    run(contender, &["delete", id])?;
     let delete = lap();
-    berth_tests::cgroup::remove(&cgroup);
     Ok([create, start, wait, delete])
 }
 
