@@ -147,17 +147,28 @@ fn cgroup_namespace_shows_the_container_cgroup_as_root() {
 #[test]
 fn ipc_namespace_hides_host_message_queues() {
     let runtime = Runtime::from_env().unwrap();
-    // A host SysV queue is not visible inside (the namespace starts empty).
+    let bundle = Bundle::busybox(Spec::new().shell("cat /proc/sysvipc/msg")).unwrap();
+    // A SysV queue of the host IPC namespace, removed before any assertion.
     let key = 0x6265_7274 ^ (std::process::id() as i32);
     let queue = unsafe { libc::msgget(key, libc::IPC_CREAT | 0o600) };
     assert!(queue >= 0);
-    let bundle = Bundle::busybox(Spec::new().shell("cat /proc/sysvipc/msg")).unwrap();
-    let out = runtime.run_ok(&bundle);
+    let host = std::fs::read_to_string("/proc/sysvipc/msg");
+    let inside = runtime.run_ok(&bundle);
     unsafe { libc::msgctl(queue, libc::IPC_RMID, std::ptr::null_mut()) };
-    let out = out.unwrap();
-    assert_eq!(out.lines().count(), 1, "only the header expected: {out}");
-    let host = std::fs::read_to_string("/proc/sysvipc/msg").unwrap();
-    assert!(host.lines().count() >= 1);
+
+    let has_queue = |table: &str| {
+        table
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(&key.to_string()))
+    };
+    assert!(has_queue(&host.unwrap()), "the host sees its queue");
+    let inside = inside.unwrap();
+    assert!(!has_queue(&inside), "{inside}");
+    assert_eq!(
+        inside.lines().count(),
+        1,
+        "only the header expected: {inside}"
+    );
 }
 
 #[test]
