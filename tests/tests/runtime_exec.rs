@@ -55,3 +55,45 @@ fn exec_runs_with_the_spec_environment_and_returns_its_exit_code() {
     let out = out.unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 /\n", "{out:?}");
 }
+
+#[test]
+fn exec_options_override_user_and_capabilities() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper().capabilities(&["CAP_KILL"])).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    let script = ["sh", "-c", "id -u; id -g; grep CapEff /proc/self/status"];
+
+    let out = container
+        .exec_with(&["--user", "1000:1001"], &script)
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.lines().take(2).collect::<Vec<_>>(),
+        ["1000", "1001"],
+        "{out:?}"
+    );
+
+    let out = container
+        .exec_with(&["--cap", "CAP_CHOWN"], &script)
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // CAP_KILL from the spec plus the added CAP_CHOWN.
+    assert!(stdout.contains("CapEff:\t0000000000000021"), "{out:?}");
+}
+
+#[test]
+fn exec_into_a_stopped_container_is_refused() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
+    let container = runtime.start(&bundle).unwrap();
+    container.wait_stdout("up").unwrap();
+    container.kill("KILL").unwrap();
+    container.wait_status("stopped").unwrap();
+    let out = container.exec(&["true"]).unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopped"),
+        "{out:?}"
+    );
+}
