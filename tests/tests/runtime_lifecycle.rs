@@ -15,10 +15,16 @@ fn process_gone(pid: i32) -> bool {
 #[test]
 fn create_waits_for_start_then_runs_then_stops() {
     let runtime = Runtime::from_env().unwrap();
-    let bundle = Bundle::busybox(Spec::new().shell(
-        "trap 'echo finished; exit 0' USR1; echo started; while :; do sleep 1000 & wait $!; done",
-    ))
-    .unwrap();
+    let spec = Spec::new()
+        .set(
+            "/annotations",
+            serde_json::json!({"org.example.berth/test": "yes"}),
+        )
+        .shell(
+            "trap 'echo finished; exit 0' USR1; echo started; \
+             while :; do sleep 1000 & wait $!; done",
+        );
+    let bundle = Bundle::busybox(spec).unwrap();
     let container = runtime.create(&bundle).unwrap();
 
     let state = container.state().unwrap();
@@ -26,6 +32,17 @@ fn create_waits_for_start_then_runs_then_stops() {
     assert_eq!(state["id"], bundle.id());
     assert_eq!(state["pid"], container.pid().unwrap());
     assert_eq!(state["bundle"], bundle.path().to_str().unwrap());
+    // Fields beyond the OCI state that containerd's runc client reads.
+    assert_eq!(state["rootfs"], bundle.rootfs().to_str().unwrap());
+    let created = state["created"].as_str().unwrap_or_default();
+    assert!(
+        created.len() >= 20 && created.as_bytes()[10] == b'T',
+        "RFC 3339: {created:?}"
+    );
+    assert_eq!(
+        state["annotations"]["org.example.berth/test"], "yes",
+        "{state}"
+    );
     // The init process exists but the user program has not run.
     assert!(!process_gone(container.pid().unwrap()));
     assert_eq!(container.stdout(), "");
@@ -126,6 +143,18 @@ fn delete_force_removes_a_running_container() {
         })
         .unwrap();
     }
+    assert_eq!(runtime.leftovers(&bundle), Vec::<String>::new());
+}
+
+#[test]
+fn kill_stops_a_created_container() {
+    let runtime = Runtime::from_env().unwrap();
+    let bundle = Bundle::busybox(Spec::sleeper()).unwrap();
+    let container = runtime.create(&bundle).unwrap();
+    container.kill("KILL").unwrap();
+    container.wait_status("stopped").unwrap();
+    assert_eq!(container.stdout(), "", "the user program never ran");
+    container.delete().unwrap();
     assert_eq!(runtime.leftovers(&bundle), Vec::<String>::new());
 }
 
