@@ -1,7 +1,8 @@
 //! `runtime-bench [--iterations N] [--runtime NAME=PATH]...`: full lifecycle
 //! (create, start, wait for exit, delete) of a busybox `/bin/true` container,
-//! for several runc-compatible runtimes side by side on the same bundle,
-//! iterations interleaved so that machine noise hits all alike.
+//! then `exec` of `/bin/true` into a running container (what exec probes
+//! cost), for several runc-compatible runtimes side by side on the same
+//! bundle, iterations interleaved so that machine noise hits all alike.
 //!
 //! Defaults compare target/release/berth-runtime, /usr/sbin/runc and
 //! /usr/bin/crun. Exit is observed by reaping the container init: this
@@ -24,6 +25,7 @@ struct Contender {
     root: TempDir,
     /// Per iteration: create, start, wait, delete.
     samples: Vec<[Duration; 4]>,
+    exec_samples: Vec<Duration>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             binary,
             root: TempDir::new("berth-bench-root")?,
             samples: Vec::new(),
+            exec_samples: Vec::new(),
         });
     }
     let bundle = Bundle::busybox(Spec::new().args(&["/bin/true"]))?;
@@ -56,8 +59,36 @@ fn main() -> anyhow::Result<()> {
             contender.samples.push(elapsed);
         }
     }
+    measure_exec(&mut contenders, iterations)?;
     report(&contenders, iterations);
     Ok(())
+}
+
+/// Times `exec /bin/true` into one running container per runtime.
+fn measure_exec(contenders: &mut [Contender], iterations: usize) -> anyhow::Result<()> {
+    let mut running = Vec::new();
+    for contender in contenders.iter() {
+        // Each container needs its own cgroup, hence its own bundle.
+        let bundle = Bundle::busybox(Spec::new().args(&["sleep", "100000"]))?;
+        let id = format!("bench-exec-{}-{}", contender.name, std::process::id());
+        let path = path_str(bundle.path())?;
+        run(contender, &["run", "--detach", "--bundle", path, &id])?;
+        running.push((bundle, id));
+    }
+    let result = (|| {
+        for _ in 0..iterations {
+            for (contender, (_, id)) in contenders.iter_mut().zip(&running) {
+                let started = Instant::now();
+                run(contender, &["exec", id, "/bin/true"])?;
+                contender.exec_samples.push(started.elapsed());
+            }
+        }
+        anyhow::Ok(())
+    })();
+    for (contender, (_, id)) in contenders.iter().zip(&running) {
+        let _ = runtime_command(contender, &["delete", "--force", id]).status();
+    }
+    result
 }
 
 fn parse_args() -> anyhow::Result<(usize, Vec<(String, PathBuf)>)> {
@@ -212,45 +243,100 @@ fn report(contenders: &[Contender], iterations: usize) {
     println!(
         "container lifecycle (create, start, wait, delete) of /bin/true, {iterations} interleaved iterations"
     );
-    println!(
-        "{:<8} {:>10} {:>10} {:>10} {:>10}   median by phase: {}",
-        "runtime",
-        "median ms",
-        "p90 ms",
-        "min ms",
-        "mean ms",
-        PHASES.join(" / ")
+    let lifecycle: Vec<Row> = contenders
+        .iter()
+        .map(|c| {
+            let totals = c.samples.iter().map(|s| s.iter().sum()).collect();
+            let phases: Vec<String> = (0..PHASES.len())
+                .map(|phase| {
+                    let times: Vec<Duration> = c.samples.iter().map(|s| s[phase]).collect();
+                    format!("{:.2}", millis(Stats::of(times).median))
+                })
+                .collect();
+            Row {
+                name: &c.name,
+                stats: Stats::of(totals),
+                extra: phases.join(" / "),
+            }
+        })
+        .collect();
+    print_table(
+        &lifecycle,
+        &format!("median by phase: {}", PHASES.join(" / ")),
     );
-    let mut summaries = Vec::new();
-    for contender in contenders {
-        let mut totals: Vec<Duration> = contender.samples.iter().map(|s| s.iter().sum()).collect();
-        totals.sort();
-        let mean = totals.iter().sum::<Duration>() / totals.len().max(1) as u32;
-        let (median, p90) = (percentile(&totals, 0.5), percentile(&totals, 0.9));
-        let phases: Vec<String> = (0..PHASES.len())
-            .map(|phase| {
-                let mut times: Vec<Duration> = contender.samples.iter().map(|s| s[phase]).collect();
-                times.sort();
-                format!("{:.2}", millis(percentile(&times, 0.5)))
-            })
-            .collect();
-        println!(
-            "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}   {}",
-            contender.name,
-            millis(median),
-            millis(p90),
-            millis(totals[0]),
-            millis(mean),
-            phases.join(" / ")
-        );
-        summaries.push((contender.name.as_str(), median, p90));
+
+    println!();
+    println!("exec /bin/true into a running container, {iterations} interleaved iterations");
+    let exec: Vec<Row> = contenders
+        .iter()
+        .map(|c| Row {
+            name: &c.name,
+            stats: Stats::of(c.exec_samples.clone()),
+            extra: String::new(),
+        })
+        .collect();
+    print_table(&exec, "");
+}
+
+struct Stats {
+    median: Duration,
+    p90: Duration,
+    min: Duration,
+    mean: Duration,
+}
+
+impl Stats {
+    fn of(mut samples: Vec<Duration>) -> Self {
+        samples.sort();
+        let mean = samples.iter().sum::<Duration>() / samples.len().max(1) as u32;
+        Self {
+            median: percentile(&samples, 0.5),
+            p90: percentile(&samples, 0.9),
+            min: samples[0],
+            mean,
+        }
     }
-    if let Some((first, first_median, first_p90)) = summaries.first() {
-        for (other, median, p90) in &summaries[1..] {
+}
+
+struct Row<'a> {
+    name: &'a str,
+    stats: Stats,
+    extra: String,
+}
+
+/// One line per runtime, then the first runtime's ratios to each other one.
+fn print_table(rows: &[Row], extra_header: &str) {
+    let header = format!(
+        "{:<8} {:>10} {:>10} {:>10} {:>10}   {extra_header}",
+        "runtime", "median ms", "p90 ms", "min ms", "mean ms"
+    );
+    println!("{}", header.trim_end());
+    for row in rows {
+        let Stats {
+            median,
+            p90,
+            min,
+            mean,
+        } = &row.stats;
+        let line = format!(
+            "{:<8} {:>10.2} {:>10.2} {:>10.2} {:>10.2}   {}",
+            row.name,
+            millis(*median),
+            millis(*p90),
+            millis(*min),
+            millis(*mean),
+            row.extra
+        );
+        println!("{}", line.trim_end());
+    }
+    if let Some((first, others)) = rows.split_first() {
+        for other in others {
             println!(
-                "{first}/{other}: median {:.2}x, p90 {:.2}x",
-                millis(*first_median) / millis(*median),
-                millis(*first_p90) / millis(*p90)
+                "{}/{}: median {:.2}x, p90 {:.2}x",
+                first.name,
+                other.name,
+                millis(first.stats.median) / millis(other.stats.median),
+                millis(first.stats.p90) / millis(other.stats.p90)
             );
         }
     }
