@@ -26,9 +26,18 @@ pub fn parse<T: serde::de::DeserializeOwned>(json: &[u8], what: &str) -> Result<
     if let Some(process) = process {
         drop_unknown_capabilities(process, &mut unknown);
     }
-    let parsed = serde_ignored::deserialize(value, |path| unknown.push(path.to_string()))
-        .map_err(|e| invalid(what, format!("invalid document: {e}")))?;
+    let parsed =
+        serde_ignored::deserialize(value, |path| unknown.push(json_path(&path.to_string())))
+            .map_err(|e| invalid(what, format!("invalid document: {e}")))?;
     Ok((parsed, unknown))
+}
+
+/// serde_ignored marks each Option it passes through with a `?` segment.
+fn json_path(raw: &str) -> String {
+    raw.split('.')
+        .filter(|s| *s != "?")
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 fn drop_unknown_capabilities(process: &mut serde_json::Value, unknown: &mut Vec<String>) {
@@ -262,6 +271,12 @@ mod tests {
     fn unknown_fields_are_reported_not_fatal() {
         let (spec, unknown): (Spec, _) = parse(spec_json("").as_bytes(), "config.json").unwrap();
         assert!(unknown.iter().any(|u| u == "futureThing"), "{unknown:?}");
+        let nested = spec_json("").replace(r#""cwd":"/""#, r#""cwd":"/","knob":1"#);
+        let (_, unknown): (Spec, _) = parse(nested.as_bytes(), "config.json").unwrap();
+        assert_eq!(
+            unknown,
+            vec!["futureThing".to_string(), "process.knob".to_string()]
+        );
         validate(&spec).unwrap();
     }
 

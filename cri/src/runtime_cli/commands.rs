@@ -156,6 +156,13 @@ fn own_console(
     Ok(Some(wait::OwnConsole::listen(&path)?))
 }
 
+/// process.terminal of the bundle's config (read loosely: create validates).
+fn bundle_wants_terminal(bundle: &std::path::Path) -> Option<bool> {
+    let json = std::fs::read(bundle.join("config.json")).ok()?;
+    let config: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    config.pointer("/process/terminal")?.as_bool()
+}
+
 fn run(
     store: &StateStore,
     args: &CreateArgs,
@@ -167,9 +174,7 @@ fn run(
         become_subreaper()?;
     }
     let mut options = create_options(args, systemd);
-    let terminal = crate::oci::spec::load(&args.bundle)
-        .ok()
-        .and_then(|s| s.process().as_ref().and_then(|p| p.terminal()));
+    let terminal = bundle_wants_terminal(&args.bundle);
     let own_console = own_console(store, &args.id, terminal, &args.console_socket, detach)?;
     if let Some(console) = &own_console {
         options.console_socket = Some(console.path().to_path_buf());

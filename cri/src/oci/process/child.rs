@@ -153,17 +153,20 @@ fn init_environment(
     // Device nodes and mount targets get exactly the modes the spec asks for.
     nix::sys::stat::umask(Mode::empty());
     let plan = config.namespaces;
-    if plan.creates(CloneFlags::CLONE_NEWNS) {
+    let new_mount_ns = plan.creates(CloneFlags::CLONE_NEWNS);
+    if new_mount_ns {
         rootfs::prepare(spec, rootfs)?;
-        if runtime_hooks {
-            config.channel.send(&Message::RunRuntimeHooks)?;
-            config
-                .channel
-                .expect(|m| *m == Message::RuntimeHooksDone, "the runtime hooks")?;
-        }
-        let mut state = config.hook_state.clone();
-        state.status = Status::Created;
-        hooks::run(HookKind::CreateContainer, config.hooks, &state)?;
+    }
+    if runtime_hooks {
+        config.channel.send(&Message::RunRuntimeHooks)?;
+        config
+            .channel
+            .expect(|m| *m == Message::RuntimeHooksDone, "the runtime hooks")?;
+    }
+    let mut state = config.hook_state.clone();
+    state.status = Status::Created;
+    hooks::run(HookKind::CreateContainer, config.hooks, &state)?;
+    if new_mount_ns {
         rootfs::enter(spec, rootfs)?;
     } else {
         nix::unistd::chroot(&rootfs.rootfs)

@@ -235,7 +235,7 @@ fn apply_propagation_and_attrs(
     destination: &Path,
     options: &MountOptions,
 ) -> Result<()> {
-    if options.propagation.is_empty() && !options.recursive_readonly {
+    if options.propagation.is_empty() && options.recursive.is_empty() {
         return Ok(());
     }
     let mounted = open_in_root(root, destination)
@@ -250,19 +250,23 @@ fn apply_propagation_and_attrs(
         )
         .context(|| format!("setting propagation of {}", destination.display()))?;
     }
-    if options.recursive_readonly {
-        set_recursive_readonly(&mounted).context(|| format!("rro on {}", destination.display()))?;
+    if !options.recursive.is_empty() {
+        set_recursive_attrs(&mounted, options.recursive)
+            .context(|| format!("recursive mount attributes on {}", destination.display()))?;
     }
     Ok(())
 }
 
-/// mount_setattr(AT_RECURSIVE, MOUNT_ATTR_RDONLY): read-only for the mount and
-/// everything under it. Hand-written: neither nix nor libc wrap mount_setattr.
-fn set_recursive_readonly(fd: &OwnedFd) -> std::result::Result<(), Errno> {
+/// mount_setattr(AT_RECURSIVE): attributes for the mount and everything under
+/// it. Hand-written: neither nix nor libc wrap mount_setattr.
+fn set_recursive_attrs(
+    fd: &OwnedFd,
+    attrs: mounts::RecursiveAttrs,
+) -> std::result::Result<(), Errno> {
     use std::os::fd::AsRawFd;
     let attr = libc::mount_attr {
-        attr_set: libc::MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
+        attr_set: attrs.set,
+        attr_clr: attrs.clear,
         propagation: 0,
         userns_fd: 0,
     };

@@ -12,8 +12,9 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     /// Options passed to the filesystem (e.g. `mode=755`, `size=65536k`).
     pub data: Vec<String>,
-    /// Recursive read-only (`rro`), applied with mount_setattr.
-    pub recursive_readonly: bool,
+    /// Recursive attributes (`rro`, `rnosuid`, ...), applied to the mount and
+    /// every mount under it with mount_setattr.
+    pub recursive: RecursiveAttrs,
 }
 
 impl MountOptions {
@@ -45,6 +46,62 @@ pub fn parse_propagation(name: &str) -> Option<MsFlags> {
         "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
         _ => return None,
     })
+}
+
+/// MOUNT_ATTR_* bits to set and to clear (mount_setattr's attr_set / attr_clr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecursiveAttrs {
+    pub set: u64,
+    pub clear: u64,
+}
+
+impl RecursiveAttrs {
+    pub fn is_empty(&self) -> bool {
+        self.set == 0 && self.clear == 0
+    }
+
+    fn apply(&mut self, clear: bool, attr: u64) {
+        if attr & libc::MOUNT_ATTR__ATIME != 0 || attr == libc::MOUNT_ATTR_RELATIME {
+            // The atime mode is one field: clear it whole, then set the new mode.
+            self.clear |= libc::MOUNT_ATTR__ATIME;
+            self.set = (self.set & !libc::MOUNT_ATTR__ATIME) | if clear { 0 } else { attr };
+        } else if clear {
+            self.set &= !attr;
+            self.clear |= attr;
+        } else {
+            self.clear &= !attr;
+            self.set |= attr;
+        }
+    }
+}
+
+/// (name, clears the attribute, MOUNT_ATTR_*)
+const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
+    ("rro", false, libc::MOUNT_ATTR_RDONLY),
+    ("rrw", true, libc::MOUNT_ATTR_RDONLY),
+    ("rnosuid", false, libc::MOUNT_ATTR_NOSUID),
+    ("rsuid", true, libc::MOUNT_ATTR_NOSUID),
+    ("rnodev", false, libc::MOUNT_ATTR_NODEV),
+    ("rdev", true, libc::MOUNT_ATTR_NODEV),
+    ("rnoexec", false, libc::MOUNT_ATTR_NOEXEC),
+    ("rexec", true, libc::MOUNT_ATTR_NOEXEC),
+    ("rnodiratime", false, libc::MOUNT_ATTR_NODIRATIME),
+    ("rdiratime", true, libc::MOUNT_ATTR_NODIRATIME),
+    ("rrelatime", false, libc::MOUNT_ATTR_RELATIME),
+    ("rnorelatime", true, libc::MOUNT_ATTR_RELATIME),
+    ("rnoatime", false, libc::MOUNT_ATTR_NOATIME),
+    ("ratime", true, libc::MOUNT_ATTR_NOATIME),
+    ("rstrictatime", false, libc::MOUNT_ATTR_STRICTATIME),
+    ("rnostrictatime", true, libc::MOUNT_ATTR_STRICTATIME),
+    ("rnosymfollow", false, libc::MOUNT_ATTR_NOSYMFOLLOW),
+    ("rsymfollow", true, libc::MOUNT_ATTR_NOSYMFOLLOW),
+];
+
+fn recursive_attr(name: &str) -> Option<(bool, u64)> {
+    RECURSIVE_OPTIONS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, clear, attr)| (*clear, *attr))
 }
 
 /// Not in nix's MsFlags (Linux 5.10+).
@@ -101,9 +158,9 @@ pub fn known_options() -> Vec<&'static str> {
         "rslave",
         "unbindable",
         "runbindable",
-        "rro",
         "tmpcopyup",
     ]);
+    names.extend(RECURSIVE_OPTIONS.iter().map(|(name, _, _)| *name));
     names.sort_unstable();
     names
 }
@@ -113,7 +170,7 @@ pub fn parse_options(options: &[String]) -> MountOptions {
         flags: MsFlags::empty(),
         propagation: Vec::new(),
         data: Vec::new(),
-        recursive_readonly: false,
+        recursive: RecursiveAttrs::default(),
     };
     for option in options {
         if let Some((_, clear, flag)) = FLAG_OPTIONS.iter().find(|(name, _, _)| name == option) {
@@ -124,8 +181,8 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             }
         } else if let Some(propagation) = parse_propagation(option) {
             parsed.propagation.push(propagation);
-        } else if option == "rro" {
-            parsed.recursive_readonly = true;
+        } else if let Some((clear, attr)) = recursive_attr(option) {
+            parsed.recursive.apply(clear, attr);
         } else if option == "tmpcopyup"
             || option == "idmap"
             || option == "ridmap"
@@ -171,6 +228,22 @@ mod tests {
             parsed.propagation,
             vec![MsFlags::MS_SLAVE | MsFlags::MS_REC]
         );
+    }
+
+    #[test]
+    fn recursive_options_become_mount_attributes() {
+        let parsed = opts(&["rro", "rnosuid", "rnoatime"]);
+        assert_eq!(
+            parsed.recursive.set,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(parsed.recursive.clear, libc::MOUNT_ATTR__ATIME);
+        let undone = opts(&["rro", "rrw"]);
+        assert_eq!(
+            (undone.recursive.set, undone.recursive.clear),
+            (0, libc::MOUNT_ATTR_RDONLY)
+        );
+        assert!(opts(&["ro"]).recursive.is_empty());
     }
 
     #[test]
