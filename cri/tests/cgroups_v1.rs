@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
 use oci_spec::runtime::{
     LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxMemoryBuilder, LinuxNetworkBuilder, LinuxPidsBuilder, LinuxResources,
-    LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder, LinuxPidsBuilder,
+    LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 
 fn is_v1_host() -> bool {
@@ -517,4 +517,45 @@ fn device_rules_are_enforced_and_updated() {
         .unwrap();
     cg.manager.update(&allow_loop).unwrap();
     assert_eq!(run(&mut cg), "open-ok");
+}
+
+#[test]
+fn hugepage_limits_are_applied_and_reported() {
+    if !is_v1_host() || !Path::new("/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes").exists() {
+        return;
+    }
+    let mut cg = TestCgroup::new("hugetlb");
+    let resources = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![
+            LinuxHugepageLimitBuilder::default()
+                .page_size("2MB")
+                .limit(4i64 << 20)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    cg.manager.create(Some(&resources)).unwrap();
+    cg.spawn(&["sleep", "1000"], Stdio::null());
+    assert_eq!(
+        cg.read("hugetlb", "hugetlb.2MB.limit_in_bytes"),
+        (4u64 << 20).to_string()
+    );
+    let stats = cg.manager.stats().unwrap();
+    assert_eq!(stats.hugetlb["2MB"].usage, 0);
+    let bad = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![
+            LinuxHugepageLimitBuilder::default()
+                .page_size("3MB")
+                .limit(1i64)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let err = cg.manager.update(&bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with("linux.resources.hugepageLimits[0]"),
+        "{err}"
+    );
 }
