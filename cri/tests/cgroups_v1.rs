@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
 use oci_spec::runtime::{
-    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder,
-    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
+    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder, LinuxPidsBuilder,
+    LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
 };
 
 fn is_v1_host() -> bool {
@@ -54,6 +55,7 @@ impl TestCgroup {
         let child = Command::new(argv[0])
             .args(&argv[1..])
             .stdin(stdin)
+            .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let pid = child.id() as i32;
@@ -232,7 +234,10 @@ fn freeze_stops_the_process_and_thaw_resumes_it() {
     }
     let mut cg = TestCgroup::new("freeze");
     cg.manager.create(None).unwrap();
-    let pid = cg.spawn(&["sleep", "1000"], Stdio::null());
+    let pid = cg.spawn(
+        &["sh", "-c", "read line; echo \"$line\"; exec sleep 1000"],
+        Stdio::piped(),
+    );
     assert!(!cg.manager.is_frozen().unwrap());
     cg.manager.freeze().unwrap();
     assert!(cg.manager.is_frozen().unwrap());
@@ -241,13 +246,15 @@ fn freeze_stops_the_process_and_thaw_resumes_it() {
         "frozen task state {}",
         process_state(pid)
     );
+    let child = cg.children.last_mut().unwrap();
+    child.stdin.take().unwrap().write_all(b"resumed\n").unwrap();
     cg.manager.thaw().unwrap();
     assert!(!cg.manager.is_frozen().unwrap());
-    assert!(
-        process_state(pid).starts_with('S'),
-        "thawed task state {}",
-        process_state(pid)
-    );
+    // Once thawed the shell reads the line written while it was frozen and echoes it.
+    let mut line = String::new();
+    let stdout = child.stdout.as_mut().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line.trim(), "resumed");
 }
 
 #[test]
@@ -472,4 +479,83 @@ fn pids_include_nested_cgroups_and_destroy_removes_them() {
     cg.children.clear();
     cg.manager.destroy().unwrap();
     assert!(!cg.dir("pids").exists());
+}
+
+#[test]
+fn device_rules_are_enforced_and_updated() {
+    if !is_v1_host() || !Path::new("/dev/loop0").exists() {
+        return;
+    }
+    const OPEN_LOOP0: &str = "read line; if head -c0 /dev/loop0 2>/dev/null; then echo open-ok; else echo open-denied; fi";
+    let run = |cg: &mut TestCgroup| {
+        let child = Command::new("sh")
+            .args(["-c", OPEN_LOOP0])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        cg.manager.add_process(child.id() as i32).unwrap();
+        let mut child = child;
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut cg = TestCgroup::new("devices");
+    cg.manager.create(None).unwrap();
+    assert_eq!(run(&mut cg), "open-denied");
+    let allow_loop = LinuxResourcesBuilder::default()
+        .devices(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::B)
+                .major(7i64)
+                .access("r")
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    cg.manager.update(&allow_loop).unwrap();
+    assert_eq!(run(&mut cg), "open-ok");
+}
+
+#[test]
+fn hugepage_limits_are_applied_and_reported() {
+    if !is_v1_host() || !Path::new("/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes").exists() {
+        return;
+    }
+    let mut cg = TestCgroup::new("hugetlb");
+    let resources = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![
+            LinuxHugepageLimitBuilder::default()
+                .page_size("2MB")
+                .limit(4i64 << 20)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    cg.manager.create(Some(&resources)).unwrap();
+    cg.spawn(&["sleep", "1000"], Stdio::null());
+    assert_eq!(
+        cg.read("hugetlb", "hugetlb.2MB.limit_in_bytes"),
+        (4u64 << 20).to_string()
+    );
+    let stats = cg.manager.stats().unwrap();
+    assert_eq!(stats.hugetlb["2MB"].usage, 0);
+    let bad = LinuxResourcesBuilder::default()
+        .hugepage_limits(vec![
+            LinuxHugepageLimitBuilder::default()
+                .page_size("3MB")
+                .limit(1i64)
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap();
+    let err = cg.manager.update(&bad).unwrap_err().to_string();
+    assert!(
+        err.starts_with("linux.resources.hugepageLimits[0]"),
+        "{err}"
+    );
 }

@@ -58,6 +58,21 @@ pub struct MemoryStats {
     pub raw: BTreeMap<String, u64>,
 }
 
+impl MemoryStats {
+    /// Memory the kernel could not easily reclaim: usage minus inactive page cache, the
+    /// value CRI reports as `working_set_bytes` (and kubelet evicts on).
+    pub fn working_set(&self) -> u64 {
+        // v1 names the hierarchical counter total_inactive_file, v2 inactive_file.
+        let inactive = self
+            .raw
+            .get("total_inactive_file")
+            .or_else(|| self.raw.get("inactive_file"));
+        self.usage
+            .usage
+            .saturating_sub(inactive.copied().unwrap_or(0))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MemoryEntry {
     /// `u64::MAX` when unlimited.
@@ -95,4 +110,21 @@ pub struct BlkioEntry {
     pub minor: u64,
     pub op: String,
     pub value: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn working_set_leaves_out_inactive_file_pages() {
+        let mut m = MemoryStats::default();
+        m.usage.usage = 10_000;
+        m.raw.insert("inactive_file".into(), 3_000);
+        assert_eq!(m.working_set(), 7_000);
+        m.raw.insert("total_inactive_file".into(), 4_000);
+        assert_eq!(m.working_set(), 6_000);
+        m.raw.insert("total_inactive_file".into(), 40_000);
+        assert_eq!(m.working_set(), 0);
+    }
 }

@@ -1,6 +1,8 @@
 //! OCI `linux.seccomp` → classic BPF, following runc's interpretation of the spec.
 
+use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
+use std::sync::{Mutex, OnceLock};
 
 use libseccomp::{
     ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
@@ -49,7 +51,39 @@ impl CompiledFilter {
 
 /// Validates and compiles an OCI seccomp section to a BPF program. Runs in the parent
 /// (may allocate). Errors name the field, e.g. `linux.seccomp.syscalls[3].names[0]`.
+///
+/// libseccomp needs milliseconds for a profile the size of RuntimeDefault, and nearly
+/// every container uses one of a few profiles, so results are remembered per process
+/// (and inherited by forked children) keyed by the profile's exact JSON.
 pub fn compile(spec: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
+    let Ok(key) = serde_json::to_string(spec) else {
+        return compile_uncached(spec);
+    };
+    if let Some(hit) = cache().get(&key) {
+        return Ok(hit.clone());
+    }
+    let filter = compile_uncached(spec)?;
+    let mut cache = cache();
+    if cache.len() >= CACHE_ENTRIES {
+        cache.clear();
+    }
+    cache.insert(key, filter.clone());
+    Ok(filter)
+}
+
+/// How many distinct profiles are remembered before the cache starts over.
+const CACHE_ENTRIES: usize = 32;
+
+fn cache() -> std::sync::MutexGuard<'static, HashMap<String, CompiledFilter>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, CompiledFilter>>> = OnceLock::new();
+    // The map holds only finished entries, so a panic elsewhere cannot leave it inconsistent.
+    CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn compile_uncached(spec: &LinuxSeccomp) -> Result<CompiledFilter, SeccompError> {
     let default_errno = spec.default_errno_ret();
     if spec.default_action() == LinuxSeccompAction::ScmpActNotify {
         return Err(SeccompError::invalid(
@@ -353,6 +387,34 @@ mod tests {
             SeccompError::Invalid { field, .. } | SeccompError::Libseccomp { field, .. } => field,
             other => panic!("unexpected {other}"),
         }
+    }
+
+    #[test]
+    fn remembered_results_match_their_profile() {
+        let deny = |name: &str| {
+            spec_with(
+                LinuxSyscallBuilder::default()
+                    .names(vec![name.to_string()])
+                    .action(LinuxSeccompAction::ScmpActErrno)
+                    .build()
+                    .unwrap(),
+            )
+        };
+        let a = compile(&deny("mkdir")).unwrap();
+        let b = compile(&deny("rmdir")).unwrap();
+        let a_again = compile(&deny("mkdir")).unwrap();
+        let program = |f: &CompiledFilter| {
+            f.program
+                .iter()
+                .map(|i| (i.code, i.jt, i.jf, i.k))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(program(&a), program(&a_again));
+        assert_ne!(program(&a), program(&b));
+        assert_eq!(
+            program(&a),
+            program(&compile_uncached(&deny("mkdir")).unwrap())
+        );
     }
 
     #[test]

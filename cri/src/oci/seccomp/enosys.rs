@@ -83,8 +83,8 @@ pub fn enosys_stub(arches: &[ScmpArch], names: &[&str]) -> Vec<libc::sock_filter
     if checks.is_empty() {
         return Vec::new();
     }
-    // Layout: [ld arch] then per arch a block, then [ja continue], [ret ENOSYS], continue:
-    // Blocks are built back to front so each knows the distance to the shared tail.
+    // Layout: per arch [ld arch][jeq arch][ld nr][jgt max ...], then the shared tail
+    // [ja +1 (into the filter)][ret ENOSYS]. Jump targets are filled in below.
     let mut blocks: Vec<Vec<libc::sock_filter>> = Vec::new();
     for (audit, max, x32_max) in checks {
         let mut block = vec![jump(JEQ_K, audit, 0, 0), stmt(LD_W_ABS, OFFSET_NR)];
@@ -98,9 +98,8 @@ pub fn enosys_stub(arches: &[ScmpArch], names: &[&str]) -> Vec<libc::sock_filter
         }
         blocks.push(block);
     }
-    // Fix up jumps: mismatching arch goes to the next block's first instruction (after
-    // reloading the arch, which the nr load clobbered — so each block starts with the
-    // arch load).
+    // Each block reloads the arch (the previous block's nr load replaced it); a
+    // mismatching arch jumps to the next block, a too-large nr to ENOSYS, else the filter.
     let mut program = Vec::new();
     let total_blocks: usize = blocks.iter().map(|b| b.len() + 1).sum();
     let mut position = 0usize;

@@ -13,6 +13,7 @@ const DESTINATION: &str = "org.freedesktop.systemd1";
 const PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 const NO_SUCH_UNIT: &str = "org.freedesktop.systemd1.NoSuchUnit";
+const UNIT_EXISTS: &str = "org.freedesktop.systemd1.UnitExists";
 /// How long systemd may take to start or stop a unit.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -31,15 +32,25 @@ impl Systemd {
     pub fn start_transient_unit(&self, unit: &str, props: &[Property]) -> Result<(), CgroupError> {
         let props: Vec<(&str, Value<'_>)> = props.iter().map(|(n, v)| (*n, to_value(v))).collect();
         let aux: Vec<(&str, Vec<(&str, Value<'_>)>)> = Vec::new();
-        self.conn
-            .call_method(
+        let start = || {
+            self.conn.call_method(
                 Some(DESTINATION),
                 PATH,
                 Some(MANAGER),
                 "StartTransientUnit",
-                &(unit, "replace", props, aux),
+                &(unit, "replace", &props, &aux),
             )
-            .map_err(|e| err(unit, "StartTransientUnit", e))?;
+        };
+        match start() {
+            Ok(_) => {}
+            // A failed unit of the same name (an earlier container with this id) keeps
+            // the name until its failure is reset; reset it and try once more.
+            Err(e) if is_error(&e, UNIT_EXISTS) => {
+                self.reset_failed(unit);
+                start().map_err(|e| err(unit, "StartTransientUnit", e))?;
+            }
+            Err(e) => return Err(err(unit, "StartTransientUnit", e)),
+        }
         wait_until(
             JOB_TIMEOUT,
             &format!("systemd unit {unit} to become active"),
@@ -82,7 +93,7 @@ impl Systemd {
             &(unit, "replace"),
         ) {
             Ok(_) => {}
-            Err(e) if is_no_such_unit(&e) => return Ok(()),
+            Err(e) if is_error(&e, NO_SUCH_UNIT) => return Ok(()),
             Err(e) => return Err(err(unit, "StopUnit", e)),
         }
         wait_until(JOB_TIMEOUT, &format!("systemd unit {unit} to stop"), || {
@@ -91,7 +102,12 @@ impl Systemd {
                 None | Some("inactive") | Some("failed")
             ))
         })?;
-        // A failed unit stays loaded (and its name taken) until its failure is reset.
+        self.reset_failed(unit);
+        Ok(())
+    }
+
+    /// A failed unit stays loaded (and its name taken) until its failure is reset.
+    fn reset_failed(&self, unit: &str) {
         let _ = self.conn.call_method(
             Some(DESTINATION),
             PATH,
@@ -99,7 +115,6 @@ impl Systemd {
             "ResetFailedUnit",
             &(unit,),
         );
-        Ok(())
     }
 
     /// The unit's ActiveState, None when systemd has no such unit loaded.
@@ -110,7 +125,7 @@ impl Systemd {
                 .call_method(Some(DESTINATION), PATH, Some(MANAGER), "GetUnit", &(unit,))
             {
                 Ok(reply) => reply,
-                Err(e) if is_no_such_unit(&e) => return Ok(None),
+                Err(e) if is_error(&e, NO_SUCH_UNIT) => return Ok(None),
                 Err(e) => return Err(err(unit, "GetUnit", e)),
             };
         let path: OwnedObjectPath = reply
@@ -146,8 +161,8 @@ fn to_value(v: &PropValue) -> Value<'_> {
     }
 }
 
-fn is_no_such_unit(e: &zbus::Error) -> bool {
-    matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == NO_SUCH_UNIT)
+fn is_error(e: &zbus::Error, error_name: &str) -> bool {
+    matches!(e, zbus::Error::MethodError(name, _, _) if name.as_str() == error_name)
 }
 
 fn err(unit: &str, what: &str, e: impl std::fmt::Display) -> CgroupError {

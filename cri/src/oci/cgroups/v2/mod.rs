@@ -157,3 +157,6 @@ impl CgroupManager for V2Manager {
         BTreeMap::from([(String::new(), self.dir.clone())])
     }
 }
+
+#[cfg(test)]
+mod tests;
