@@ -151,6 +151,10 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
             || plan.joins(CloneFlags::CLONE_NEWCGROUP),
     };
 
+    let seccomp_listener = linux
+        .seccomp()
+        .as_ref()
+        .is_some_and(|s| s.listener_path().is_some());
     let child_pid = match clone_with(clone_flags)? {
         Forked::Child => {
             drop(runtime_end);
@@ -170,6 +174,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
                 hook_state: spec_state(&options.id, &bundle, &spec, &created),
                 extra_env: options.extra_env.clone(),
                 preserve_fds: options.preserve_fds,
+                seccomp_listener,
             })
         }
         Forked::Parent(pid) => pid.as_raw(),
@@ -205,24 +210,30 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         ..spec_state(&options.id, &bundle, &spec, &created)
     };
     loop {
-        match runtime_end.recv()? {
-            Some((Message::Ready, _)) => break,
-            Some((Message::RunRuntimeHooks, _)) => {
+        let received = runtime_end
+            .recv_with_fd()?
+            .ok_or_else(|| OciError::Init("the container init exited during setup".into()))?;
+        match received.message {
+            Message::Ready => break,
+            Message::RunRuntimeHooks => {
                 hook_state.status = Status::Creating;
                 hooks::run(HookKind::Prestart, spec_hooks.as_ref(), &hook_state)?;
                 hooks::run(HookKind::CreateRuntime, spec_hooks.as_ref(), &hook_state)?;
                 runtime_end.send(&Message::RuntimeHooksDone)?;
             }
-            Some((Message::Error(e), _)) => return Err(OciError::Init(e)),
-            Some((other, _)) => {
+            Message::SeccompListener => {
+                super::forward_seccomp_listener(
+                    received.fd,
+                    linux.seccomp().as_ref(),
+                    &hook_state,
+                )?;
+                runtime_end.send(&Message::SeccompListenerDone)?;
+            }
+            Message::Error(e) => return Err(OciError::Init(e)),
+            other => {
                 return Err(OciError::Init(format!(
                     "unexpected {other:?} from the container init"
                 )));
-            }
-            None => {
-                return Err(OciError::Init(
-                    "the container init exited during setup".into(),
-                ));
             }
         }
     }

@@ -75,13 +75,23 @@ pub fn exec(store: &StateStore, options: &ExecOptions) -> Result<ExecProcess> {
                 hook_state: state.oci_state(Status::Running),
                 extra_env: options.extra_env.clone(),
                 preserve_fds: options.preserve_fds,
+                seccomp_listener: state
+                    .seccomp
+                    .as_ref()
+                    .is_some_and(|s| s.listener_path().is_some()),
             })
         }
         Forked::Parent(pid) => pid.as_raw(),
     };
     drop(child_end);
     drop(console_socket);
-    let result = finish(&runtime_end, child_pid, manager.as_ref(), &options.process);
+    let result = finish(
+        &runtime_end,
+        child_pid,
+        manager.as_ref(),
+        &options.process,
+        &state,
+    );
     if result.is_err() {
         let _ = nix::sys::signal::kill(Pid::from_raw(child_pid), nix::sys::signal::Signal::SIGKILL);
         let _ = nix::sys::wait::waitpid(Pid::from_raw(child_pid), None);
@@ -102,6 +112,7 @@ fn finish(
     child_pid: i32,
     manager: &dyn crate::oci::cgroups::CgroupManager,
     process: &Process,
+    state: &crate::oci::state::ContainerState,
 ) -> Result<i32> {
     let (_, pid) = channel.expect(|m| *m == Message::Pid, "the exec'd process pid")?;
     let pid = pid.unwrap_or(child_pid);
@@ -115,11 +126,25 @@ fn finish(
     }
     channel.send(&Message::Continue { pid })?;
     // The channel is close-on-exec: EOF means the process exec'd.
-    match channel.recv()? {
-        None => Ok(pid),
-        Some((Message::Error(e), _)) => Err(OciError::Init(e)),
-        Some((other, _)) => Err(OciError::Init(format!(
-            "unexpected {other:?} from the exec'd process"
-        ))),
+    loop {
+        let Some(received) = channel.recv_with_fd()? else {
+            return Ok(pid);
+        };
+        match received.message {
+            Message::SeccompListener => {
+                let hook_state = crate::oci::state::OciState {
+                    pid,
+                    ..state.oci_state(Status::Running)
+                };
+                super::forward_seccomp_listener(received.fd, state.seccomp.as_ref(), &hook_state)?;
+                channel.send(&Message::SeccompListenerDone)?;
+            }
+            Message::Error(e) => return Err(OciError::Init(e)),
+            other => {
+                return Err(OciError::Init(format!(
+                    "unexpected {other:?} from the exec'd process"
+                )));
+            }
+        }
     }
 }

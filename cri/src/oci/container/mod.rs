@@ -85,3 +85,25 @@ pub fn set_oom_score_adj(pid: i32, value: i32) -> Result<()> {
         )),
     }
 }
+
+/// Hands a seccomp notification listener received from the container process to
+/// the agent at linux.seccomp.listenerPath, with the container state.
+pub fn forward_seccomp_listener(
+    listener: Option<OwnedFd>,
+    seccomp: Option<&oci_spec::runtime::LinuxSeccomp>,
+    state: &crate::oci::state::OciState,
+) -> Result<()> {
+    let (Some(listener), Some(path)) = (listener, seccomp.and_then(|s| s.listener_path().as_ref()))
+    else {
+        return Err(crate::oci::error::OciError::Init(
+            "seccomp listener without linux.seccomp.listenerPath".into(),
+        ));
+    };
+    let state_json = serde_json::to_value(state)
+        .map_err(|e| crate::oci::error::OciError::Init(e.to_string()))?;
+    let oci_state: oci_spec::runtime::State = serde_json::from_value(state_json)
+        .map_err(|e| crate::oci::error::OciError::Init(e.to_string()))?;
+    let metadata = seccomp.and_then(|s| s.listener_metadata().as_deref());
+    crate::oci::seccomp::send_listener_fd(path, listener.as_fd(), state.pid, metadata, &oci_state)?;
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //! forks: a SOCK_SEQPACKET socketpair carrying one JSON message per packet.
 
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
@@ -30,8 +30,21 @@ pub enum Message {
     RuntimeHooksDone,
     /// Child → runtime: setup complete, waiting for start.
     Ready,
+    /// Child → runtime, with the seccomp notification listener fd attached:
+    /// pass it to the agent at linux.seccomp.listenerPath.
+    SeccompListener,
+    /// Runtime → child: the agent has the listener.
+    SeccompListenerDone,
     /// Child → runtime: setup failed.
     Error(String),
+}
+
+/// A received message with its sender's pid (SCM_CREDENTIALS) and fd (SCM_RIGHTS).
+#[derive(Debug)]
+pub struct Received {
+    pub message: Message,
+    pub pid: Option<i32>,
+    pub fd: Option<OwnedFd>,
 }
 
 #[derive(Debug)]
@@ -88,41 +101,62 @@ impl Channel {
     /// The next message and the sender's pid if it sent credentials; None when the
     /// other end is closed (the child exec'd or exited).
     pub fn recv(&self) -> Result<Option<(Message, Option<i32>)>> {
+        Ok(self.recv_with_fd()?.map(|r| (r.message, r.pid)))
+    }
+
+    /// Like [`recv`](Self::recv), also returning an fd sent with the message.
+    pub fn recv_with_fd(&self) -> Result<Option<Received>> {
         let mut buf = vec![0u8; MAX_MESSAGE];
-        let mut space = nix::cmsg_space!(libc::ucred);
-        let (len, pid) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = loop {
-                match recvmsg::<()>(
-                    self.fd.as_raw_fd(),
-                    &mut iov,
-                    Some(&mut space),
-                    MsgFlags::MSG_CMSG_CLOEXEC,
-                ) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    other => {
-                        break other.context(|| "receiving from the container process".into())?;
-                    }
-                }
-            };
-            let pid = msg
-                .cmsgs()
-                .ok()
-                .into_iter()
-                .flatten()
-                .find_map(|c| match c {
-                    ControlMessageOwned::ScmCredentials(creds) => Some(creds.pid()),
-                    _ => None,
-                });
-            (msg.bytes, pid)
+        let mut space = nix::cmsg_space!(libc::ucred, [RawFd; 1]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = loop {
+            match recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.context(|| "receiving from the container process".into())?,
+            }
         };
+        let mut pid = None;
+        let mut fd = None;
+        for cmsg in msg.cmsgs().ok().into_iter().flatten() {
+            match cmsg {
+                ControlMessageOwned::ScmCredentials(creds) => pid = Some(creds.pid()),
+                ControlMessageOwned::ScmRights(fds) => {
+                    // SAFETY: the kernel just installed these descriptors for us.
+                    fd = fds.first().map(|raw| unsafe { OwnedFd::from_raw_fd(*raw) });
+                }
+                _ => {}
+            }
+        }
+        let len = msg.bytes;
         if len == 0 {
             return Ok(None);
         }
         let message = serde_json::from_slice(&buf[..len]).map_err(|e| {
             OciError::Init(format!("malformed message from the container process: {e}"))
         })?;
-        Ok(Some((message, pid)))
+        Ok(Some(Received { message, pid, fd }))
+    }
+
+    /// Sends `message` with `fd` attached (SCM_RIGHTS).
+    pub fn send_with_fd(&self, message: &Message, fd: RawFd) -> Result<()> {
+        let bytes = serde_json::to_vec(message)
+            .map_err(|e| OciError::Init(format!("encoding {message:?}: {e}")))?;
+        let iov = [IoSlice::new(&bytes)];
+        let fds = [fd];
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &iov,
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        )
+        .context(|| format!("sending {message:?}"))?;
+        Ok(())
     }
 
     /// Waits for one specific message; an Error message or EOF is an error.
@@ -160,6 +194,24 @@ mod tests {
         );
         drop(child);
         assert!(runtime.recv().unwrap().is_none());
+    }
+
+    #[test]
+    fn fds_travel_with_messages() {
+        let (runtime, child) = Channel::pair().unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        child
+            .send_with_fd(&Message::SeccompListener, file.as_raw_fd())
+            .unwrap();
+        let received = runtime.recv_with_fd().unwrap().unwrap();
+        assert_eq!(received.message, Message::SeccompListener);
+        let fd = received.fd.unwrap();
+        assert_ne!(fd.as_raw_fd(), file.as_raw_fd());
+        assert!(
+            std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+                .unwrap()
+                .ends_with("status")
+        );
     }
 
     #[test]

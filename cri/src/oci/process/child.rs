@@ -52,6 +52,9 @@ pub struct ChildConfig<'a> {
     pub extra_env: Vec<String>,
     /// fds 3..3+n stay open in the container (--preserve-fds, LISTEN_FDS).
     pub preserve_fds: i32,
+    /// linux.seccomp.listenerPath is set: the filter's notification listener
+    /// goes to the runtime, which hands it to the agent.
+    pub seccomp_listener: bool,
 }
 
 /// Entry point right after clone: never returns. Errors go to the runtime over
@@ -234,9 +237,11 @@ fn finish_process(config: &mut ChildConfig) -> Result<Never> {
     let envp = setup::cstrings(&env, "process.env")?;
     let no_new_privs = process.no_new_privileges().unwrap_or(false);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: do it while we
-    // still have it. With it, as late as possible so setup is not filtered.
-    if !no_new_privs {
-        install_seccomp(config.seccomp)?;
+    // still have it. With it, as late as possible so setup is not filtered; but
+    // a listener must reach the runtime while it still listens (before Ready).
+    let early_seccomp = !no_new_privs || config.seccomp_listener;
+    if early_seccomp {
+        install_seccomp(config)?;
     }
     let caps = process.capabilities().as_ref().map(capabilities::from_spec);
     setup::switch_user(process, caps.as_ref())?;
@@ -264,8 +269,8 @@ fn finish_process(config: &mut ChildConfig) -> Result<Never> {
         state.status = Status::Running;
         hooks::run(HookKind::StartContainer, config.hooks, &state)?;
     }
-    if no_new_privs {
-        install_seccomp(config.seccomp)?;
+    if !early_seccomp {
+        install_seccomp(config)?;
     }
     let err = nix::unistd::execve(&path, &argv, &envp).unwrap_err();
     Err(OciError::Init(format!(
@@ -274,11 +279,26 @@ fn finish_process(config: &mut ChildConfig) -> Result<Never> {
     )))
 }
 
-fn install_seccomp(filter: Option<&CompiledFilter>) -> Result<()> {
-    if let Some(filter) = filter {
-        filter
+fn install_seccomp(config: &ChildConfig) -> Result<()> {
+    let Some(filter) = config.seccomp else {
+        return Ok(());
+    };
+    if !config.seccomp_listener {
+        return filter
             .install()
-            .context(|| "installing the seccomp filter".into())?;
+            .context(|| "installing the seccomp filter".into());
+    }
+    let listener = filter
+        .install_with_listener()
+        .context(|| "installing the seccomp filter".into())?;
+    if let Some(fd) = listener {
+        config.channel.send_with_fd(&Message::SeccompListener, fd)?;
+        config.channel.expect(
+            |m| *m == Message::SeccompListenerDone,
+            "the seccomp agent hand-off",
+        )?;
+        // SAFETY: the kernel gave us this fd; the agent now holds its own copy.
+        unsafe { libc::close(fd) };
     }
     Ok(())
 }
