@@ -204,6 +204,9 @@ fn init_environment(
             )
         })?;
     }
+    if let Some(personality) = spec.linux().as_ref().and_then(|l| l.personality().as_ref()) {
+        super::sched::set_personality(personality)?;
+    }
     if plan.creates(CloneFlags::CLONE_NEWNS) {
         rootfs::protect(spec)?;
     }
@@ -214,6 +217,12 @@ fn finish_process(config: &mut ChildConfig) -> Result<Never> {
     let process = config.process;
     if let Some(rlimits) = process.rlimits() {
         setup::set_rlimits(rlimits)?;
+    }
+    if let Some(scheduler) = process.scheduler() {
+        super::sched::set_scheduler(scheduler)?;
+    }
+    if let Some(priority) = process.io_priority() {
+        super::sched::set_io_priority(priority)?;
     }
     if process.terminal().unwrap_or(false) {
         let socket = config.console_socket.take().ok_or_else(|| {

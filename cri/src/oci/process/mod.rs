@@ -4,4 +4,5 @@
 pub mod channel;
 pub mod child;
 pub mod fork;
+pub mod sched;
 pub mod setup;
