@@ -145,7 +145,7 @@ mod tests {
     #[test]
     fn scheduler_maps_policy_nice_and_flags() {
         let s: Scheduler = serde_json::from_str(
-            r#"{"policy":"SCHED_BATCH","nice":5,"flags":["SCHED_FLAG_RESET_ON_FORK"]}"#,
+            r#"{"policy":"SCHED_BATCH","nice":5,"flags":["SCHED_RESET_ON_FORK"]}"#,
         )
         .unwrap();
         let attr = sched_attr(&s);
