@@ -198,3 +198,128 @@ fn error_message(error: &anyhow::Error) -> String {
     }
     message
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("berth-runtime").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn containerd_create_command_line() {
+        let cli = parse(&[
+            "--root",
+            "/run/containerd/runc/k8s.io",
+            "--log",
+            "/x/log.json",
+            "--log-format",
+            "json",
+            "--systemd-cgroup",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "--console-socket",
+            "/tmp/pty.sock",
+            "--no-pivot",
+            "c1",
+        ]);
+        assert_eq!(cli.root, PathBuf::from("/run/containerd/runc/k8s.io"));
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(cli.systemd_cgroup);
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!((args.id.as_str(), args.no_pivot), ("c1", true));
+        assert_eq!(args.console_socket, Some(PathBuf::from("/tmp/pty.sock")));
+    }
+
+    #[test]
+    fn podman_style_flags_and_defaults() {
+        let cli = parse(&[
+            "--log-format=json",
+            "--rootless=auto",
+            "create",
+            "-b",
+            "/b",
+            "--preserve-fds",
+            "2",
+            "c",
+        ]);
+        assert_eq!(cli.root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(cli.rootless.as_deref(), Some("auto"));
+        let Command::Create(args) = cli.command else {
+            panic!("not create")
+        };
+        assert_eq!(args.preserve_fds, 2);
+    }
+
+    #[test]
+    fn kill_exec_delete_update_forms() {
+        let Command::Kill { all, id, signal } = parse(&["kill", "--all", "c", "KILL"]).command
+        else {
+            panic!()
+        };
+        assert!(all && id == "c" && signal == "KILL");
+        let Command::Kill { signal, .. } = parse(&["kill", "c"]).command else {
+            panic!()
+        };
+        assert_eq!(signal, "SIGTERM");
+        let Command::Exec {
+            process,
+            detach,
+            id,
+            command,
+            ..
+        } = parse(&[
+            "exec",
+            "--process",
+            "/p.json",
+            "--detach",
+            "--pid-file",
+            "/x",
+            "c",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert!(detach && id == "c" && command.is_empty());
+        assert_eq!(process.process, Some(PathBuf::from("/p.json")));
+        let Command::Exec {
+            process, command, ..
+        } = parse(&[
+            "exec",
+            "-t",
+            "-e",
+            "A=1",
+            "--cap",
+            "CAP_NET_ADMIN",
+            "c",
+            "sh",
+            "-c",
+            "ls -l",
+        ])
+        .command
+        else {
+            panic!()
+        };
+        assert!(process.tty);
+        assert_eq!(command, ["sh", "-c", "ls -l"]);
+        let Command::Delete { force, .. } = parse(&["delete", "-f", "c"]).command else {
+            panic!()
+        };
+        assert!(force);
+        let Command::Update(update) =
+            parse(&["update", "--resources", "-", "--pids-limit", "5", "c"]).command
+        else {
+            panic!()
+        };
+        assert_eq!(update.resources, Some(PathBuf::from("-")));
+        assert_eq!(update.pids_limit, Some(5));
+    }
+}
