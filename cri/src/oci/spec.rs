@@ -145,6 +145,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     let private = |typ: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == typ);
+    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty()) {
+        return Err(invalid(
+            "linux.timeOffsets",
+            "time namespace offsets are not supported",
+        ));
+    }
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !private(LinuxNamespaceType::Uts)
     {
         return Err(invalid(
