@@ -112,6 +112,7 @@ fn create_options(args: &CreateArgs, systemd_cgroup: bool) -> CreateOptions {
         pid_file: args.pid_file.clone(),
         console_socket: args.console_socket.clone(),
         no_pivot: args.no_pivot,
+        no_new_keyring: args.no_new_keyring,
         preserve_fds,
         systemd_cgroup,
         extra_env,

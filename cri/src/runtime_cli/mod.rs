@@ -62,7 +62,7 @@ pub struct CreateArgs {
     /// Do not use pivot_root (for a ramfs root).
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
-    /// Do not create a session keyring (accepted; no keyring is created).
+    /// Keep the caller's session keyring instead of a new one for the container.
     #[arg(long = "no-new-keyring")]
     pub no_new_keyring: bool,
     /// Pass fds 3..3+N to the container.

@@ -32,6 +32,8 @@ pub struct CreateOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub no_pivot: bool,
+    /// Keep the runtime's session keyring instead of a new one per container.
+    pub no_new_keyring: bool,
     /// Extra fds (3..3+n) handed to the container.
     pub preserve_fds: i32,
     pub systemd_cgroup: bool,
@@ -164,6 +166,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
                     rootfs,
                     exec_fifo,
                     runtime_hooks,
+                    session_keyring: (!options.no_new_keyring).then(|| options.id.clone()),
                 },
                 process: &process,
                 namespaces: &plan,

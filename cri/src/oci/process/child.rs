@@ -34,6 +34,8 @@ pub enum Role<'a> {
         exec_fifo: OwnedFd,
         /// The runtime has prestart/createRuntime hooks to run mid-setup.
         runtime_hooks: bool,
+        /// Name of the new session keyring to join (None: --no-new-keyring).
+        session_keyring: Option<String>,
     },
     /// A process exec'd into a running container.
     Exec,
@@ -132,9 +134,13 @@ fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
             spec,
             rootfs,
             runtime_hooks,
+            session_keyring,
             ..
         } => {
             nix::unistd::setsid().context(|| "setsid".into())?;
+            if let Some(name) = session_keyring {
+                crate::oci::keyring::join_session_keyring(name)?;
+            }
             init_environment(config, spec, rootfs, *runtime_hooks)?;
         }
         Role::Exec => {
