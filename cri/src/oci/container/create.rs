@@ -88,6 +88,17 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         })?;
     let mut spec = spec::load(&bundle)?;
     absolutize_bind_sources(&mut spec, &bundle);
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    if terminal && options.console_socket.is_none() {
+        return Err(OciError::InvalidSpec {
+            field: "process.terminal".into(),
+            reason: "a terminal needs a console socket (--console-socket)".into(),
+        });
+    }
     let dir = store.create_dir(&options.id)?;
     let mut cleanup = Cleanup {
         store,

@@ -44,6 +44,12 @@ pub fn exec(store: &StateStore, options: &ExecOptions) -> Result<ExecProcess> {
         Status::Paused => return Err(invalid("cannot exec in a paused container")),
         _ => return Err(invalid("cannot exec in a stopped container")),
     }
+    if options.process.terminal().unwrap_or(false) && options.console_socket.is_none() {
+        return Err(OciError::InvalidSpec {
+            field: "process.terminal".into(),
+            reason: "a terminal needs a console socket (--console-socket)".into(),
+        });
+    }
     let plan = NamespacePlan::of_process(state.pid)?;
     let compiled = state.seccomp.as_ref().map(seccomp::compile).transpose()?;
     let manager = state.cgroup_manager()?;
