@@ -205,6 +205,12 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 "must not be empty",
             ));
         }
+        if mount.uid_mappings().is_some() || mount.gid_mappings().is_some() {
+            return Err(invalid(
+                format!("mounts[{i}].uidMappings"),
+                "idmapped mounts are not supported",
+            ));
+        }
     }
     for (i, device) in linux.devices().iter().flatten().enumerate() {
         if !device.path().starts_with("/dev") {
@@ -316,6 +322,17 @@ mod tests {
         .unwrap();
         let err = validate(&spec).unwrap_err().to_string();
         assert!(err.contains("linux.sysctl.net.ipv4.ip_forward"), "{err}");
+    }
+
+    #[test]
+    fn idmapped_mounts_are_refused_by_name() {
+        let json = spec_json("").replace(
+            r#""ociVersion""#,
+            r#""mounts":[{"destination":"/data","type":"bind","source":"/tmp","uidMappings":[{"containerID":0,"hostID":1000,"size":1}]}],"ociVersion""#,
+        );
+        let (spec, _): (Spec, _) = parse(json.as_bytes(), "c").unwrap();
+        let err = validate(&spec).unwrap_err().to_string();
+        assert!(err.starts_with("mounts[0].uidMappings"), "{err}");
     }
 
     #[test]
