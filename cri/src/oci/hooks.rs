@@ -2,12 +2,10 @@
 //! args and env, and an optional timeout.
 
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use oci_spec::runtime::Hook;
 
 use super::error::{OciError, Result};
@@ -99,7 +97,7 @@ fn run_one(hook: &Hook, state: &[u8]) -> std::result::Result<(), String> {
         .filter(|t| *t > 0)
         .map(|t| Duration::from_secs(t as u64));
     if let Some(timeout) = timeout {
-        if !wait_exit(child.id() as i32, timeout)? {
+        if !super::container::wait_gone(child.id() as i32, timeout) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(format!("timed out after {}s", timeout.as_secs()));
@@ -119,29 +117,6 @@ fn run_one(hook: &Hook, state: &[u8]) -> std::result::Result<(), String> {
         }
     }
     Err(reason)
-}
-
-/// Waits for process `pid` to exit (without reaping it) for at most `timeout`.
-fn wait_exit(pid: i32, timeout: Duration) -> std::result::Result<bool, String> {
-    // SAFETY: pidfd_open takes a pid and flags.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if raw < 0 {
-        return Err(format!("pidfd_open: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the syscall returned a new descriptor owned by nobody else.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
-    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
-    let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
-    loop {
-        match poll(
-            &mut fds,
-            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
-        ) {
-            Ok(n) => return Ok(n > 0),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-    }
 }
 
 #[cfg(test)]
