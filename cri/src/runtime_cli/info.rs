@@ -334,6 +334,7 @@ pub fn events(
 ) -> anyhow::Result<i32> {
     let interval = parse_interval(interval)?;
     let mut stdout = std::io::stdout();
+    let mut oom_kills = None;
     loop {
         let state = store.load(id)?;
         if state.status(&store.dir(id)) == Status::Stopped {
@@ -341,6 +342,12 @@ pub fn events(
             return Ok(0);
         }
         let stats = state.cgroup_manager()?.stats()?;
+        // OOM kills since the previous sample become "oom" events, as runc emits.
+        let kills = stats.memory.oom_kill;
+        if oom_kills.is_some_and(|previous| kills > previous) {
+            writeln!(stdout, "{}", serde_json::json!({"type": "oom", "id": id}))?;
+        }
+        oom_kills = Some(kills);
         let event = serde_json::json!({"type": "stats", "id": id, "data": stats});
         writeln!(stdout, "{event}")?;
         stdout.flush()?;
