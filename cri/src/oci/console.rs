@@ -81,7 +81,7 @@ fn send_fd(socket: &OwnedFd, fd: RawFd, name: &[u8]) -> Result<()> {
         socket.as_raw_fd(),
         &iov,
         &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
+        MsgFlags::MSG_NOSIGNAL,
         None,
     )
     .context(|| "sending the pty master to the console socket".into())?;

@@ -113,6 +113,7 @@ fn create_options(args: &CreateArgs, systemd_cgroup: bool) -> CreateOptions {
         console_socket: args.console_socket.clone(),
         no_pivot: args.no_pivot,
         no_new_keyring: args.no_new_keyring,
+        start_immediately: false,
         preserve_fds,
         systemd_cgroup,
         extra_env,
@@ -180,18 +181,21 @@ fn run(
     if let Some(console) = &own_console {
         options.console_socket = Some(console.path().to_path_buf());
     }
+    // The container starts as soon as create returns: no exec fifo round trip.
+    // Signals are queued from before it exists (the child resets its mask).
+    options.start_immediately = true;
+    let signals = if detach {
+        None
+    } else {
+        Some(wait::block_signals()?)
+    };
     let state = container::create::create(store, &options)?;
-    if detach {
-        container::start::start(store, &args.id)?;
+    container::start::poststart(&state);
+    let Some(signals) = signals else {
         return Ok(0);
-    }
-    let signals = wait::block_signals()?;
-    let started = own_console
-        .map(|c| c.receive())
-        .transpose()
-        .and_then(|pty| Ok((pty, container::start::start(store, &args.id)?)));
-    let pty = match started {
-        Ok((pty, ())) => pty,
+    };
+    let pty = match own_console.map(|c| c.receive()).transpose() {
+        Ok(pty) => pty,
         Err(e) => {
             let _ = container::delete::delete(store, &args.id, true);
             return Err(e);

@@ -34,6 +34,9 @@ pub struct CreateOptions {
     pub no_pivot: bool,
     /// Keep the runtime's session keyring instead of a new one per container.
     pub no_new_keyring: bool,
+    /// Let the init exec without waiting for `start` (the `run` command); the
+    /// caller then runs the poststart hooks ([`super::start::poststart`]).
+    pub start_immediately: bool,
     /// Extra fds (3..3+n) handed to the container.
     pub preserve_fds: i32,
     pub systemd_cgroup: bool,
@@ -125,14 +128,16 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     manager.create(linux.resources().as_ref())?;
     cleanup.cgroup = Some(manager);
 
-    let fifo_path = dir.join(EXEC_FIFO);
-    make_exec_fifo(&fifo_path, &linux)?;
     let above = 3 + options.preserve_fds;
-    let exec_fifo = relocate(
-        open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
-            .context(|| format!("opening {}", fifo_path.display()))?,
-        above,
-    )?;
+    let exec_fifo = if options.start_immediately {
+        None
+    } else {
+        let fifo_path = dir.join(EXEC_FIFO);
+        make_exec_fifo(&fifo_path, &linux)?;
+        let fifo = open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .context(|| format!("opening {}", fifo_path.display()))?;
+        Some(relocate(fifo, above)?)
+    };
     let console_socket = options
         .console_socket
         .as_deref()
@@ -217,6 +222,10 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     if let Some(value) = process.oom_score_adj() {
         super::set_oom_score_adj(init_pid, value)?;
     }
+    // Read while the init waits for us: with start_immediately it may be gone
+    // by the time setup is reported done.
+    let pid_start_time = process_start_time(init_pid)
+        .ok_or_else(|| OciError::Init("the container init exited during setup".into()))?;
     runtime_end.send(&Message::Continue { pid: init_pid })?;
 
     let mut hook_state = OciState {
@@ -255,8 +264,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     let state = ContainerState {
         id: options.id.clone(),
         pid: init_pid,
-        pid_start_time: process_start_time(init_pid)
-            .ok_or_else(|| OciError::Init("the container init exited during setup".into()))?,
+        pid_start_time,
         bundle,
         rootfs: spec::rootfs(&spec),
         created,

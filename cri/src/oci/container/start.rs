@@ -51,13 +51,17 @@ pub fn start(store: &StateStore, id: &str) -> Result<()> {
     let mut byte = [0u8; 1];
     nix::unistd::read(&fifo, &mut byte).context(|| "reading the exec fifo".into())?;
     std::fs::remove_file(&fifo_path).context(|| format!("removing {}", fifo_path.display()))?;
-    // Poststart failures are logged, not fatal (runtime spec).
+    poststart(&state);
+    Ok(())
+}
+
+/// Runs the poststart hooks; their failures are logged, not fatal (runtime spec).
+pub fn poststart(state: &crate::oci::state::ContainerState) {
     if let Err(e) = hooks::run(
         HookKind::Poststart,
         state.hooks.as_ref(),
         &state.oci_state(Status::Running),
     ) {
-        tracing::warn!("container {id}: {e}");
+        tracing::warn!("container {}: {e}", state.id);
     }
-    Ok(())
 }

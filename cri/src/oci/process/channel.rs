@@ -93,8 +93,14 @@ impl Channel {
         let creds = UnixCredentials::new();
         let cmsgs = [ControlMessage::ScmCredentials(&creds)];
         let cmsgs: &[ControlMessage] = if credentials { &cmsgs } else { &[] };
-        sendmsg::<()>(self.fd.as_raw_fd(), &iov, cmsgs, MsgFlags::empty(), None)
-            .context(|| format!("sending {message:?}"))?;
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &iov,
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .context(|| format!("sending {message:?}"))?;
         Ok(())
     }
 
@@ -152,7 +158,7 @@ impl Channel {
             self.fd.as_raw_fd(),
             &iov,
             &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::empty(),
+            MsgFlags::MSG_NOSIGNAL,
             None,
         )
         .context(|| format!("sending {message:?}"))?;

@@ -31,7 +31,8 @@ pub enum Role<'a> {
     Init {
         spec: &'a Spec,
         rootfs: RootfsConfig,
-        exec_fifo: OwnedFd,
+        /// None when the container starts right away (`run`).
+        exec_fifo: Option<OwnedFd>,
         /// The runtime has prestart/createRuntime hooks to run mid-setup.
         runtime_hooks: bool,
         /// Name of the new session keyring to join (None: --no-new-keyring).
@@ -81,6 +82,7 @@ pub fn run(mut config: ChildConfig) -> ! {
 enum Never {}
 
 fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
+    reset_signals()?;
     // The runtime binary must not be reachable through /proc/<pid>/exe by
     // container processes while we are in their namespaces (CVE-2019-5736).
     nix::sys::prctl::set_dumpable(false).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
@@ -273,13 +275,15 @@ fn finish_process(config: &mut ChildConfig) -> Result<Never> {
     } = &config.role
     {
         config.channel.send(&Message::Ready)?;
-        if rootfs.in_user_ns {
-            // Non-dumpable, /proc/self/fd belongs to the host's root, which is
-            // unmapped here. Being dumpable is harmless in a user namespace: its
-            // root cannot write the host's runtime binary anyway.
-            nix::sys::prctl::set_dumpable(true).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
+        if let Some(exec_fifo) = exec_fifo {
+            if rootfs.in_user_ns {
+                // Non-dumpable, /proc/self/fd belongs to the host's root, which is
+                // unmapped here. Being dumpable is harmless in a user namespace: its
+                // root cannot write the host's runtime binary anyway.
+                nix::sys::prctl::set_dumpable(true).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
+            }
+            wait_for_start(exec_fifo)?;
         }
-        wait_for_start(exec_fifo)?;
         let mut state = config.hook_state.clone();
         state.status = Status::Running;
         hooks::run(HookKind::StartContainer, config.hooks, &state)?;
@@ -316,6 +320,19 @@ fn install_seccomp(config: &ChildConfig) -> Result<()> {
         unsafe { libc::close(fd) };
     }
     Ok(())
+}
+
+/// The container process starts with no blocked signals and default
+/// dispositions (the runtime ignores SIGPIPE and may block signals it forwards;
+/// both would survive execve).
+fn reset_signals() -> Result<()> {
+    use nix::sys::signal::{SigHandler, SigSet, Signal, signal};
+    // SAFETY: restoring the default disposition installs no handler code.
+    unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) }
+        .context(|| "resetting SIGPIPE".into())?;
+    SigSet::all()
+        .thread_unblock()
+        .context(|| "unblocking signals".into())
 }
 
 /// Blocks until `start` opens the exec fifo for reading, then tells it we go.
