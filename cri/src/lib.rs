@@ -3,5 +3,7 @@
 pub mod image;
 pub mod logs;
 pub mod network;
+pub mod oci;
+pub mod runtime_cli;
 pub mod sandbox;
 pub mod streaming;
