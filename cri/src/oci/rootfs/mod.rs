@@ -35,7 +35,13 @@ pub struct RootfsConfig {
 
 /// Everything up to (not including) pivot_root. Runs in the container's mount
 /// namespace, before the hooks that must see the prepared rootfs.
-pub fn prepare(spec: &Spec, config: &RootfsConfig) -> Result<()> {
+/// `before_cgroup_mount` runs before the first cgroup mount: the process must
+/// be in its cgroup (and cgroup namespace) by then.
+pub fn prepare(
+    spec: &Spec,
+    config: &RootfsConfig,
+    before_cgroup_mount: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
     // Nothing mounted from here on may propagate back to the host.
     mount(
         None::<&str>,
@@ -56,6 +62,9 @@ pub fn prepare(spec: &Spec, config: &RootfsConfig) -> Result<()> {
     let root = open_dir(&config.rootfs)?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for (index, m) in mounts.iter().enumerate() {
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            before_cgroup_mount()?;
+        }
         mount_one(root.as_fd(), m, config).map_err(|e| match e {
             crate::oci::error::OciError::Io { context, source } => {
                 crate::oci::error::OciError::Io {
