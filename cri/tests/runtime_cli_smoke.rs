@@ -148,7 +148,10 @@ fn create_start_exec_kill_delete() {
     let (created, stderr) = fixture.create();
     assert!(created, "{stderr}");
     assert_eq!(fixture.status(), "created");
-    assert!(fixture.cgroup_dir().exists());
+    let state: serde_json::Value =
+        serde_json::from_str(&fixture.ok(&["state", &fixture.id])).unwrap();
+    let init_cgroups = std::fs::read_to_string(format!("/proc/{}/cgroup", state["pid"])).unwrap();
+    assert!(init_cgroups.contains(&fixture.id), "{init_cgroups}");
     fixture.ok(&["start", &fixture.id]);
     assert_eq!(fixture.status(), "running");
     let out = fixture.ok(&[

@@ -226,7 +226,14 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     // by the time setup is reported done.
     let pid_start_time = process_start_time(init_pid)
         .ok_or_else(|| OciError::Init("the container init exited during setup".into()))?;
-    runtime_end.send(&Message::Continue { pid: init_pid })?;
+    if let Err(e) = runtime_end.send(&Message::Continue { pid: init_pid }) {
+        // The init may have failed meanwhile (it builds its rootfs in parallel):
+        // its own report says more than our broken pipe.
+        return Err(match runtime_end.recv() {
+            Ok(Some((Message::Error(report), _))) => OciError::Init(report),
+            _ => e,
+        });
+    }
 
     let mut hook_state = OciState {
         pid: init_pid,

@@ -81,6 +81,34 @@ pub fn run(mut config: ChildConfig) -> ! {
 
 enum Never {}
 
+/// The runtime's go-ahead after it moved us into the container's cgroup,
+/// waited for once; then the cgroup namespace is made (rooted at that cgroup).
+#[derive(Default)]
+struct CgroupGate {
+    passed: std::cell::Cell<bool>,
+    /// Our pid as the runtime sees it (for hook state).
+    pid: std::cell::Cell<i32>,
+}
+
+impl CgroupGate {
+    fn pass(&self, config: &ChildConfig) -> Result<()> {
+        if self.passed.get() {
+            return Ok(());
+        }
+        let (message, _) = config
+            .channel
+            .expect(|m| matches!(m, Message::Continue { .. }), "continue")?;
+        if let Message::Continue { pid } = message {
+            self.pid.set(pid);
+        }
+        if config.namespaces.creates(CloneFlags::CLONE_NEWCGROUP) {
+            unshare(CloneFlags::CLONE_NEWCGROUP).context(|| "unshare(CLONE_NEWCGROUP)".into())?;
+        }
+        self.passed.set(true);
+        Ok(())
+    }
+}
+
 fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
     reset_signals()?;
     // The runtime binary must not be reachable through /proc/<pid>/exe by
@@ -115,14 +143,17 @@ fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
         }
         config.channel.send_with_credentials(&Message::Pid)?;
     }
-    let (message, _) = config
-        .channel
-        .expect(|m| matches!(m, Message::Continue { .. }), "continue")?;
-    if let Message::Continue { pid } = message {
-        config.hook_state.pid = pid;
-    }
-    if plan.creates(CloneFlags::CLONE_NEWCGROUP) {
-        unshare(CloneFlags::CLONE_NEWCGROUP).context(|| "unshare(CLONE_NEWCGROUP)".into())?;
+    // The runtime moves us into the container's cgroup meanwhile (a migration
+    // that waits for an RCU grace period): an init that builds its rootfs does
+    // that work in parallel and waits only before its first cgroup mount. With
+    // a user namespace it needs its id maps (written by then) from the start.
+    let gate = CgroupGate::default();
+    let overlap = matches!(config.role, Role::Init { .. })
+        && plan.creates(CloneFlags::CLONE_NEWNS)
+        && !plan.creates(CloneFlags::CLONE_NEWUSER)
+        && !plan.joins(CloneFlags::CLONE_NEWUSER);
+    if !overlap {
+        gate.pass(config)?;
     }
     if plan.creates(CloneFlags::CLONE_NEWUSER) {
         // Become the namespace's root (if mapped) for the setup that follows.
@@ -143,15 +174,17 @@ fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
             if let Some(name) = session_keyring {
                 crate::oci::keyring::join_session_keyring(name)?;
             }
-            init_environment(config, spec, rootfs, *runtime_hooks)?;
+            init_environment(config, spec, rootfs, *runtime_hooks, &gate)?;
         }
         Role::Exec => {
+            gate.pass(config)?;
             // Exec'd processes get their own session only with a terminal.
             if process.terminal().unwrap_or(false) {
                 nix::unistd::setsid().context(|| "setsid".into())?;
             }
         }
     }
+    config.hook_state.pid = gate.pid.get();
     finish_process(config)
 }
 
@@ -160,14 +193,16 @@ fn init_environment(
     spec: &Spec,
     rootfs: &RootfsConfig,
     runtime_hooks: bool,
+    gate: &CgroupGate,
 ) -> Result<()> {
     // Device nodes and mount targets get exactly the modes the spec asks for.
     nix::sys::stat::umask(Mode::empty());
     let plan = config.namespaces;
     let new_mount_ns = plan.creates(CloneFlags::CLONE_NEWNS);
     if new_mount_ns {
-        rootfs::prepare(spec, rootfs)?;
+        rootfs::prepare(spec, rootfs, &mut || gate.pass(config))?;
     }
+    gate.pass(config)?;
     if runtime_hooks {
         config.channel.send(&Message::RunRuntimeHooks)?;
         config
@@ -175,6 +210,7 @@ fn init_environment(
             .expect(|m| *m == Message::RuntimeHooksDone, "the runtime hooks")?;
     }
     let mut state = config.hook_state.clone();
+    state.pid = gate.pid.get();
     state.status = Status::Created;
     hooks::run(HookKind::CreateContainer, config.hooks, &state)?;
     if new_mount_ns {

@@ -35,16 +35,33 @@ pub struct RootfsConfig {
 
 /// Everything up to (not including) pivot_root. Runs in the container's mount
 /// namespace, before the hooks that must see the prepared rootfs.
-pub fn prepare(spec: &Spec, config: &RootfsConfig) -> Result<()> {
-    // Nothing mounted from here on may propagate back to the host.
-    mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .context(|| "making / rslave".into())?;
+/// `before_cgroup_mount` runs before the first cgroup mount: the process must
+/// be in its cgroup (and cgroup namespace) by then.
+pub fn prepare(
+    spec: &Spec,
+    config: &RootfsConfig,
+    before_cgroup_mount: &mut dyn FnMut() -> Result<()>,
+) -> Result<()> {
+    // By default nothing mounted from here on propagates back to the host. A
+    // shared rootfsPropagation (bidirectional volumes) keeps our copies peers of
+    // the host's; then the rootfs's parent mount is made private so that the
+    // rootfs bind itself does not show up on the host (as runc does).
+    let propagation = root_propagation(spec);
+    mount(None::<&str>, "/", None::<&str>, propagation, None::<&str>)
+        .context(|| format!("setting the propagation of / ({propagation:?})"))?;
+    if propagation.contains(MsFlags::MS_SHARED) {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+            .context(|| "reading mountinfo".into())?;
+        let parent = mountinfo::mount_point_of(&mountinfo::parse(&mounts), &config.rootfs);
+        mount(
+            None::<&str>,
+            parent.as_str(),
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .context(|| format!("making {parent} private"))?;
+    }
     mount(
         Some(&config.rootfs),
         &config.rootfs,
@@ -56,6 +73,9 @@ pub fn prepare(spec: &Spec, config: &RootfsConfig) -> Result<()> {
     let root = open_dir(&config.rootfs)?;
     let mounts = spec.mounts().clone().unwrap_or_default();
     for (index, m) in mounts.iter().enumerate() {
+        if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
+            before_cgroup_mount()?;
+        }
         mount_one(root.as_fd(), m, config).map_err(|e| match e {
             crate::oci::error::OciError::Io { context, source } => {
                 crate::oci::error::OciError::Io {
@@ -152,6 +172,16 @@ pub fn protect(spec: &Spec) -> Result<()> {
             .context(|| "remounting / read-only".into())?;
     }
     Ok(())
+}
+
+/// The propagation of / while the rootfs is built: linux.rootfsPropagation, by
+/// default rslave.
+fn root_propagation(spec: &Spec) -> MsFlags {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(parse_propagation)
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC)
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd> {

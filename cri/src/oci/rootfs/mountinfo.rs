@@ -52,6 +52,17 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The mount point under which `path` lies (the longest matching one).
+pub fn mount_point_of(mounts: &[MountInfo], path: &std::path::Path) -> String {
+    mounts
+        .iter()
+        .map(|m| m.mount_point.as_str())
+        .filter(|mp| path.starts_with(mp))
+        .max_by_key(|mp| mp.len())
+        .unwrap_or("/")
+        .to_string()
+}
+
 /// The v1 subsystems a cgroup mount's super options name (`rw,cpu,cpuacct` ->
 /// `cpu,cpuacct`; named hierarchies keep their `name=` form).
 pub fn cgroup_subsystems(super_options: &str) -> String {
@@ -83,6 +94,22 @@ mod tests {
         assert_eq!(cgroup_subsystems(&mounts[0].super_options), "cpu,cpuacct");
         assert_eq!(mounts[1].root, "/x y");
         assert_eq!(mounts[1].mount_point, "/mnt/a b");
+    }
+
+    #[test]
+    fn mount_point_of_a_path_is_the_longest_prefix() {
+        let mounts = parse(
+            "1 0 0:1 / / rw - ext4 /dev/vda rw\n2 1 0:2 / /var rw - ext4 /dev/vdb rw\n3 1 0:3 / /var/lib2 rw - tmpfs t rw\n",
+        );
+        assert_eq!(
+            mount_point_of(&mounts, std::path::Path::new("/var/lib/x/rootfs")),
+            "/var"
+        );
+        assert_eq!(
+            mount_point_of(&mounts, std::path::Path::new("/var/lib2/rootfs")),
+            "/var/lib2"
+        );
+        assert_eq!(mount_point_of(&mounts, std::path::Path::new("/srv")), "/");
     }
 
     #[test]
