@@ -1,1 +1,2 @@
 //! End-to-end tests, shared fixtures and benchmarks.
+pub mod apiserver;
