@@ -388,7 +388,7 @@ async fn stream_events(
                         continue;
                     }
                     seen = ev.rv;
-                    if !std::ptr::eq(ev.resource, rt) {
+                    if !ev.resource.same(rt) {
                         continue;
                     }
                     if let Some(kind) = visible(&ev, &opts) {

@@ -33,6 +33,13 @@ impl ResourceType {
         self.api_version()
     }
 
+    /// Whether `other` is the same group/version/resource.
+    pub fn same(&self, other: &ResourceType) -> bool {
+        self.group == other.group
+            && self.version == other.version
+            && self.resource == other.resource
+    }
+
     pub fn supports_field(&self, field: &str) -> bool {
         field == "metadata.name"
             || (self.namespaced && field == "metadata.namespace")
@@ -40,7 +47,7 @@ impl ResourceType {
     }
 }
 
-pub const NAMESPACES: ResourceType = ResourceType {
+pub static NAMESPACES: ResourceType = ResourceType {
     group: "",
     version: "v1",
     resource: "namespaces",
@@ -54,7 +61,7 @@ pub const NAMESPACES: ResourceType = ResourceType {
     extra_field_labels: &["status.phase"],
 };
 
-pub const SERVICES: ResourceType = ResourceType {
+pub static SERVICES: ResourceType = ResourceType {
     group: "",
     version: "v1",
     resource: "services",
@@ -68,7 +75,7 @@ pub const SERVICES: ResourceType = ResourceType {
     extra_field_labels: &["spec.clusterIP", "spec.type"],
 };
 
-pub const NODES: ResourceType = ResourceType {
+pub static NODES: ResourceType = ResourceType {
     group: "",
     version: "v1",
     resource: "nodes",
@@ -82,7 +89,7 @@ pub const NODES: ResourceType = ResourceType {
     extra_field_labels: &["spec.unschedulable"],
 };
 
-pub const ENDPOINT_SLICES: ResourceType = ResourceType {
+pub static ENDPOINT_SLICES: ResourceType = ResourceType {
     group: "discovery.k8s.io",
     version: "v1",
     resource: "endpointslices",
@@ -97,7 +104,7 @@ pub const ENDPOINT_SLICES: ResourceType = ResourceType {
 };
 
 /// Every type served, in discovery order.
-pub const ALL: &[&ResourceType] = &[&NAMESPACES, &SERVICES, &NODES, &ENDPOINT_SLICES];
+pub static ALL: &[&ResourceType] = &[&NAMESPACES, &SERVICES, &NODES, &ENDPOINT_SLICES];
 
 pub fn find(group: &str, version: &str, resource: &str) -> Option<&'static ResourceType> {
     ALL.iter()

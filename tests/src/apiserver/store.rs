@@ -200,7 +200,7 @@ impl Store {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         for ev in self.events.iter().rev().take_while(|e| e.rv > at) {
-            if !std::ptr::eq(ev.resource, rt) {
+            if !ev.resource.same(rt) {
                 continue;
             }
             let k = key(
@@ -329,7 +329,7 @@ impl Store {
                 }
                 self.events
                     .iter()
-                    .filter(|e| e.rv > rv && std::ptr::eq(e.resource, rt))
+                    .filter(|e| e.rv > rv && e.resource.same(rt))
                     .cloned()
                     .collect()
             }

@@ -440,3 +440,30 @@ fn kubectl_get_and_apply() {
     assert!(!ok);
     assert!(err.contains("services \"missing\" not found"), "{err}");
 }
+
+#[tokio::test]
+async fn direct_store_writes_reach_watchers() {
+    let server = ApiServer::start().unwrap();
+    let api: Api<EndpointSlice> = Api::all(client(&server).await);
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "s", "labels": {"kubernetes.io/service-name": "web"}}, "addressType": "IPv4", "endpoints": []});
+    server
+        .create(&ENDPOINT_SLICES, "default", slice.clone())
+        .unwrap();
+    let cfg = watcher::Config::default()
+        .labels("!service.kubernetes.io/headless,!service.kubernetes.io/service-proxy-name");
+    let mut events = watcher(api, cfg).boxed();
+    while !matches!(
+        events.try_next().await.unwrap().unwrap(),
+        watcher::Event::InitDone
+    ) {}
+    let mut updated = slice.clone();
+    updated["endpoints"] = json!([{"addresses": ["10.0.0.1"]}]);
+    server.update(&ENDPOINT_SLICES, "default", updated).unwrap();
+    loop {
+        if let watcher::Event::Apply(s) = events.try_next().await.unwrap().unwrap() {
+            assert_eq!(s.endpoints.unwrap().len(), 1);
+            break;
+        }
+    }
+}
