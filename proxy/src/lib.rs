@@ -9,4 +9,5 @@ pub mod iptables;
 pub mod metrics;
 pub mod model;
 pub mod net;
+pub mod nftables;
 pub mod run;

@@ -26,8 +26,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         if cfg.cleanup {
-            let mut backend = berth_proxy::run::build_backend(&cfg, &Default::default())?;
-            backend.cleanup()?;
+            berth_proxy::run::cleanup_all(&cfg)?;
             return Ok(());
         }
         let client = berth_proxy::run::client(&cfg).await?;

@@ -134,11 +134,42 @@ pub fn build_backend(cfg: &ProxyConfig, node: &NodeFacts) -> Result<Box<dyn Back
                 options,
             )))
         }
-        Mode::Nftables | Mode::Ipvs => Err(RunError::Backend(format!(
-            "proxy mode {:?} is not available in this build",
-            cfg.mode
-        ))),
+        Mode::Nftables => {
+            let options = crate::nftables::NftOptions {
+                families,
+                masquerade_all: cfg.masquerade_all,
+                masquerade_bit: cfg.masquerade_bit,
+                local,
+                node_port_addresses: cfg.node_port_addresses.clone(),
+            };
+            Ok(Box::new(crate::nftables::NftProxier::new(
+                crate::nftables::SystemNft,
+                options,
+            )))
+        }
+        Mode::Ipvs => Err(RunError::Backend(
+            "proxy mode ipvs is not available yet".to_string(),
+        )),
     }
+}
+
+/// `--cleanup`: removes what every mode may have programmed (both families), as
+/// upstream does, so switching modes or uninstalling leaves nothing behind.
+pub fn cleanup_all(cfg: &ProxyConfig) -> Result<(), RunError> {
+    let both = NodeFacts {
+        ips: vec![IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])],
+        ..Default::default()
+    };
+    for mode in [Mode::Iptables, Mode::Nftables] {
+        let cfg = ProxyConfig {
+            mode,
+            ..cfg.clone()
+        };
+        build_backend(&cfg, &both)?
+            .cleanup()
+            .map_err(|e| RunError::Backend(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Sets nf_conntrack_max as upstream does, unless maxPerCore is 0. Failing to write it
@@ -209,6 +240,8 @@ pub async fn run(
     let mut last_sync = Instant::now() - cfg.min_sync_period;
     let mut next_full = Instant::now() + cfg.sync_period;
     let mut force_full = true;
+    // After a failed sync, wait a moment before trying again rather than spinning.
+    let mut retry_at = Instant::now();
     let tamper_period = cfg
         .sync_period
         .min(Duration::from_secs(5))
@@ -227,12 +260,12 @@ pub async fn run(
             }
         }
         let due = ready;
-        let sync_at =
-            (last_sync + cfg.min_sync_period).max(if tracker.has_changes() || force_full {
-                Instant::now()
-            } else {
-                next_full
-            });
+        let wanted = if tracker.has_changes() || force_full {
+            Instant::now()
+        } else {
+            next_full
+        };
+        let sync_at = (last_sync + cfg.min_sync_period).max(wanted).max(retry_at);
         tokio::select! {
             _ = &mut shutdown => break,
             _ = &mut node_grace, if !node_grace.is_elapsed() => {}
@@ -312,6 +345,7 @@ pub async fn run(
                         metrics.failed();
                         tracker.mark_all_changed();
                         force_full = true;
+                        retry_at = Instant::now() + cfg.min_sync_period.max(Duration::from_secs(1));
                     }
                 }
             }

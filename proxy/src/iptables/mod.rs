@@ -7,7 +7,7 @@
 //! timer, after a failed partial sync, and when the canary chain shows tampering.
 
 mod exec;
-mod names;
+pub(crate) mod names;
 mod restore;
 mod rules;
 

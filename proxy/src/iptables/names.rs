@@ -5,7 +5,7 @@ use crate::model::ServicePortName;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 
-fn hash(input: &str) -> String {
+pub(crate) fn hash(input: &str) -> String {
     let digest = Sha256::digest(input.as_bytes());
     let encoded = base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest);
     encoded[..16].to_string()

@@ -339,9 +339,10 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!(
-            "timed out waiting for {what}\nproxy log:\n{}\nrules:\n{}",
+            "timed out waiting for {what}\nproxy log:\n{}\niptables:\n{}\nnftables:\n{}",
             self.proxy_log(),
-            self.node.exec("iptables-save", &[])
+            self.node.exec("iptables-save", &[]),
+            self.node.exec("nft", &["list", "ruleset"])
         );
     }
 }
@@ -355,3 +356,5 @@ impl Drop for Cluster {
 pub fn cluster_ip(svc: &Value) -> IpAddr {
     svc["spec"]["clusterIP"].as_str().unwrap().parse().unwrap()
 }
+
+pub mod scenarios;
