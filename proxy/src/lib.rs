@@ -6,6 +6,7 @@ pub mod conntrack;
 pub mod healthcheck;
 mod http;
 pub mod iptables;
+pub mod ipvs;
 pub mod metrics;
 pub mod model;
 pub mod net;

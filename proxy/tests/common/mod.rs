@@ -40,7 +40,7 @@ pub struct NetNs {
 }
 
 impl NetNs {
-    fn new(role: &str) -> Self {
+    pub fn new(role: &str) -> Self {
         static N: AtomicUsize = AtomicUsize::new(0);
         let name = format!(
             "bpx{}{}{}",
