@@ -22,53 +22,103 @@ pub struct Endpoint {
 /// The label tying an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// What the proxy keeps of an EndpointSlice: its ports and the first address and
+/// conditions of each endpoint of the right family (much smaller than the object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    ports: Vec<(String, Option<Protocol>, Option<u16>)>,
+    endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SliceEndpoint {
+    ip: IpAddr,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    node: Option<String>,
+    zone_hints: Option<BTreeSet<String>>,
+    node_hints: Option<BTreeSet<String>>,
+}
+
+impl SliceInfo {
+    pub fn from_slice(slice: &EndpointSlice) -> Self {
+        let family_v6 = match slice.address_type.as_str() {
+            "IPv4" => Some(false),
+            "IPv6" => Some(true),
+            // FQDN slices carry no addresses the proxy can use.
+            _ => None,
+        };
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.clone().unwrap_or_default(),
+                    Protocol::parse(p.protocol.as_deref()),
+                    p.port.and_then(|p| u16::try_from(p).ok()),
+                )
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter_map(|ep| {
+                // Only the first address is used, as upstream does.
+                let ip: IpAddr = ep.addresses.first()?.parse().ok()?;
+                if Some(ip.is_ipv6()) != family_v6 {
+                    return None;
+                }
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let hints = ep.hints.as_ref();
+                Some(SliceEndpoint {
+                    ip,
+                    ready,
+                    serving: cond.and_then(|c| c.serving).unwrap_or(ready),
+                    terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
+                    node: ep.node_name.clone(),
+                    zone_hints: hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+                    node_hints: hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+                })
+            })
+            .collect();
+        SliceInfo { ports, endpoints }
+    }
+}
+
 /// Endpoints in `slice` for the port named `port_name` with `protocol`.
 pub fn slice_endpoints(
-    slice: &EndpointSlice,
+    slice: &SliceInfo,
     port_name: &str,
     protocol: Protocol,
     node_name: &str,
 ) -> Vec<Endpoint> {
-    let family_v6 = match slice.address_type.as_str() {
-        "IPv4" => false,
-        "IPv6" => true,
-        _ => return Vec::new(),
-    };
-    let Some(port) = slice.ports.iter().flatten().find(|p| {
-        p.name.as_deref().unwrap_or("") == port_name
-            && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
-    }) else {
-        return Vec::new();
-    };
-    let Some(port) = port.port.and_then(|p| u16::try_from(p).ok()) else {
+    let Some(port) = slice
+        .ports
+        .iter()
+        .find(|(name, proto, _)| name == port_name && *proto == Some(protocol))
+        .and_then(|(_, _, port)| *port)
+    else {
         return Vec::new();
     };
     slice
         .endpoints
         .iter()
-        .flatten()
-        .filter_map(|ep| {
-            // Only the first address is used, as upstream does.
-            let ip: IpAddr = ep.addresses.first()?.parse().ok()?;
-            if ip.is_ipv6() != family_v6 {
-                return None;
-            }
-            let cond = ep.conditions.as_ref();
-            let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-            let hints = ep.hints.as_ref();
-            Some(Endpoint {
-                addr: SocketAddr::new(ip, port),
-                ready,
-                serving: cond.and_then(|c| c.serving).unwrap_or(ready),
-                terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
-                local: ep.node_name.as_deref() == Some(node_name),
-                zone_hints: hints
-                    .and_then(|h| h.for_zones.as_ref())
-                    .map(|z| z.iter().map(|z| z.name.clone()).collect()),
-                node_hints: hints
-                    .and_then(|h| h.for_nodes.as_ref())
-                    .map(|n| n.iter().map(|n| n.name.clone()).collect()),
-            })
+        .map(|ep| Endpoint {
+            addr: SocketAddr::new(ep.ip, port),
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+            local: ep.node.as_deref() == Some(node_name),
+            zone_hints: ep.zone_hints.clone(),
+            node_hints: ep.node_hints.clone(),
         })
         .collect()
 }

@@ -1,7 +1,9 @@
 //! Change tracking: Services, EndpointSlices and the node's topology go in as watch
 //! events; out comes the desired state per Service port and which Services changed.
 
-use super::endpoints::{self, CategorizedEndpoints, Endpoint, NodeTopology, SERVICE_NAME_LABEL};
+use super::endpoints::{
+    self, CategorizedEndpoints, Endpoint, NodeTopology, SERVICE_NAME_LABEL, SliceInfo,
+};
 use super::service::{ServiceName, ServicePort, ServicePortName, service_ports};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -29,7 +31,7 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct ChangeTracker {
     services: BTreeMap<ServiceName, Vec<ServicePort>>,
-    slices: BTreeMap<ServiceName, BTreeMap<String, EndpointSlice>>,
+    slices: BTreeMap<ServiceName, BTreeMap<String, SliceInfo>>,
     node: NodeTopology,
     state: DesiredState,
     dirty: BTreeSet<ServiceName>,
@@ -98,9 +100,10 @@ impl ChangeTracker {
         let Some((owner, name)) = slice_owner(slice) else {
             return;
         };
+        let info = SliceInfo::from_slice(slice);
         let slices = self.slices.entry(owner.clone()).or_default();
-        if slices.get(&name) != Some(slice) {
-            slices.insert(name, slice.clone());
+        if slices.get(&name) != Some(&info) {
+            slices.insert(name, info);
             self.dirty.insert(owner);
         }
     }
@@ -139,10 +142,13 @@ impl ChangeTracker {
 
     /// Replaces the whole set of EndpointSlices (after a watcher re-list).
     pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
-        let mut fresh: BTreeMap<ServiceName, BTreeMap<String, EndpointSlice>> = BTreeMap::new();
+        let mut fresh: BTreeMap<ServiceName, BTreeMap<String, SliceInfo>> = BTreeMap::new();
         for s in all {
             if let Some((owner, name)) = slice_owner(s) {
-                fresh.entry(owner).or_default().insert(name, s.clone());
+                fresh
+                    .entry(owner)
+                    .or_default()
+                    .insert(name, SliceInfo::from_slice(s));
             }
         }
         let owners: BTreeSet<ServiceName> =
