@@ -32,3 +32,8 @@ fn external_traffic_policy_local_stays_local_and_health_check_port_answers() {
 fn restart_removes_stale_service_rules_and_tampering_is_repaired() {
     scenarios::restart_removes_stale_service_rules_and_tampering_is_repaired(Mode::Iptables);
 }
+
+#[test]
+fn hairpin_traffic_is_masqueraded() {
+    scenarios::hairpin_traffic_is_masqueraded(Mode::Iptables);
+}

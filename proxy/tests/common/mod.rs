@@ -276,9 +276,25 @@ impl Cluster {
 
     /// Connects from the client namespace; Ok((backend, source seen by backend)).
     pub fn connect(&self, target: &str) -> std::io::Result<(String, String)> {
+        self.connect_from(&self.client, None, target)
+    }
+
+    /// Connects from `ns`, optionally from source address `source`.
+    pub fn connect_from(
+        &self,
+        ns: &NetNs,
+        source: Option<&str>,
+        target: &str,
+    ) -> std::io::Result<(String, String)> {
         let target: SocketAddr = target.parse().unwrap();
-        self.client.enter(move || {
-            let mut s = TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+        let source: Option<SocketAddr> = source.map(|s| format!("{s}:0").parse().unwrap());
+        ns.enter(move || {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            if let Some(src) = source {
+                socket.bind(&src.into())?;
+            }
+            socket.connect_timeout(&target.into(), Duration::from_secs(2))?;
+            let mut s: TcpStream = socket.into();
             s.set_read_timeout(Some(Duration::from_secs(2)))?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;

@@ -67,7 +67,16 @@ pub fn cluster_ip_and_node_port_reach_every_backend(mode: Mode) {
     for ip in ["198.18.2.11", "198.18.2.12", "198.18.2.13"] {
         c.serve_backend(ip, 8080);
     }
-    let svc = web_service(&c, "web", json!({"type": "NodePort"}));
+    let svc = web_service(
+        &c,
+        "web",
+        json!({"type": "LoadBalancer", "externalIPs": ["198.18.9.9"]}),
+    );
+    let mut with_status = svc.clone();
+    with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.18.9.10"}]}});
+    c.api
+        .update_status(&berth_tests::apiserver::SERVICES, "default", with_status)
+        .unwrap();
     let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap();
     c.set_endpoints(
         "web",
@@ -98,6 +107,31 @@ pub fn cluster_ip_and_node_port_reach_every_backend(mode: Mode) {
     // ClusterIP traffic from outside the cluster CIDR is masqueraded too.
     let (_, source) = c.connect(&vip).unwrap();
     assert_eq!(source, "198.18.2.1");
+    // externalIPs and LoadBalancer ingress IPs routed to the node are served too.
+    c.wait_for("the LoadBalancer IP to answer", || {
+        c.connect("198.18.9.10:80").is_ok()
+    });
+    assert_eq!(c.distribution("198.18.9.9:80", 30).len(), 3);
+    assert_eq!(c.distribution("198.18.9.10:80", 30).len(), 3);
+}
+
+pub fn hairpin_traffic_is_masqueraded(mode: Mode) {
+    let mut c = Cluster::new();
+    c.serve_backend("198.18.2.11", 8080);
+    let svc = web_service(&c, "self", json!({}));
+    c.set_endpoints("self", 8080, &[("198.18.2.11", true, "node-a")]);
+    c.start_proxy(&["--proxy-mode", mode.flag()]);
+    let vip = format!("{}:80", cluster_ip(&svc));
+    c.wait_for("the ClusterIP to answer", || c.connect(&vip).is_ok());
+    // A backend reaching itself through its Service: without SNAT the reply would
+    // bypass the node and the connection would never complete.
+    let (backend, source) = c
+        .connect_from(&c.backend, Some("198.18.2.11"), &vip)
+        .unwrap();
+    assert_eq!(
+        (backend.as_str(), source.as_str()),
+        ("198.18.2.11:8080", "198.18.2.1")
+    );
 }
 
 pub fn service_without_endpoints_rejects_and_endpoint_removal_stops_new_connections(mode: Mode) {

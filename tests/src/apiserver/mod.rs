@@ -197,6 +197,21 @@ impl ApiServer {
         self.store().update(rt, namespace, &name, object, false)
     }
 
+    /// Replaces an object's status, exactly as a PUT to its `/status` subresource would.
+    pub fn update_status(
+        &self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        object: Value,
+    ) -> Result<Value, ApiError> {
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        self.store().update(rt, namespace, &name, object, true)
+    }
+
     pub fn delete(
         &self,
         rt: &'static ResourceType,
