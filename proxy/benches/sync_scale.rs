@@ -64,7 +64,7 @@ fn peak_rss_mib() -> f64 {
     kb / 1024.0
 }
 
-fn main() {
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
@@ -77,18 +77,19 @@ fn main() {
     let services: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let endpoints: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
 
-    let ns = Netns(format!("bpxbench{}", std::process::id()));
-    assert!(
+    let name = format!("bpxbench{}", std::process::id());
+    anyhow::ensure!(
         Command::new("ip")
-            .args(["netns", "add", &ns.0])
-            .status()
-            .expect("ip")
+            .args(["netns", "add", &name])
+            .status()?
             .success(),
-        "ip netns add"
+        "ip netns add {name} failed"
     );
+    // Errors are returned, not panicked (release builds abort on panic), so this guard runs.
+    let ns = Netns(name);
     // The bench is single-threaded: after this, it and every command it runs live in the namespace.
-    let file = std::fs::File::open(format!("/run/netns/{}", ns.0)).expect("netns file");
-    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let file = std::fs::File::open(format!("/run/netns/{}", ns.0))?;
+    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
 
     let started = Instant::now();
     let mut tracker = ChangeTracker::new("node-a");
@@ -99,7 +100,9 @@ fn main() {
     let snapshot = tracker.snapshot();
     let model_time = started.elapsed();
 
-    let local = LocalDetector::Cidrs(vec![Cidr::parse("10.128.0.0/10").expect("cidr")]);
+    let local = LocalDetector::Cidrs(vec![
+        Cidr::parse("10.128.0.0/10").map_err(anyhow::Error::msg)?,
+    ]);
     let mut backend: Box<dyn Backend> = match mode.as_str() {
         "iptables" => Box::new(berth_proxy::iptables::IptablesProxier::new(
             berth_proxy::iptables::SystemNetfilter,
@@ -121,11 +124,11 @@ fn main() {
                 node_port_addresses: NodePortAddresses::All,
             },
         )),
-        other => panic!("unknown mode {other}"),
+        other => anyhow::bail!("unknown mode {other}: iptables or nftables"),
     };
 
     let t = Instant::now();
-    let report = backend.sync(&snapshot, true).expect("full sync");
+    let report = backend.sync(&snapshot, true)?;
     let full = t.elapsed();
 
     // One endpoint of one Service changes address.
@@ -136,9 +139,12 @@ fn main() {
     tracker.apply_slice(&changed);
     let snapshot = tracker.snapshot();
     let t = Instant::now();
-    let partial = backend.sync(&snapshot, false).expect("partial sync");
+    let partial = backend.sync(&snapshot, false)?;
     let one = t.elapsed();
-    assert!(!partial.full, "the change went through a partial sync");
+    anyhow::ensure!(
+        !partial.full,
+        "the change did not go through a partial sync"
+    );
 
     println!(
         "mode={mode} services={services} endpoints_per_service={endpoints} rules={} model_build={:.3}s full_sync={:.3}s one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
@@ -148,4 +154,5 @@ fn main() {
         one.as_secs_f64() * 1000.0,
         peak_rss_mib()
     );
+    Ok(())
 }
