@@ -1,7 +1,10 @@
 //! The nftables rules of one Service port, in the structure of upstream's nftables mode:
 //! one `kube-proxy` table per family, verdict maps keyed by address . protocol . port
-//! (O(1) dispatch however many Services), a chain per Service port, per policy and per
-//! endpoint, and a dynamic set per endpoint for ClientIP affinity.
+//! (O(1) dispatch however many Services) and a chain per Service port and policy that
+//! DNATs through a numgen map. Unlike upstream there is no chain per endpoint (except
+//! for ClientIP affinity, which needs a dynamic set per endpoint): nft transactions
+//! slow down with the number of chains in the table, and at 10,000 Services the
+//! per-endpoint chains made every sync several times slower.
 
 use crate::config::LocalDetector;
 use crate::iptables::names::hash;
@@ -268,29 +271,32 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset
         used.extend(cluster_eps.iter());
     }
     if uses_local {
-        used.extend(local_eps.iter());
+        used.extend(
+            local_eps
+                .iter()
+                .filter(|l| !cluster_eps.contains(l) || !uses_cluster),
+        );
     }
     for ep in used {
-        let eb = endpoint_base(entry, ep.addr);
-        let chain = format!("endpoint-{eb}");
-        if out.chains.contains_key(&chain) {
+        // Hairpin (an endpoint reaching itself through the Service) is masqueraded in
+        // postrouting by source . destination lookup, so no per-endpoint chain is needed.
+        out.elements.push(Element {
+            set: "hairpin-endpoints",
+            element: format!("{0} . {0}", ep.addr.ip()),
+        });
+        // Per-endpoint chains exist only for ClientIP affinity, which needs a set per
+        // endpoint. Tens of thousands of chains make every nft transaction slow.
+        let Some(timeout) = port.affinity_timeout else {
             continue;
-        }
-        let mut rules = vec![format!(
-            "{} saddr {} jump mark-for-masquerade",
-            ctx.addr_kw(),
-            ep.addr.ip()
-        )];
-        if let Some(timeout) = port.affinity_timeout {
-            let set = format!("affinity-{eb}");
-            rules.push(format!("update @{set} {{ {} saddr }}", ctx.addr_kw()));
-            out.affinity_sets.insert(set, timeout);
-        }
-        rules.push(format!(
-            "meta l4proto {proto} dnat to {}",
-            dnat_target(ep.addr)
-        ));
-        out.chains.insert(chain, rules);
+        };
+        let eb = endpoint_base(entry, ep.addr);
+        let set = format!("affinity-{eb}");
+        let rules = vec![
+            format!("update @{set} {{ {} saddr }}", ctx.addr_kw()),
+            format!("meta l4proto {proto} dnat to {}", dnat_target(ep.addr)),
+        ];
+        out.affinity_sets.insert(set, timeout);
+        out.chains.insert(format!("endpoint-{eb}"), rules);
     }
     if has_external && external_ok {
         let rules = if port.external_policy_local {
@@ -344,15 +350,30 @@ fn balancing_rules(
             ));
         }
     }
-    let targets: Vec<String> = eps
-        .iter()
-        .enumerate()
-        .map(|(i, ep)| format!("{i} : goto endpoint-{}", endpoint_base(entry, ep.addr)))
-        .collect();
-    rules.push(format!(
-        "numgen random mod {} vmap {{ {} }}",
-        eps.len(),
-        targets.join(", ")
-    ));
+    if entry.port.affinity_timeout.is_some() {
+        let targets: Vec<String> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| format!("{i} : goto endpoint-{}", endpoint_base(entry, ep.addr)))
+            .collect();
+        rules.push(format!(
+            "numgen random mod {} vmap {{ {} }}",
+            eps.len(),
+            targets.join(", ")
+        ));
+    } else {
+        let targets: Vec<String> = eps
+            .iter()
+            .enumerate()
+            .map(|(i, ep)| format!("{i} : {} . {}", ep.addr.ip(), ep.addr.port()))
+            .collect();
+        rules.push(format!(
+            "meta l4proto {} dnat {} addr . port to numgen random mod {} map {{ {} }}",
+            entry.port.name.protocol.lower(),
+            ctx.addr_kw(),
+            eps.len(),
+            targets.join(", ")
+        ));
+    }
     rules
 }

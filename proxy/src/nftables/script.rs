@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 /// Sets and maps of the skeleton, with their types (by family).
-fn shared_sets(v6: bool) -> [(&'static str, String); 5] {
+fn shared_sets(v6: bool) -> [(&'static str, String); 6] {
     let addr = if v6 { "ipv6_addr" } else { "ipv4_addr" };
     [
+        ("hairpin-endpoints", format!("type {addr} . {addr} ;")),
         ("cluster-ips", format!("type {addr} ;")),
         (
             "service-ips",
@@ -55,6 +56,9 @@ pub fn skeleton(family: &str, table: &str, masq_mark: &str, node_port_match: &st
             "masquerading",
             "",
             &[
+                format!(
+                    "ct status dnat {addr_kw} saddr . {addr_kw} daddr @hairpin-endpoints masquerade fully-random"
+                ),
                 format!("mark and {masq_mark} == 0 return"),
                 format!("mark set mark xor {masq_mark}"),
                 "masquerade fully-random".to_string(),
@@ -173,8 +177,8 @@ pub fn full<'a>(
     stale_sets: &[String],
 ) -> String {
     let mut s = skeleton.to_string();
-    for (name, _) in shared_sets(t.starts_with("ip6 ")) {
-        let kind = if name == "cluster-ips" { "set" } else { "map" };
+    for (name, ty) in shared_sets(t.starts_with("ip6 ")) {
+        let kind = if ty.contains("verdict") { "map" } else { "set" };
         let _ = writeln!(s, "flush {kind} {t} {name}");
     }
     for r in all.clone() {

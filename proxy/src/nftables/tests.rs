@@ -114,13 +114,18 @@ fn full_sync_builds_the_table_with_verdict_maps() {
             "add rule ip kube-proxy {chain} ip daddr 198.19.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
         )
     );
-    assert!(
-        rules[1].contains("numgen random mod 2 vmap { 0 : goto endpoint-")
-            && rules[1].contains("1 : goto endpoint-"),
-        "{}",
-        rules[1]
+    assert_eq!(
+        rules[1],
+        format!(
+            "add rule ip kube-proxy {chain} meta l4proto tcp dnat ip addr . port to numgen random mod 2 map {{ 0 : 10.244.1.2 . 8080, 1 : 10.244.1.3 . 8080 }}"
+        )
     );
-    assert!(s.contains("meta l4proto tcp dnat to 10.244.1.2:8080"));
+    assert!(
+        !s.contains("chain ip kube-proxy endpoint-"),
+        "no per-endpoint chains without affinity"
+    );
+    assert!(s.contains("add element ip kube-proxy hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }"));
+    assert!(s.contains("add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints masquerade fully-random"));
     assert!(
         s.contains("add element ip kube-proxy service-nodeports { tcp . 30080 : goto external-")
     );
@@ -147,12 +152,12 @@ fn partial_sync_sends_only_the_difference() {
     assert!(!p.sync(&t.snapshot(), false).unwrap().full);
     let s = p.nft().scripts.last().unwrap().clone();
     assert!(!s.contains("ns/b/"), "b untouched:\n{s}");
-    assert!(
-        !s.contains("add element"),
-        "the dispatch did not change:\n{s}"
+    assert_eq!(
+        lines(&s, "element"),
+        ["add element ip kube-proxy hairpin-endpoints { 10.244.1.9 . 10.244.1.9 }"],
+        "only the new endpoint's hairpin entry; the dispatch did not change:\n{s}"
     );
-    assert!(s.contains("numgen random mod 2"));
-    assert!(s.contains("add chain ip kube-proxy endpoint-") && s.contains("10.244.1.9/8080"));
+    assert!(s.contains("numgen random mod 2 map { 0 : 10.244.1.2 . 8080, 1 : 10.244.1.9 . 8080 }"));
 
     // One port loses its endpoints... the ClusterIP stays in cluster-ips (shared with "alt").
     t.apply_slice(&slice("a", &[]));
