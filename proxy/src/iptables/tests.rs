@@ -303,3 +303,35 @@ fn tampering_is_detected_by_the_canary() {
     assert!(p.tampered());
     assert!(p.sync(&t.snapshot(), false).unwrap().full);
 }
+
+#[test]
+fn dual_stack_services_get_rules_per_family() {
+    let svc: Service = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "ds"},
+        "spec": {"clusterIP": "198.19.0.10", "clusterIPs": ["198.19.0.10", "fd00:96::10"], "ipFamilies": ["IPv4", "IPv6"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
+    .unwrap();
+    let v6_slice: EndpointSlice = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "ds-v6", "labels": {SERVICE_NAME_LABEL: "ds"}},
+        "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:244::5"]}], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
+    .unwrap();
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&svc);
+    t.apply_slice(&slice("ds", &[("10.244.1.2", true, "n")]));
+    t.apply_slice(&v6_slice);
+    let mut opts = options();
+    opts.families = vec![false, true];
+    opts.local = LocalDetector::Cidrs(vec![
+        Cidr::parse("10.244.0.0/16").unwrap(),
+        Cidr::parse("fd00:244::/64").unwrap(),
+    ]);
+    let mut p = IptablesProxier::new(Recorder::default(), opts);
+    p.sync(&t.snapshot(), false).unwrap();
+    let (v4, v6) = (
+        &p.netfilter().restores[0].clone(),
+        &p.netfilter().restores[1].clone(),
+    );
+    assert!(v4.contains("-d 198.19.0.10/32 --dport 80") && !v4.contains("fd00"));
+    assert!(v6.contains("-d fd00:96::10/128 --dport 80"), "{v6}");
+    assert!(v6.contains("! -s fd00:244::/64 -j KUBE-MARK-MASQ"));
+    assert!(v6.contains("-j DNAT --to-destination [fd00:244::5]:8080"));
+    assert!(!v6.contains("10.244.1.2"));
+}

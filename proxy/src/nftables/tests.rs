@@ -215,3 +215,29 @@ fn only_per_service_names_count_as_leftovers() {
     assert!(!is_per_service("service-endpoints-check"));
     assert!(!is_per_service("services"));
 }
+
+#[test]
+fn ipv6_table_uses_ip6_syntax() {
+    let svc: Service = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "v6"},
+        "spec": {"clusterIP": "fd00:96::10", "clusterIPs": ["fd00:96::10"], "ports": [{"name": "http", "port": 80, "protocol": "UDP"}]}}))
+    .unwrap();
+    let slice: EndpointSlice = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "v6-1", "labels": {SERVICE_NAME_LABEL: "v6"}},
+        "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:244::5"]}], "ports": [{"name": "http", "port": 5353, "protocol": "UDP"}]}))
+    .unwrap();
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&svc);
+    t.apply_slice(&slice);
+    let mut opts = options();
+    opts.families = vec![true];
+    opts.local = LocalDetector::Cidrs(vec![Cidr::parse("fd00:244::/64").unwrap()]);
+    let mut p = NftProxier::new(Recorder::default(), opts);
+    p.sync(&t.snapshot(), false).unwrap();
+    let s = p.nft().scripts[0].clone();
+    assert!(s.starts_with("add table ip6 kube-proxy"));
+    assert!(s.contains("add map ip6 kube-proxy service-ips { type ipv6_addr . inet_proto . inet_service : verdict ; }"));
+    assert!(s.contains(
+        "add element ip6 kube-proxy service-ips { fd00:96::10 . udp . 80 : goto service-"
+    ));
+    assert!(s.contains("ip6 saddr != fd00:244::/64 jump mark-for-masquerade"));
+    assert!(s.contains("meta l4proto udp dnat ip6 addr . port to numgen random mod 1 map { 0 : fd00:244::5 . 5353 }"), "{s}");
+}
