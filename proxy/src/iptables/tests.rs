@@ -335,3 +335,38 @@ fn dual_stack_services_get_rules_per_family() {
     assert!(v6.contains("-j DNAT --to-destination [fd00:244::5]:8080"));
     assert!(!v6.contains("10.244.1.2"));
 }
+
+#[test]
+fn load_balancer_source_ranges_go_through_the_firewall_chain() {
+    let mut svc = service(
+        "lb",
+        "198.19.0.10",
+        json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"],
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+    );
+    svc.status = Some(
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.50"}]}}))
+            .unwrap(),
+    );
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&svc);
+    t.apply_slice(&slice("lb", &[("10.244.1.2", true, "n")]));
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let input = p.netfilter().restores[0].clone();
+    let name = port_name("lb");
+    let (fw, ext) = (firewall_chain(&name), external_chain(&name));
+    assert!(input.contains(&format!("-A KUBE-SERVICES -m comment --comment \"ns/lb:http loadbalancer IP\" -m tcp -p tcp -d 192.0.2.50/32 --dport 80 -j {fw}")));
+    assert_eq!(
+        lines_of(&input, &format!("-A {fw} ")),
+        [
+            format!(
+                "-A {fw} -m comment --comment \"ns/lb:http loadbalancer IP\" -s 203.0.113.0/24 -j {ext}"
+            ),
+            format!(
+                "-A {fw} -m comment --comment \"other traffic to ns/lb:http will be dropped by KUBE-PROXY-FIREWALL\""
+            ),
+        ]
+    );
+    assert!(input.contains(&format!("-A KUBE-PROXY-FIREWALL -m comment --comment \"ns/lb:http traffic not accepted by {fw}\" -m tcp -p tcp -d 192.0.2.50/32 --dport 80 -j DROP")));
+}
