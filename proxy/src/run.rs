@@ -247,6 +247,7 @@ pub async fn run(
         .min(Duration::from_secs(5))
         .max(Duration::from_millis(200));
     let mut tamper_check = tokio::time::interval_at(Instant::now() + tamper_period, tamper_period);
+    tamper_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Without a Node object (e.g. not registered yet) the proxy still serves ClusterIPs.
     let node_grace = tokio::time::sleep(Duration::from_secs(10));
     tokio::pin!(node_grace);
@@ -266,8 +267,44 @@ pub async fn run(
             next_full
         };
         let sync_at = (last_sync + cfg.min_sync_period).max(wanted).max(retry_at);
+        // Biased: a due sync goes before more events and before tamper checks, so a
+        // stream of changes or slow checks cannot starve it.
         tokio::select! {
+            biased;
             _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(sync_at), if due => {
+                let Some(b) = backend.as_mut() else { continue };
+                let full = force_full || Instant::now() >= next_full;
+                let snapshot = tracker.snapshot();
+                let started = Instant::now();
+                let result = tokio::task::block_in_place(|| b.sync(&snapshot, full));
+                last_sync = Instant::now();
+                match result {
+                    Ok(report) => {
+                        let took = started.elapsed();
+                        tracing::info!(full = report.full, rules = report.rules, changed = snapshot.changed.len(), took_ms = took.as_millis() as u64, "synced proxy rules");
+                        metrics.synced(took, report.full, report.rules);
+                        health.updated();
+                        force_full = false;
+                        if report.full {
+                            next_full = last_sync + cfg.sync_period;
+                        }
+                        let stale = conntrack::stale_flows(&last_state, &snapshot);
+                        if !stale.is_empty() {
+                            tokio::task::block_in_place(|| conntrack::clear(&stale));
+                        }
+                        hc.update(&snapshot).await;
+                        last_state = snapshot.state;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sync failed; retrying with a full sync");
+                        metrics.failed();
+                        tracker.mark_all_changed();
+                        force_full = true;
+                        retry_at = Instant::now() + cfg.min_sync_period.max(Duration::from_secs(1));
+                    }
+                }
+            }
             _ = &mut node_grace, if !node_grace.is_elapsed() => {}
             change = stream.next() => {
                 let Some(change) = change else { break };
@@ -316,39 +353,7 @@ pub async fn run(
                     force_full = true;
                 }
             }
-            _ = tokio::time::sleep_until(sync_at), if due => {
-                let Some(b) = backend.as_mut() else { continue };
-                let full = force_full || Instant::now() >= next_full;
-                let snapshot = tracker.snapshot();
-                let started = Instant::now();
-                let result = tokio::task::block_in_place(|| b.sync(&snapshot, full));
-                last_sync = Instant::now();
-                match result {
-                    Ok(report) => {
-                        let took = started.elapsed();
-                        tracing::info!(full = report.full, rules = report.rules, changed = snapshot.changed.len(), took_ms = took.as_millis() as u64, "synced proxy rules");
-                        metrics.synced(took, report.full, report.rules);
-                        health.updated();
-                        force_full = false;
-                        if report.full {
-                            next_full = last_sync + cfg.sync_period;
-                        }
-                        let stale = conntrack::stale_flows(&last_state, &snapshot);
-                        if !stale.is_empty() {
-                            tokio::task::block_in_place(|| conntrack::clear(&stale));
-                        }
-                        hc.update(&snapshot).await;
-                        last_state = snapshot.state;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "sync failed; retrying with a full sync");
-                        metrics.failed();
-                        tracker.mark_all_changed();
-                        force_full = true;
-                        retry_at = Instant::now() + cfg.min_sync_period.max(Duration::from_secs(1));
-                    }
-                }
-            }
+
         }
     }
     for s in servers {

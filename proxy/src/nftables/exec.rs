@@ -9,8 +9,9 @@ pub trait Nft: Send {
     fn apply(&mut self, script: &str) -> Result<(), ExecError>;
     /// Names of the chains (or sets, with `sets`) in `family table`; empty if there is no table.
     fn list(&mut self, family: &str, table: &str, sets: bool) -> Result<Vec<String>, ExecError>;
-    /// Whether `chain` exists in `family table`.
-    fn chain_exists(&mut self, family: &str, table: &str, chain: &str) -> bool;
+    /// Whether `family table` exists. Only the table list is read: listing anything
+    /// inside a big table makes nft fetch the whole ruleset, which takes seconds.
+    fn table_exists(&mut self, family: &str, table: &str) -> bool;
 }
 
 #[derive(Default)]
@@ -80,7 +81,13 @@ impl Nft for SystemNft {
         Ok(names)
     }
 
-    fn chain_exists(&mut self, family: &str, table: &str, chain: &str) -> bool {
-        nft(&["list", "chain", family, table, chain], None).is_ok_and(|o| o.status.success())
+    fn table_exists(&mut self, family: &str, table: &str) -> bool {
+        let wanted = format!("table {family} {table}");
+        nft(&["list", "tables", family], None).is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.trim() == wanted)
+        })
     }
 }

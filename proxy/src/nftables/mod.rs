@@ -267,7 +267,7 @@ impl<N: Nft> Backend for NftProxier<N> {
         let mut tampered = false;
         for i in 0..self.families.len() {
             let family = self.families[i].ctx.family();
-            if !self.nft.chain_exists(family, TABLE, "services") {
+            if !self.nft.table_exists(family, TABLE) {
                 self.families[i].needs_full = true;
                 tampered = true;
             }

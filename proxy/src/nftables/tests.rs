@@ -34,7 +34,7 @@ impl Nft for Recorder {
             self.kernel_chains.clone()
         })
     }
-    fn chain_exists(&mut self, _: &str, _: &str, _: &str) -> bool {
+    fn table_exists(&mut self, _: &str, _: &str) -> bool {
         true
     }
 }
