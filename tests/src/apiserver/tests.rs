@@ -471,11 +471,31 @@ async fn direct_store_writes_reach_watchers() {
 #[tokio::test]
 async fn live_changes_reach_an_open_watch_without_waiting_for_a_bookmark() {
     // No bookmark (or other write) will come along to push a held-back event out.
-    let server = ApiServer::start_with(Options { bookmark_interval: std::time::Duration::from_secs(3600), ..Default::default() }).unwrap();
+    let server = ApiServer::start_with(Options {
+        bookmark_interval: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    })
+    .unwrap();
     let api: Api<Service> = Api::namespaced(client(&server).await, "default");
-    let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
-    let mut stream = api.watch(&WatchParams::default(), &rv).await.unwrap().boxed();
-    server.create(&SERVICES, "default", serde_json::to_value(service("live", json!({}))).unwrap()).unwrap();
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut stream = api
+        .watch(&WatchParams::default(), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    server
+        .create(
+            &SERVICES,
+            "default",
+            serde_json::to_value(service("live", json!({}))).unwrap(),
+        )
+        .unwrap();
     match stream.try_next().await.unwrap().unwrap() {
         WatchEvent::Added(s) => assert_eq!(s.metadata.name.as_deref(), Some("live")),
         other => panic!("expected ADDED, got {other:?}"),
