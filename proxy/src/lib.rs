@@ -1,1 +1,14 @@
-//! berth-proxy Service proxy (iptables, nftables, IPVS).
+//! berth-proxy: Services on the node, as kube-proxy programs them (iptables, nftables, IPVS).
+
+pub mod backend;
+pub mod config;
+pub mod conntrack;
+pub mod healthcheck;
+mod http;
+pub mod iptables;
+pub mod ipvs;
+pub mod metrics;
+pub mod model;
+pub mod net;
+pub mod nftables;
+pub mod run;

@@ -3,8 +3,11 @@
 //! The library holds what every integration test needs: test images built from
 //! Debian's busybox-static ([`image`]), OCI bundles ([`bundle`]), a driver for a
 //! runc-compatible runtime CLI ([`runtime`]), and guards that undo what a test
-//! made even when it fails ([`tempdir`], [`netns`], [`child`]).
+//! made even when it fails ([`tempdir`], [`netns`], [`child`]). Servers that
+//! tests talk to: a real image registry ([`registry`]) and a Kubernetes API
+//! server fixture ([`apiserver`]).
 
+pub mod apiserver;
 pub mod bins;
 pub mod bundle;
 pub mod cgroup;

@@ -1,0 +1,158 @@
+//! Sync time and rule count at scale, in a network namespace of its own.
+//!
+//!   cargo bench -p berth-proxy --bench sync_scale -- <iptables|nftables> [services] [endpoints]
+//!
+//! Builds the model for `services` Services (the first 1000 NodePort, the rest ClusterIP) with `endpoints` ready
+//! endpoints each, times a full sync, then one endpoint change (a partial sync), and
+//! prints the rule count and the process's peak RSS. Runs as root; the namespace is
+//! deleted at the end.
+
+use berth_proxy::backend::Backend;
+use berth_proxy::config::{LocalDetector, NodePortAddresses};
+use berth_proxy::model::{ChangeTracker, SERVICE_NAME_LABEL};
+use berth_proxy::net::Cidr;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::Instant;
+
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// Services 0..1000 are NodePorts (the NodePort range holds 2768), the rest ClusterIPs.
+fn service(i: usize) -> Service {
+    let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
+    let mut port = json!({"name": "http", "port": 80, "protocol": "TCP"});
+    let ty = if i < 1000 {
+        port["nodePort"] = json!(30000 + i);
+        "NodePort"
+    } else {
+        "ClusterIP"
+    };
+    serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": format!("svc-{i}")},
+        "spec": {"type": ty, "clusterIP": ip, "clusterIPs": [ip], "externalTrafficPolicy": "Cluster", "internalTrafficPolicy": "Cluster", "ports": [port]}}))
+    .expect("valid Service")
+}
+
+fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
+    let eps: Vec<_> = (0..endpoints)
+        .map(|e| {
+            let n = i * endpoints + e + generation;
+            json!({"addresses": [format!("10.{}.{}.{}", 128 + n / 62500 % 64, n / 250 % 250, n % 250 + 1)], "conditions": {"ready": true}, "nodeName": "other"})
+        })
+        .collect();
+    serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": format!("svc-{i}-abcde"), "labels": {SERVICE_NAME_LABEL: format!("svc-{i}")}},
+        "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
+    .expect("valid EndpointSlice")
+}
+
+fn peak_rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let mode = args
+        .first()
+        .map(String::as_str)
+        .unwrap_or("nftables")
+        .to_string();
+    let services: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
+    let endpoints: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+
+    let name = format!("bpxbench{}", std::process::id());
+    anyhow::ensure!(
+        Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()?
+            .success(),
+        "ip netns add {name} failed"
+    );
+    // Errors are returned, not panicked (release builds abort on panic), so this guard runs.
+    let ns = Netns(name);
+    // The bench is single-threaded: after this, it and every command it runs live in the namespace.
+    let file = std::fs::File::open(format!("/run/netns/{}", ns.0))?;
+    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)?;
+
+    let started = Instant::now();
+    let mut tracker = ChangeTracker::new("node-a");
+    for i in 0..services {
+        tracker.apply_service(&service(i));
+        tracker.apply_slice(&slice(i, endpoints, 0));
+    }
+    let snapshot = tracker.snapshot();
+    let model_time = started.elapsed();
+
+    let local = LocalDetector::Cidrs(vec![
+        Cidr::parse("10.128.0.0/10").map_err(anyhow::Error::msg)?,
+    ]);
+    let mut backend: Box<dyn Backend> = match mode.as_str() {
+        "iptables" => Box::new(berth_proxy::iptables::IptablesProxier::new(
+            berth_proxy::iptables::SystemNetfilter,
+            berth_proxy::iptables::IptablesOptions {
+                families: vec![false],
+                masquerade_all: false,
+                masquerade_bit: 14,
+                local,
+                node_port_addresses: NodePortAddresses::All,
+            },
+        )),
+        "nftables" => Box::new(berth_proxy::nftables::NftProxier::new(
+            berth_proxy::nftables::SystemNft,
+            berth_proxy::nftables::NftOptions {
+                families: vec![false],
+                masquerade_all: false,
+                masquerade_bit: 14,
+                local,
+                node_port_addresses: NodePortAddresses::All,
+            },
+        )),
+        other => anyhow::bail!("unknown mode {other}: iptables or nftables"),
+    };
+
+    let t = Instant::now();
+    let report = backend.sync(&snapshot, true)?;
+    let full = t.elapsed();
+
+    // One endpoint of one Service changes address.
+    let mut changed = slice(services / 2, endpoints, 0);
+    if let Some(eps) = changed.endpoints.as_mut() {
+        eps[0].addresses = vec!["10.255.255.1".to_string()];
+    }
+    tracker.apply_slice(&changed);
+    let snapshot = tracker.snapshot();
+    let t = Instant::now();
+    let partial = backend.sync(&snapshot, false)?;
+    let one = t.elapsed();
+    anyhow::ensure!(
+        !partial.full,
+        "the change did not go through a partial sync"
+    );
+
+    println!(
+        "mode={mode} services={services} endpoints_per_service={endpoints} rules={} model_build={:.3}s full_sync={:.3}s one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
+        report.rules,
+        model_time.as_secs_f64(),
+        full.as_secs_f64(),
+        one.as_secs_f64() * 1000.0,
+        peak_rss_mib()
+    );
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! iptables mode: the upstream chain structure applied with `iptables-restore --noflush`.
+//!
+//! The proxier keeps the rules it last applied per Service port. A partial sync sends
+//! only the changed ports' chains and the shared-chain rules that differ, so its cost
+//! follows the change, not the cluster size. A full sync rewrites every owned chain and
+//! deletes stale Service chains left by an earlier run; it runs at start, on the sync
+//! timer, after a failed partial sync, and when the canary chain shows tampering.
+
+mod exec;
+pub(crate) mod names;
+mod restore;
+mod rules;
+
+pub use exec::{ExecError, Netfilter, SystemNetfilter};
+pub use names::{endpoint_chain, external_chain, firewall_chain, local_chain, service_chain};
+pub use rules::{RuleContext, ServiceRules, SharedRule, Table, service_rules};
+
+use crate::backend::{Backend, SyncError, SyncReport};
+use crate::config::{LocalDetector, NodePortAddresses};
+use crate::model::{ServicePortName, Snapshot, entries, port_names};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// Jumps from the built-in chains into ours: (table, chain, rule).
+const JUMPS: &[(&str, &str, &[&str])] = &[
+    (
+        "filter",
+        "INPUT",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes load balancer firewall",
+            "-j",
+            "KUBE-PROXY-FIREWALL",
+        ],
+    ),
+    (
+        "filter",
+        "INPUT",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes health check service ports",
+            "-j",
+            "KUBE-NODEPORTS",
+        ],
+    ),
+    (
+        "filter",
+        "INPUT",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes externally-visible service portals",
+            "-j",
+            "KUBE-EXTERNAL-SERVICES",
+        ],
+    ),
+    (
+        "filter",
+        "FORWARD",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes load balancer firewall",
+            "-j",
+            "KUBE-PROXY-FIREWALL",
+        ],
+    ),
+    (
+        "filter",
+        "FORWARD",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes forwarding rules",
+            "-j",
+            "KUBE-FORWARD",
+        ],
+    ),
+    (
+        "filter",
+        "FORWARD",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+    ),
+    (
+        "filter",
+        "FORWARD",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes externally-visible service portals",
+            "-j",
+            "KUBE-EXTERNAL-SERVICES",
+        ],
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes load balancer firewall",
+            "-j",
+            "KUBE-PROXY-FIREWALL",
+        ],
+    ),
+    (
+        "filter",
+        "OUTPUT",
+        &[
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "NEW",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+    ),
+    (
+        "nat",
+        "PREROUTING",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+    ),
+    (
+        "nat",
+        "OUTPUT",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+    ),
+    (
+        "nat",
+        "POSTROUTING",
+        &[
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes postrouting rules",
+            "-j",
+            "KUBE-POSTROUTING",
+        ],
+    ),
+];
+
+/// Chains whose disappearance from these tables means someone flushed our rules.
+const CANARY: &str = "KUBE-PROXY-CANARY";
+const CANARY_TABLES: &[&str] = &["mangle", "nat", "filter"];
+
+/// Settings of the iptables proxier.
+#[derive(Debug, Clone)]
+pub struct IptablesOptions {
+    pub families: Vec<bool>,
+    pub masquerade_all: bool,
+    pub masquerade_bit: u32,
+    pub local: LocalDetector,
+    pub node_port_addresses: NodePortAddresses,
+}
+
+struct Family {
+    ctx: RuleContext,
+    programmed: BTreeMap<ServicePortName, ServiceRules>,
+    /// Set until a full sync has succeeded (start, errors, tampering).
+    needs_full: bool,
+}
+
+pub struct IptablesProxier<N: Netfilter> {
+    nf: N,
+    options: IptablesOptions,
+    node_ips: Vec<IpAddr>,
+    families: Vec<Family>,
+}
+
+fn sync_error(e: impl std::fmt::Display) -> SyncError {
+    SyncError {
+        mode: "iptables",
+        message: e.to_string(),
+    }
+}
+
+impl<N: Netfilter> IptablesProxier<N> {
+    pub fn new(nf: N, options: IptablesOptions) -> Self {
+        let families = options
+            .families
+            .iter()
+            .map(|&v6| Family {
+                ctx: RuleContext {
+                    v6,
+                    masquerade_all: options.masquerade_all,
+                    local: options.local.clone(),
+                },
+                programmed: BTreeMap::new(),
+                needs_full: true,
+            })
+            .collect();
+        IptablesProxier {
+            nf,
+            options,
+            node_ips: Vec::new(),
+            families,
+        }
+    }
+
+    pub fn netfilter(&mut self) -> &mut N {
+        &mut self.nf
+    }
+
+    fn statics(&self, v6: bool) -> restore::StaticRules {
+        let node_port_matches = match &self.options.node_port_addresses {
+            NodePortAddresses::All => vec!["-m addrtype --dst-type LOCAL".to_string()],
+            NodePortAddresses::Primary => {
+                let len = if v6 { 128 } else { 32 };
+                self.node_ips
+                    .iter()
+                    .filter(|ip| ip.is_ipv6() == v6)
+                    .map(|ip| format!("-d {ip}/{len}"))
+                    .collect()
+            }
+            NodePortAddresses::Cidrs(c) => c
+                .iter()
+                .filter(|c| c.is_ipv6() == v6)
+                .map(|c| format!("-d {c}"))
+                .collect(),
+        };
+        restore::StaticRules {
+            masq_mark: format!("{:#x}", 1u32 << self.options.masquerade_bit),
+            node_port_matches,
+        }
+    }
+
+    fn sync_family(
+        &mut self,
+        index: usize,
+        snapshot: &Snapshot,
+        full: bool,
+    ) -> Result<SyncReport, SyncError> {
+        let v6 = self.families[index].ctx.v6;
+        let statics = self.statics(v6);
+        let fam = &mut self.families[index];
+        // New rules of every changed Service port, and the ports that went away.
+        let mut updates: Vec<(ServicePortName, Option<ServiceRules>)> = Vec::new();
+        for svc in &snapshot.changed {
+            let wanted = port_names(&snapshot.state, svc);
+            let stale: Vec<ServicePortName> = fam
+                .programmed
+                .keys()
+                .filter(|k| {
+                    k.namespace == svc.namespace && k.name == svc.name && !wanted.contains(k)
+                })
+                .cloned()
+                .collect();
+            updates.extend(stale.into_iter().map(|k| (k, None)));
+            for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
+                let rules = service_rules(entry, &fam.ctx);
+                updates.push((
+                    entry.port.name.clone(),
+                    (rules.rule_count() > 0).then_some(rules),
+                ));
+            }
+        }
+        let full = full || fam.needs_full;
+        if !full {
+            let input = restore::partial(
+                updates
+                    .iter()
+                    .map(|(k, new)| (fam.programmed.get(k), new.as_ref())),
+            );
+            let applied = match input {
+                None => Ok(()),
+                Some(text) => self.nf.restore(v6, &text),
+            };
+            match applied {
+                Ok(()) => {
+                    for (k, new) in updates {
+                        match new {
+                            Some(r) => fam.programmed.insert(k, r),
+                            None => fam.programmed.remove(&k),
+                        };
+                    }
+                    let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
+                    return Ok(SyncReport { full: false, rules });
+                }
+                Err(e) => {
+                    // The kernel is not what we think it is: rewrite everything.
+                    tracing::warn!(error = %e, ipv6 = v6, "partial iptables sync failed; doing a full sync");
+                }
+            }
+        }
+        // On a full sync, rebuild every port: node-wide settings may have changed.
+        fam.programmed = entries(&snapshot.state)
+            .filter_map(|e| {
+                let r = service_rules(e, &fam.ctx);
+                (r.rule_count() > 0).then(|| (e.port.name.clone(), r))
+            })
+            .collect();
+        fam.needs_full = true;
+        let owned: std::collections::BTreeSet<&String> = fam
+            .programmed
+            .values()
+            .flat_map(|r| r.chains.keys())
+            .collect();
+        let stale: Vec<String> = self
+            .nf
+            .chains(v6, "nat")
+            .map_err(sync_error)?
+            .into_iter()
+            .filter(|c| names::is_service_chain(c) && !owned.contains(c))
+            .collect();
+        let input = restore::full(fam.programmed.values(), &statics, &stale);
+        self.nf.restore(v6, &input).map_err(sync_error)?;
+        for (table, chain, rule) in JUMPS {
+            self.nf
+                .ensure_rule(v6, table, chain, rule)
+                .map_err(sync_error)?;
+        }
+        for table in CANARY_TABLES {
+            self.nf
+                .create_chain(v6, table, CANARY)
+                .map_err(sync_error)?;
+        }
+        fam.needs_full = false;
+        let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
+        Ok(SyncReport { full: true, rules })
+    }
+}
+
+impl<N: Netfilter> Backend for IptablesProxier<N> {
+    fn name(&self) -> &'static str {
+        "iptables"
+    }
+
+    fn sync(&mut self, snapshot: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
+        let mut report = SyncReport::default();
+        for i in 0..self.families.len() {
+            let r = self.sync_family(i, snapshot, full)?;
+            report.full |= r.full;
+            report.rules += r.rules;
+        }
+        Ok(report)
+    }
+
+    fn tampered(&mut self) -> bool {
+        let v6s: Vec<bool> = self.families.iter().map(|f| f.ctx.v6).collect();
+        let mut tampered = false;
+        for (i, v6) in v6s.into_iter().enumerate() {
+            if !self.nf.chain_exists(v6, "mangle", CANARY).unwrap_or(false) {
+                self.families[i].needs_full = true;
+                tampered = true;
+            }
+        }
+        tampered
+    }
+
+    fn set_node_ips(&mut self, ips: Vec<IpAddr>) {
+        if self.node_ips != ips {
+            self.node_ips = ips;
+            for f in &mut self.families {
+                f.needs_full = true;
+            }
+        }
+    }
+
+    fn cleanup(&mut self) -> Result<(), SyncError> {
+        let v6s: Vec<bool> = self.families.iter().map(|f| f.ctx.v6).collect();
+        for v6 in v6s {
+            for (table, chain, rule) in JUMPS {
+                self.nf
+                    .delete_rule(v6, table, chain, rule)
+                    .map_err(sync_error)?;
+            }
+            let mut input = String::new();
+            for table in ["filter", "nat", "mangle"] {
+                let ours: Vec<String> = self
+                    .nf
+                    .chains(v6, table)
+                    .map_err(sync_error)?
+                    .into_iter()
+                    .filter(|c| c.starts_with("KUBE-"))
+                    .collect();
+                input.push_str(&format!("*{table}\n"));
+                for c in &ours {
+                    input.push_str(&format!(":{c} - [0:0]\n"));
+                }
+                for c in &ours {
+                    input.push_str(&format!("-X {c}\n"));
+                }
+                input.push_str("COMMIT\n");
+            }
+            self.nf.restore(v6, &input).map_err(sync_error)?;
+        }
+        for f in &mut self.families {
+            f.programmed.clear();
+            f.needs_full = true;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,372 @@
+//! Rule generation and sync planning, against a recording double of the system.
+
+use super::*;
+use crate::model::{ChangeTracker, SERVICE_NAME_LABEL};
+use crate::net::Cidr;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::json;
+
+#[derive(Default)]
+pub struct Recorder {
+    pub restores: Vec<String>,
+    pub kernel_chains: Vec<String>,
+    pub canary: bool,
+    pub fail_next_restore: bool,
+}
+
+impl Netfilter for Recorder {
+    fn restore(&mut self, _v6: bool, input: &str) -> Result<(), ExecError> {
+        if std::mem::take(&mut self.fail_next_restore) {
+            return Err(ExecError::Failed {
+                program: "iptables-restore".into(),
+                status: "1".into(),
+                stderr: "Bad rule".into(),
+            });
+        }
+        self.restores.push(input.to_string());
+        Ok(())
+    }
+    fn chains(&mut self, _v6: bool, _table: &str) -> Result<Vec<String>, ExecError> {
+        Ok(self.kernel_chains.clone())
+    }
+    fn ensure_rule(&mut self, _: bool, _: &str, _: &str, _: &[&str]) -> Result<(), ExecError> {
+        Ok(())
+    }
+    fn delete_rule(&mut self, _: bool, _: &str, _: &str, _: &[&str]) -> Result<(), ExecError> {
+        Ok(())
+    }
+    fn chain_exists(&mut self, _: bool, _: &str, _: &str) -> Result<bool, ExecError> {
+        Ok(self.canary)
+    }
+    fn create_chain(&mut self, _: bool, _: &str, _: &str) -> Result<(), ExecError> {
+        self.canary = true;
+        Ok(())
+    }
+}
+
+fn options() -> IptablesOptions {
+    IptablesOptions {
+        families: vec![false],
+        masquerade_all: false,
+        masquerade_bit: 14,
+        local: LocalDetector::Cidrs(vec![Cidr::parse("10.244.0.0/16").unwrap()]),
+        node_port_addresses: NodePortAddresses::All,
+    }
+}
+
+fn service(name: &str, ip: &str, extra: serde_json::Value) -> Service {
+    let mut spec = json!({"clusterIP": ip, "clusterIPs": [ip], "type": "ClusterIP", "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]});
+    json_patch::merge(&mut spec, &extra);
+    serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": name}, "spec": spec}))
+        .unwrap()
+}
+
+fn slice(svc: &str, eps: &[(&str, bool, &str)]) -> EndpointSlice {
+    let eps: Vec<_> = eps.iter().map(|(ip, ready, node)| json!({"addresses": [ip], "conditions": {"ready": ready}, "nodeName": node})).collect();
+    serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": format!("{svc}-1"), "labels": {SERVICE_NAME_LABEL: svc}},
+        "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
+    .unwrap()
+}
+
+fn port_name(svc: &str) -> ServicePortName {
+    ServicePortName {
+        namespace: "ns".into(),
+        name: svc.into(),
+        port: "http".into(),
+        protocol: crate::model::Protocol::Tcp,
+    }
+}
+
+fn lines_of(input: &str, prefix: &str) -> Vec<String> {
+    input
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn cluster_ip_service_gets_upstream_chains() {
+    let mut t = ChangeTracker::new("node-a");
+    t.apply_service(&service("web", "198.19.0.10", json!({})));
+    t.apply_slice(&slice(
+        "web",
+        &[
+            ("10.244.1.2", true, "node-b"),
+            ("10.244.1.3", true, "node-a"),
+            ("10.244.1.4", false, "node-a"),
+        ],
+    ));
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    let report = p.sync(&t.snapshot(), false).unwrap();
+    assert!(report.full, "the first sync is full");
+    let input = &p.netfilter().restores[0];
+    let svc = service_chain(&port_name("web"));
+    let sep2 = endpoint_chain(&port_name("web"), "10.244.1.2:8080".parse().unwrap());
+    let sep3 = endpoint_chain(&port_name("web"), "10.244.1.3:8080".parse().unwrap());
+    assert!(input.contains(&format!(
+        "-A KUBE-SERVICES -m comment --comment \"ns/web:http cluster IP\" -m tcp -p tcp -d 198.19.0.10/32 --dport 80 -j {svc}\n"
+    )));
+    assert_eq!(
+        lines_of(input, &format!("-A {svc} ")),
+        [
+            format!(
+                "-A {svc} -m comment --comment \"ns/web:http cluster IP\" -m tcp -p tcp -d 198.19.0.10/32 --dport 80 ! -s 10.244.0.0/16 -j KUBE-MARK-MASQ"
+            ),
+            format!(
+                "-A {svc} -m comment --comment \"ns/web:http -> 10.244.1.2:8080\" -m statistic --mode random --probability 0.5000000000 -j {sep2}"
+            ),
+            format!("-A {svc} -m comment --comment \"ns/web:http -> 10.244.1.3:8080\" -j {sep3}"),
+        ]
+    );
+    assert_eq!(
+        lines_of(input, &format!("-A {sep2} ")),
+        [
+            format!(
+                "-A {sep2} -m comment --comment ns/web:http -s 10.244.1.2/32 -j KUBE-MARK-MASQ"
+            ),
+            format!(
+                "-A {sep2} -m comment --comment ns/web:http -m tcp -p tcp -j DNAT --to-destination 10.244.1.2:8080"
+            ),
+        ]
+    );
+    assert!(
+        !input.contains("10.244.1.4"),
+        "unready endpoints get no rules"
+    );
+    // The NodePort jump is the last rule of nat KUBE-SERVICES.
+    let nat = &input[input.find("*nat").unwrap()..];
+    let last = lines_of(nat, "-A KUBE-SERVICES ").pop().unwrap();
+    assert!(
+        last.ends_with("-m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"),
+        "{last}"
+    );
+    assert!(input.contains("-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN"));
+    assert!(input.contains("-A KUBE-MARK-MASQ -j MARK --or-mark 0x4000"));
+}
+
+#[test]
+fn partial_sync_touches_only_the_changed_service() {
+    let mut t = ChangeTracker::new("node-a");
+    t.apply_service(&service("a", "198.19.0.10", json!({})));
+    t.apply_service(&service("b", "198.19.0.11", json!({})));
+    t.apply_slice(&slice("a", &[("10.244.1.2", true, "n")]));
+    t.apply_slice(&slice("b", &[("10.244.2.2", true, "n")]));
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+
+    t.apply_slice(&slice(
+        "a",
+        &[("10.244.1.2", true, "n"), ("10.244.1.9", true, "n")],
+    ));
+    let report = p.sync(&t.snapshot(), false).unwrap();
+    assert!(!report.full);
+    let input = p.netfilter().restores.last().unwrap().clone();
+    let svc_a = service_chain(&port_name("a"));
+    let sep_new = endpoint_chain(&port_name("a"), "10.244.1.9:8080".parse().unwrap());
+    assert!(input.contains(&format!(":{svc_a} - [0:0]")));
+    assert!(input.contains(&format!(":{sep_new} - [0:0]")));
+    assert!(
+        !input.contains(&service_chain(&port_name("b"))),
+        "b is untouched:\n{input}"
+    );
+    assert!(!input.contains("*filter"), "nothing changed in filter");
+    assert!(
+        !input.contains("KUBE-SERVICES"),
+        "the dispatch rule of a did not change"
+    );
+
+    // All endpoints gone: the dispatch rule turns into a REJECT and the chains are deleted.
+    t.apply_slice(&slice("a", &[]));
+    p.sync(&t.snapshot(), false).unwrap();
+    let input = p.netfilter().restores.last().unwrap().clone();
+    assert!(input.contains(&format!("-D KUBE-SERVICES -m comment --comment \"ns/a:http cluster IP\" -m tcp -p tcp -d 198.19.0.10/32 --dport 80 -j {svc_a}")));
+    assert!(input.contains("-I KUBE-SERVICES 1 -m comment --comment \"ns/a:http has no endpoints\" -m tcp -p tcp -d 198.19.0.10/32 --dport 80 -j REJECT"));
+    assert!(input.contains(&format!("-X {svc_a}")));
+    assert!(input.contains(&format!("-X {sep_new}")));
+    let nat = &input[input.find("*nat").unwrap()..];
+    assert!(
+        nat.find("-D KUBE-SERVICES").unwrap() < nat.find(&format!("-X {svc_a}")).unwrap(),
+        "references go before the chain"
+    );
+
+    assert!(p.sync(&t.snapshot(), false).is_ok());
+    let count = p.netfilter().restores.len();
+    p.sync(&t.snapshot(), false).unwrap();
+    assert_eq!(p.netfilter().restores.len(), count, "no change, no restore");
+}
+
+#[test]
+fn failed_partial_sync_falls_back_to_full_and_full_removes_stale_chains() {
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&service("a", "198.19.0.10", json!({})));
+    t.apply_slice(&slice("a", &[("10.244.1.2", true, "n")]));
+    let recorder = Recorder {
+        kernel_chains: vec![
+            "KUBE-SVC-LEFTOVER0000000".into(),
+            "KUBE-SERVICES".into(),
+            "OTHER".into(),
+        ],
+        ..Default::default()
+    };
+    let mut p = IptablesProxier::new(recorder, options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let first = p.netfilter().restores[0].clone();
+    assert!(
+        first.contains(":KUBE-SVC-LEFTOVER0000000 - [0:0]\n")
+            && first.contains("-X KUBE-SVC-LEFTOVER0000000\n")
+    );
+    assert!(!first.contains("-X OTHER") && !first.contains("-X KUBE-SERVICES"));
+
+    t.apply_slice(&slice("a", &[("10.244.1.3", true, "n")]));
+    p.netfilter().fail_next_restore = true;
+    let report = p.sync(&t.snapshot(), false).unwrap();
+    assert!(report.full);
+}
+
+#[test]
+fn affinity_nodeport_and_local_policy_rules() {
+    let mut t = ChangeTracker::new("node-a");
+    t.apply_service(&service(
+        "web",
+        "198.19.0.10",
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}],
+               "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}},
+               "externalTrafficPolicy": "Local"}),
+    ));
+    t.apply_slice(&slice(
+        "web",
+        &[
+            ("10.244.1.2", true, "node-b"),
+            ("10.244.1.3", true, "node-a"),
+        ],
+    ));
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let input = p.netfilter().restores[0].clone();
+    let name = port_name("web");
+    let (svc, svl, ext) = (
+        service_chain(&name),
+        local_chain(&name),
+        external_chain(&name),
+    );
+    let sep3 = endpoint_chain(&name, "10.244.1.3:8080".parse().unwrap());
+    assert!(input.contains(&format!(
+        "-A KUBE-NODEPORTS -m comment --comment ns/web:http -m tcp -p tcp --dport 30080 -j {ext}"
+    )));
+    assert_eq!(
+        lines_of(&input, &format!("-A {ext} ")),
+        [
+            format!(
+                "-A {ext} -m comment --comment \"pod traffic for ns/web:http external destinations\" -s 10.244.0.0/16 -j {svc}"
+            ),
+            format!(
+                "-A {ext} -m comment --comment \"masquerade LOCAL traffic for ns/web:http external destinations\" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ"
+            ),
+            format!(
+                "-A {ext} -m comment --comment \"route LOCAL traffic for ns/web:http external destinations\" -m addrtype --src-type LOCAL -j {svc}"
+            ),
+            format!("-A {ext} -j {svl}"),
+        ]
+    );
+    assert_eq!(
+        lines_of(&input, &format!("-A {svl} ")).len(),
+        2,
+        "one affinity check and one pick, only the local endpoint"
+    );
+    assert!(input.contains(&format!("-A {svc} -m comment --comment \"ns/web:http -> 10.244.1.3:8080\" -m recent --name {sep3} --rcheck --seconds 60 --reap -j {sep3}")));
+    assert!(input.contains(&format!("-A {sep3} -m comment --comment ns/web:http -m recent --name {sep3} --set -m tcp -p tcp -j DNAT --to-destination 10.244.1.3:8080")));
+}
+
+#[test]
+fn local_policy_without_local_endpoints_drops_external_traffic() {
+    let mut t = ChangeTracker::new("node-a");
+    t.apply_service(&service("web", "198.19.0.10", json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "protocol": "UDP", "nodePort": 30053}], "externalTrafficPolicy": "Local", "internalTrafficPolicy": "Local"})));
+    let mut s = slice("web", &[("10.244.1.2", true, "node-b")]);
+    s.ports.as_mut().unwrap()[0].protocol = Some("UDP".into());
+    t.apply_slice(&s);
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let input = p.netfilter().restores[0].clone();
+    assert!(input.contains("-A KUBE-SERVICES -m comment --comment \"ns/web:http has no local endpoints\" -m udp -p udp -d 198.19.0.10/32 --dport 80 -j DROP"));
+    assert!(input.contains("-A KUBE-EXTERNAL-SERVICES -m comment --comment \"ns/web:http has no local endpoints\" -m addrtype --dst-type LOCAL -m udp -p udp --dport 30053 -j DROP"));
+}
+
+#[test]
+fn tampering_is_detected_by_the_canary() {
+    let mut t = ChangeTracker::new("n");
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    assert!(!p.tampered());
+    p.netfilter().canary = false;
+    assert!(p.tampered());
+    assert!(p.sync(&t.snapshot(), false).unwrap().full);
+}
+
+#[test]
+fn dual_stack_services_get_rules_per_family() {
+    let svc: Service = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "ds"},
+        "spec": {"clusterIP": "198.19.0.10", "clusterIPs": ["198.19.0.10", "fd00:96::10"], "ipFamilies": ["IPv4", "IPv6"],
+                 "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}))
+    .unwrap();
+    let v6_slice: EndpointSlice = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "ds-v6", "labels": {SERVICE_NAME_LABEL: "ds"}},
+        "addressType": "IPv6", "endpoints": [{"addresses": ["fd00:244::5"]}], "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
+    .unwrap();
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&svc);
+    t.apply_slice(&slice("ds", &[("10.244.1.2", true, "n")]));
+    t.apply_slice(&v6_slice);
+    let mut opts = options();
+    opts.families = vec![false, true];
+    opts.local = LocalDetector::Cidrs(vec![
+        Cidr::parse("10.244.0.0/16").unwrap(),
+        Cidr::parse("fd00:244::/64").unwrap(),
+    ]);
+    let mut p = IptablesProxier::new(Recorder::default(), opts);
+    p.sync(&t.snapshot(), false).unwrap();
+    let (v4, v6) = (
+        &p.netfilter().restores[0].clone(),
+        &p.netfilter().restores[1].clone(),
+    );
+    assert!(v4.contains("-d 198.19.0.10/32 --dport 80") && !v4.contains("fd00"));
+    assert!(v6.contains("-d fd00:96::10/128 --dport 80"), "{v6}");
+    assert!(v6.contains("! -s fd00:244::/64 -j KUBE-MARK-MASQ"));
+    assert!(v6.contains("-j DNAT --to-destination [fd00:244::5]:8080"));
+    assert!(!v6.contains("10.244.1.2"));
+}
+
+#[test]
+fn load_balancer_source_ranges_go_through_the_firewall_chain() {
+    let mut svc = service(
+        "lb",
+        "198.19.0.10",
+        json!({"type": "LoadBalancer", "loadBalancerSourceRanges": ["203.0.113.0/24"],
+        "ports": [{"name": "http", "port": 80, "protocol": "TCP", "nodePort": 30080}]}),
+    );
+    svc.status = Some(
+        serde_json::from_value(json!({"loadBalancer": {"ingress": [{"ip": "192.0.2.50"}]}}))
+            .unwrap(),
+    );
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&svc);
+    t.apply_slice(&slice("lb", &[("10.244.1.2", true, "n")]));
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let input = p.netfilter().restores[0].clone();
+    let name = port_name("lb");
+    let (fw, ext) = (firewall_chain(&name), external_chain(&name));
+    assert!(input.contains(&format!("-A KUBE-SERVICES -m comment --comment \"ns/lb:http loadbalancer IP\" -m tcp -p tcp -d 192.0.2.50/32 --dport 80 -j {fw}")));
+    assert_eq!(
+        lines_of(&input, &format!("-A {fw} ")),
+        [
+            format!(
+                "-A {fw} -m comment --comment \"ns/lb:http loadbalancer IP\" -s 203.0.113.0/24 -j {ext}"
+            ),
+            format!(
+                "-A {fw} -m comment --comment \"other traffic to ns/lb:http will be dropped by KUBE-PROXY-FIREWALL\""
+            ),
+        ]
+    );
+    assert!(input.contains(&format!("-A KUBE-PROXY-FIREWALL -m comment --comment \"ns/lb:http traffic not accepted by {fw}\" -m tcp -p tcp -d 192.0.2.50/32 --dport 80 -j DROP")));
+}

@@ -1,0 +1,316 @@
+//! Endpoints of a Service port, from its EndpointSlices, and the choice of which ones
+//! cluster-wide and node-local traffic may use.
+
+use super::service::{Protocol, ServicePort, TrafficDistribution};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+/// One backend address:port with its conditions and topology.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    /// On this proxy's node.
+    pub local: bool,
+    pub zone_hints: Option<BTreeSet<String>>,
+    pub node_hints: Option<BTreeSet<String>>,
+}
+
+/// The label tying an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// What the proxy keeps of an EndpointSlice: its ports and the first address and
+/// conditions of each endpoint of the right family (much smaller than the object).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    ports: Vec<(String, Option<Protocol>, Option<u16>)>,
+    endpoints: Vec<SliceEndpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SliceEndpoint {
+    ip: IpAddr,
+    ready: bool,
+    serving: bool,
+    terminating: bool,
+    node: Option<String>,
+    zone_hints: Option<BTreeSet<String>>,
+    node_hints: Option<BTreeSet<String>>,
+}
+
+impl SliceInfo {
+    pub fn from_slice(slice: &EndpointSlice) -> Self {
+        let family_v6 = match slice.address_type.as_str() {
+            "IPv4" => Some(false),
+            "IPv6" => Some(true),
+            // FQDN slices carry no addresses the proxy can use.
+            _ => None,
+        };
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| {
+                (
+                    p.name.clone().unwrap_or_default(),
+                    Protocol::parse(p.protocol.as_deref()),
+                    p.port.and_then(|p| u16::try_from(p).ok()),
+                )
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .flatten()
+            .filter_map(|ep| {
+                // Only the first address is used, as upstream does.
+                let ip: IpAddr = ep.addresses.first()?.parse().ok()?;
+                if Some(ip.is_ipv6()) != family_v6 {
+                    return None;
+                }
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let hints = ep.hints.as_ref();
+                Some(SliceEndpoint {
+                    ip,
+                    ready,
+                    serving: cond.and_then(|c| c.serving).unwrap_or(ready),
+                    terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
+                    node: ep.node_name.clone(),
+                    zone_hints: hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+                    node_hints: hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+                })
+            })
+            .collect();
+        SliceInfo { ports, endpoints }
+    }
+}
+
+/// Endpoints in `slice` for the port named `port_name` with `protocol`.
+pub fn slice_endpoints(
+    slice: &SliceInfo,
+    port_name: &str,
+    protocol: Protocol,
+    node_name: &str,
+) -> Vec<Endpoint> {
+    let Some(port) = slice
+        .ports
+        .iter()
+        .find(|(name, proto, _)| name == port_name && *proto == Some(protocol))
+        .and_then(|(_, _, port)| *port)
+    else {
+        return Vec::new();
+    };
+    slice
+        .endpoints
+        .iter()
+        .map(|ep| Endpoint {
+            addr: SocketAddr::new(ep.ip, port),
+            ready: ep.ready,
+            serving: ep.serving,
+            terminating: ep.terminating,
+            local: ep.node.as_deref() == Some(node_name),
+            zone_hints: ep.zone_hints.clone(),
+            node_hints: ep.node_hints.clone(),
+        })
+        .collect()
+}
+
+/// Where this proxy's node sits, for topology decisions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeTopology {
+    pub name: String,
+    pub zone: Option<String>,
+}
+
+/// The endpoints each kind of traffic may use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CategorizedEndpoints {
+    /// For traffic under the Cluster policy (after topology filtering).
+    pub cluster: Vec<Endpoint>,
+    /// For traffic under a Local policy: endpoints on this node.
+    pub local: Vec<Endpoint>,
+    /// Whether any endpoint is ready or usable at all (else traffic is rejected).
+    pub any_usable: bool,
+}
+
+/// Topology filter: hints apply only when every ready endpoint carries them and one
+/// is meant for this node's zone (or node), so hints can never black-hole traffic.
+fn topology_filter(port: &ServicePort, ready: Vec<Endpoint>, node: &NodeTopology) -> Vec<Endpoint> {
+    match port.traffic_distribution {
+        Some(TrafficDistribution::PreferSameNode) => {
+            let usable = ready.iter().all(|e| e.node_hints.is_some())
+                && ready.iter().any(|e| {
+                    e.node_hints
+                        .as_ref()
+                        .is_some_and(|h| h.contains(&node.name))
+                });
+            if usable {
+                return ready
+                    .into_iter()
+                    .filter(|e| {
+                        e.node_hints
+                            .as_ref()
+                            .is_some_and(|h| h.contains(&node.name))
+                    })
+                    .collect();
+            }
+            // PreferSameNode falls back to zone hints when node hints do not fit.
+            zone_filter(ready, node)
+        }
+        Some(TrafficDistribution::Hints) => zone_filter(ready, node),
+        None => ready,
+    }
+}
+
+fn zone_filter(ready: Vec<Endpoint>, node: &NodeTopology) -> Vec<Endpoint> {
+    let Some(zone) = &node.zone else { return ready };
+    let usable = ready.iter().all(|e| e.zone_hints.is_some())
+        && ready
+            .iter()
+            .any(|e| e.zone_hints.as_ref().is_some_and(|h| h.contains(zone)));
+    if !usable {
+        return ready;
+    }
+    ready
+        .into_iter()
+        .filter(|e| e.zone_hints.as_ref().is_some_and(|h| h.contains(zone)))
+        .collect()
+}
+
+/// Ready endpoints, or if none is ready, those still serving while terminating.
+fn ready_or_terminating(endpoints: impl Iterator<Item = Endpoint> + Clone) -> Vec<Endpoint> {
+    let ready: Vec<Endpoint> = endpoints.clone().filter(|e| e.ready).collect();
+    if !ready.is_empty() {
+        return ready;
+    }
+    endpoints.filter(|e| e.serving && e.terminating).collect()
+}
+
+pub fn categorize(
+    port: &ServicePort,
+    endpoints: &[Endpoint],
+    node: &NodeTopology,
+) -> CategorizedEndpoints {
+    let cluster = topology_filter(port, ready_or_terminating(endpoints.iter().cloned()), node);
+    let local = ready_or_terminating(endpoints.iter().filter(|e| e.local).cloned());
+    let any_usable = !cluster.is_empty() || !local.is_empty();
+    CategorizedEndpoints {
+        cluster,
+        local,
+        any_usable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ep(
+        ip: &str,
+        ready: bool,
+        terminating: bool,
+        local: bool,
+        zones: Option<&[&str]>,
+    ) -> Endpoint {
+        Endpoint {
+            addr: SocketAddr::new(ip.parse().unwrap(), 80),
+            ready,
+            serving: ready || terminating,
+            terminating,
+            local,
+            zone_hints: zones.map(|z| z.iter().map(|s| s.to_string()).collect()),
+            node_hints: None,
+        }
+    }
+
+    fn port(td: Option<TrafficDistribution>) -> ServicePort {
+        ServicePort {
+            name: super::super::ServicePortName {
+                namespace: "ns".into(),
+                name: "s".into(),
+                port: String::new(),
+                protocol: Protocol::Tcp,
+            },
+            cluster_ips: vec!["198.19.0.1".parse().unwrap()],
+            port: 80,
+            node_port: 0,
+            external_ips: vec![],
+            load_balancer_ips: vec![],
+            load_balancer_source_ranges: vec![],
+            affinity_timeout: None,
+            external_policy_local: false,
+            internal_policy_local: false,
+            health_check_node_port: 0,
+            traffic_distribution: td,
+        }
+    }
+
+    #[test]
+    fn terminating_endpoints_are_a_fallback_only() {
+        let node = NodeTopology {
+            name: "n".into(),
+            zone: None,
+        };
+        let eps = [
+            ep("10.0.0.1", true, false, false, None),
+            ep("10.0.0.2", false, true, true, None),
+        ];
+        let c = categorize(&port(None), &eps, &node);
+        assert_eq!(c.cluster, vec![eps[0].clone()]);
+        assert_eq!(
+            c.local,
+            vec![eps[1].clone()],
+            "no ready local endpoint: the serving terminating one is used"
+        );
+        let none_ready = [
+            ep("10.0.0.2", false, true, false, None),
+            ep("10.0.0.3", false, false, false, None),
+        ];
+        let c = categorize(&port(None), &none_ready, &node);
+        assert_eq!(c.cluster, vec![none_ready[0].clone()]);
+    }
+
+    #[test]
+    fn zone_hints_apply_only_when_complete_and_matching() {
+        let node = NodeTopology {
+            name: "n".into(),
+            zone: Some("a".into()),
+        };
+        let hinted = [
+            ep("10.0.0.1", true, false, false, Some(&["a"])),
+            ep("10.0.0.2", true, false, false, Some(&["b"])),
+        ];
+        let c = categorize(&port(Some(TrafficDistribution::Hints)), &hinted, &node);
+        assert_eq!(c.cluster, vec![hinted[0].clone()]);
+        let partial = [
+            ep("10.0.0.1", true, false, false, Some(&["a"])),
+            ep("10.0.0.2", true, false, false, None),
+        ];
+        assert_eq!(
+            categorize(&port(Some(TrafficDistribution::Hints)), &partial, &node)
+                .cluster
+                .len(),
+            2
+        );
+        let elsewhere = [ep("10.0.0.2", true, false, false, Some(&["b"]))];
+        assert_eq!(
+            categorize(&port(Some(TrafficDistribution::Hints)), &elsewhere, &node)
+                .cluster
+                .len(),
+            1
+        );
+        assert_eq!(
+            categorize(&port(None), &hinted, &node).cluster.len(),
+            2,
+            "hints are ignored unless asked for"
+        );
+    }
+}

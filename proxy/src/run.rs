@@ -1,0 +1,384 @@
+//! The proxy's main loop: watch Services, EndpointSlices and the own Node, coalesce
+//! changes, and sync the backend no more often than minSyncPeriod and at least every
+//! syncPeriod (with a full rewrite).
+
+use crate::backend::Backend;
+use crate::config::{LocalDetector, Mode, ProxyConfig};
+use crate::healthcheck::{ProxyHealth, ServiceHealthServer};
+use crate::metrics::Metrics;
+use crate::model::{ChangeTracker, DesiredState};
+use crate::{conntrack, http, iptables};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("building the Kubernetes client: {0}")]
+    Client(String),
+    #[error("binding {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// Services the proxy handles: not headless, not claimed by another service proxy.
+pub const SERVICE_LABEL_SELECTOR: &str =
+    "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+enum Change {
+    Service(Box<watcher::Event<Service>>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
+    Node(Box<watcher::Event<Node>>),
+}
+
+type ChangeStream = Pin<Box<dyn Stream<Item = Result<Change, watcher::Error>> + Send>>;
+
+fn watch_streams(client: &kube::Client, node_name: &str) -> ChangeStream {
+    let cfg = watcher::Config::default().labels(SERVICE_LABEL_SELECTOR);
+    let services = watcher(Api::<Service>::all(client.clone()), cfg.clone())
+        .default_backoff()
+        .map(|e| e.map(|s| Change::Service(Box::new(s))));
+    let slices = watcher(Api::<EndpointSlice>::all(client.clone()), cfg)
+        .default_backoff()
+        .map(|e| e.map(|s| Change::Slice(Box::new(s))));
+    let node_cfg = watcher::Config::default().fields(&format!("metadata.name={node_name}"));
+    let nodes = watcher(Api::<Node>::all(client.clone()), node_cfg)
+        .default_backoff()
+        .map(|e| e.map(|n| Change::Node(Box::new(n))));
+    Box::pin(futures::stream::select_all([
+        services.boxed(),
+        slices.boxed(),
+        nodes.boxed(),
+    ]))
+}
+
+/// Node facts the proxy acts on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeFacts {
+    pub ips: Vec<IpAddr>,
+    pub zone: Option<String>,
+    pub pod_cidrs: Vec<String>,
+}
+
+pub fn node_facts(node: &Node) -> NodeFacts {
+    let mut ips: Vec<IpAddr> = node
+        .status
+        .as_ref()
+        .and_then(|s| s.addresses.as_ref())
+        .map(|a| {
+            a.iter()
+                .filter(|a| a.type_ == "InternalIP" || a.type_ == "ExternalIP")
+                .filter_map(|a| a.address.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    ips.dedup();
+    let labels = node.metadata.labels.as_ref();
+    let zone = labels
+        .and_then(|l| l.get("topology.kubernetes.io/zone"))
+        .cloned();
+    let spec = node.spec.as_ref();
+    let pod_cidrs = spec
+        .and_then(|s| s.pod_cidrs.clone())
+        .or_else(|| spec.and_then(|s| s.pod_cidr.clone()).map(|c| vec![c]))
+        .unwrap_or_default();
+    NodeFacts {
+        ips,
+        zone,
+        pod_cidrs,
+    }
+}
+
+/// The backend for the configured mode, for the IP families the node has.
+pub fn build_backend(cfg: &ProxyConfig, node: &NodeFacts) -> Result<Box<dyn Backend>, RunError> {
+    let mut families: Vec<bool> = Vec::new();
+    if node.ips.is_empty() || node.ips.iter().any(IpAddr::is_ipv4) {
+        families.push(false);
+    }
+    if node.ips.iter().any(IpAddr::is_ipv6) {
+        families.push(true);
+    }
+    let local = if cfg.detect_local_from_node {
+        LocalDetector::Cidrs(
+            node.pod_cidrs
+                .iter()
+                .filter_map(|c| crate::net::Cidr::parse(c).ok())
+                .collect(),
+        )
+    } else {
+        cfg.detect_local.clone()
+    };
+    match cfg.mode {
+        Mode::Iptables => {
+            let options = iptables::IptablesOptions {
+                families,
+                masquerade_all: cfg.masquerade_all,
+                masquerade_bit: cfg.masquerade_bit,
+                local,
+                node_port_addresses: cfg.node_port_addresses.clone(),
+            };
+            Ok(Box::new(iptables::IptablesProxier::new(
+                iptables::SystemNetfilter,
+                options,
+            )))
+        }
+        Mode::Nftables => {
+            let options = crate::nftables::NftOptions {
+                families,
+                masquerade_all: cfg.masquerade_all,
+                masquerade_bit: cfg.masquerade_bit,
+                local,
+                node_port_addresses: cfg.node_port_addresses.clone(),
+            };
+            Ok(Box::new(crate::nftables::NftProxier::new(
+                crate::nftables::SystemNft,
+                options,
+            )))
+        }
+        Mode::Ipvs => Err(RunError::Backend(
+            "proxy mode ipvs is not available yet".to_string(),
+        )),
+    }
+}
+
+/// `--cleanup`: removes what every mode may have programmed (both families), as
+/// upstream does, so switching modes or uninstalling leaves nothing behind.
+pub fn cleanup_all(cfg: &ProxyConfig) -> Result<(), RunError> {
+    let both = NodeFacts {
+        ips: vec![IpAddr::from([0, 0, 0, 0]), IpAddr::from([0u16; 8])],
+        ..Default::default()
+    };
+    for mode in [Mode::Iptables, Mode::Nftables] {
+        let cfg = ProxyConfig {
+            mode,
+            ..cfg.clone()
+        };
+        build_backend(&cfg, &both)?
+            .cleanup()
+            .map_err(|e| RunError::Backend(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Sets nf_conntrack_max as upstream does, unless maxPerCore is 0. Failing to write it
+/// (e.g. from a network namespace) is logged, not fatal.
+fn tune_conntrack(cfg: &ProxyConfig) {
+    if cfg.conntrack_max_per_core <= 0 {
+        return;
+    }
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as i64;
+    let max = (cfg.conntrack_max_per_core as i64 * cores).max(cfg.conntrack_min as i64);
+    if let Err(e) = std::fs::write("/proc/sys/net/netfilter/nf_conntrack_max", max.to_string()) {
+        tracing::warn!(max, error = %e, "cannot set nf_conntrack_max");
+    }
+}
+
+/// Runs until the watch streams end (they do not, normally) or `shutdown` resolves.
+pub async fn run(
+    cfg: ProxyConfig,
+    client: kube::Client,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    tune_conntrack(&cfg);
+    let health = ProxyHealth::new(cfg.sync_period);
+    let metrics = Arc::new(Metrics::default());
+    let mut servers = Vec::new();
+    if let Some(addr) = cfg.healthz_bind_address {
+        servers.push(
+            http::serve(addr, health.handler())
+                .await
+                .map_err(|source| RunError::Bind {
+                    what: "healthz",
+                    addr,
+                    source,
+                })?,
+        );
+    }
+    if let Some(addr) = cfg.metrics_bind_address {
+        servers.push(
+            http::serve(addr, metrics.handler())
+                .await
+                .map_err(|source| RunError::Bind {
+                    what: "metrics",
+                    addr,
+                    source,
+                })?,
+        );
+    }
+    let hc_bind = match &cfg.node_port_addresses {
+        crate::config::NodePortAddresses::Cidrs(c)
+            if c.len() == 1 && c[0].prefix == if c[0].is_ipv6() { 128 } else { 32 } =>
+        {
+            Some(c[0].addr)
+        }
+        _ => None,
+    };
+    let mut hc = ServiceHealthServer::new(hc_bind);
+    let mut tracker = ChangeTracker::new(&cfg.hostname);
+    let mut stream = watch_streams(&client, &cfg.hostname);
+    tokio::pin!(shutdown);
+
+    let mut backend: Option<Box<dyn Backend>> = None;
+    let mut node = NodeFacts::default();
+    let mut synced = (false, false, false);
+    let mut buffers: (Vec<Service>, Vec<EndpointSlice>) = (Vec::new(), Vec::new());
+    let mut last_state = DesiredState::new();
+    let mut last_sync = Instant::now() - cfg.min_sync_period;
+    let mut next_full = Instant::now() + cfg.sync_period;
+    let mut force_full = true;
+    // After a failed sync, wait a moment before trying again rather than spinning.
+    let mut retry_at = Instant::now();
+    let tamper_period = cfg
+        .sync_period
+        .min(Duration::from_secs(5))
+        .max(Duration::from_millis(200));
+    let mut tamper_check = tokio::time::interval_at(Instant::now() + tamper_period, tamper_period);
+    tamper_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Without a Node object (e.g. not registered yet) the proxy still serves ClusterIPs.
+    let node_grace = tokio::time::sleep(Duration::from_secs(10));
+    tokio::pin!(node_grace);
+
+    loop {
+        let ready = synced.0 && synced.1 && (synced.2 || node_grace.is_elapsed());
+        if ready && backend.is_none() {
+            backend = Some(build_backend(&cfg, &node)?);
+            if let Some(b) = backend.as_mut() {
+                b.set_node_ips(node.ips.clone());
+            }
+        }
+        let due = ready;
+        let wanted = if tracker.has_changes() || force_full {
+            Instant::now()
+        } else {
+            next_full
+        };
+        let sync_at = (last_sync + cfg.min_sync_period).max(wanted).max(retry_at);
+        // Biased: a due sync goes before more events and before tamper checks, so a
+        // stream of changes or slow checks cannot starve it.
+        tokio::select! {
+            biased;
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep_until(sync_at), if due => {
+                let Some(b) = backend.as_mut() else { continue };
+                let full = force_full || Instant::now() >= next_full;
+                let snapshot = tracker.snapshot();
+                let started = Instant::now();
+                let result = tokio::task::block_in_place(|| b.sync(&snapshot, full));
+                last_sync = Instant::now();
+                match result {
+                    Ok(report) => {
+                        let took = started.elapsed();
+                        tracing::info!(full = report.full, rules = report.rules, changed = snapshot.changed.len(), took_ms = took.as_millis() as u64, "synced proxy rules");
+                        metrics.synced(took, report.full, report.rules);
+                        health.updated();
+                        force_full = false;
+                        if report.full {
+                            next_full = last_sync + cfg.sync_period;
+                        }
+                        let stale = conntrack::stale_flows(&last_state, &snapshot);
+                        if !stale.is_empty() {
+                            tokio::task::block_in_place(|| conntrack::clear(&stale));
+                        }
+                        hc.update(&snapshot).await;
+                        last_state = snapshot.state;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "sync failed; retrying with a full sync");
+                        metrics.failed();
+                        tracker.mark_all_changed();
+                        force_full = true;
+                        retry_at = Instant::now() + cfg.min_sync_period.max(Duration::from_secs(1));
+                    }
+                }
+            }
+            _ = &mut node_grace, if !node_grace.is_elapsed() => {}
+            change = stream.next() => {
+                let Some(change) = change else { break };
+                match change {
+                    Err(e) => tracing::warn!(error = %e, "watch failed; retrying"),
+                    Ok(Change::Service(ev)) => match *ev {
+                        watcher::Event::Apply(s) => tracker.apply_service(&s),
+                        watcher::Event::Delete(s) => tracker.delete_service(&s),
+                        watcher::Event::Init => buffers.0.clear(),
+                        watcher::Event::InitApply(s) => buffers.0.push(s),
+                        watcher::Event::InitDone => {
+                            tracker.replace_services(&std::mem::take(&mut buffers.0));
+                            synced.0 = true;
+                        }
+                    },
+                    Ok(Change::Slice(ev)) => match *ev {
+                        watcher::Event::Apply(s) => tracker.apply_slice(&s),
+                        watcher::Event::Delete(s) => tracker.delete_slice(&s),
+                        watcher::Event::Init => buffers.1.clear(),
+                        watcher::Event::InitApply(s) => buffers.1.push(s),
+                        watcher::Event::InitDone => {
+                            tracker.replace_slices(&std::mem::take(&mut buffers.1));
+                            synced.1 = true;
+                        }
+                    },
+                    Ok(Change::Node(ev)) => match *ev {
+                        watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
+                            node = node_facts(&n);
+                            tracker.set_node_zone(node.zone.clone());
+                            if let Some(b) = backend.as_mut() {
+                                b.set_node_ips(node.ips.clone());
+                            }
+                        }
+                        watcher::Event::InitDone => synced.2 = true,
+                        watcher::Event::Delete(_) | watcher::Event::Init => {}
+                    },
+                }
+                if tracker.has_changes() {
+                    health.queued();
+                }
+            }
+            // Only rules that were once in place can be tampered with.
+            _ = tamper_check.tick(), if backend.is_some() && !force_full => {
+                if backend.as_mut().is_some_and(|b| b.tampered()) {
+                    tracing::warn!("proxy rules were changed from outside; doing a full sync");
+                    force_full = true;
+                }
+            }
+
+        }
+    }
+    for s in servers {
+        s.abort();
+    }
+    Ok(())
+}
+
+/// A client from `--kubeconfig` (or the in-cluster/default config), with `--master` applied.
+pub async fn client(cfg: &ProxyConfig) -> Result<kube::Client, RunError> {
+    let err = |e: &dyn std::fmt::Display| RunError::Client(e.to_string());
+    let mut config = match &cfg.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| RunError::Client(format!("{}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| err(&e))?,
+    };
+    if let Some(master) = &cfg.master {
+        config.cluster_url = master
+            .parse()
+            .map_err(|e| RunError::Client(format!("--master {master:?}: {e}")))?;
+    }
+    kube::Client::try_from(config).map_err(|e| err(&e))
+}

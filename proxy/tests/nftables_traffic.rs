@@ -1,0 +1,39 @@
+//! berth-proxy in nftables mode, inside test network namespaces, with real traffic.
+
+mod common;
+
+use common::scenarios::{self, Mode};
+
+#[test]
+fn cluster_ip_and_node_port_reach_every_backend() {
+    scenarios::cluster_ip_and_node_port_reach_every_backend(Mode::Nftables);
+}
+
+#[test]
+fn service_without_endpoints_rejects_and_endpoint_removal_stops_new_connections() {
+    scenarios::service_without_endpoints_rejects_and_endpoint_removal_stops_new_connections(
+        Mode::Nftables,
+    );
+}
+
+#[test]
+fn client_ip_affinity_sticks() {
+    scenarios::client_ip_affinity_sticks(Mode::Nftables);
+}
+
+#[test]
+fn external_traffic_policy_local_stays_local_and_health_check_port_answers() {
+    scenarios::external_traffic_policy_local_stays_local_and_health_check_port_answers(
+        Mode::Nftables,
+    );
+}
+
+#[test]
+fn restart_removes_stale_service_rules_and_tampering_is_repaired() {
+    scenarios::restart_removes_stale_service_rules_and_tampering_is_repaired(Mode::Nftables);
+}
+
+#[test]
+fn hairpin_traffic_is_masqueraded() {
+    scenarios::hairpin_traffic_is_masqueraded(Mode::Nftables);
+}
