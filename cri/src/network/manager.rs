@@ -14,10 +14,11 @@ use super::config::NetworkConfigList;
 use super::error::CniError;
 use super::exec::PluginExec;
 use super::loader::{DirFingerprint, SkippedConfig, fingerprint, scan_conf_dir};
-use super::result::{CniResult, PodIps};
+use super::pod_ips::PodIps;
 use super::runner::{Attachment, CniRunner};
 use super::runtime_config::RuntimeConfig;
 use crate::sandbox::netns;
+use berth_cni::types::CniOutput;
 
 /// Where configurations, plugins and the cache live (containerd's defaults).
 #[derive(Debug, Clone)]
@@ -119,7 +120,7 @@ impl PodNetwork {
 #[derive(Debug, Clone)]
 pub struct PodNetworkSetup {
     /// The configured network's result.
-    pub result: CniResult,
+    pub result: CniOutput,
     /// The pod IPs for PodSandboxStatus; `None` if the result has no
     /// address on the pod interface.
     pub ips: Option<PodIps>,
@@ -291,7 +292,7 @@ impl CniManager {
             }
         }
         let result = last.ok_or(CniError::NotInitialized)?;
-        let ips = result.pod_ips(&self.settings.ifname);
+        let ips = PodIps::from_result(&result, &self.settings.ifname);
         tracing::info!(network = %network.name, ips = ?ips, "pod network set up");
         Ok(PodNetworkSetup { result, ips })
     }
