@@ -21,14 +21,8 @@ async fn export_then_import_into_a_fresh_store_round_trips() {
                 .build(LayerCompression::Zstd),
         )
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/export", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/export", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/export:v1");
     let pulled = store
         .pull(&reference, &Credentials::anonymous(), None)
         .await

@@ -49,13 +49,7 @@ async fn killed_puller_leaves_a_consistent_store_and_the_next_pull_completes() {
         .file("small", "s", 0o644)
         .build(LayerCompression::Gzip);
     let image = ImageBuilder::new().layer(small).layer(big.clone()).build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/crash", "v1", &image)
-        .await
-        .unwrap();
-    let reference = env.reference("test/crash:v1");
+    let reference = env.push("test/crash", "v1", &image).await;
 
     let mut child = Command::new(&puller)
         .arg("--root")

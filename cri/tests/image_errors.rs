@@ -74,12 +74,7 @@ async fn missing_tag_is_a_404_naming_the_image() {
 async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("good");
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/corrupt", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/corrupt", "v1", &image).await;
     let layer = &image.layers[1];
     let stored = env.registry.blob_data_path(&layer.digest);
     let good = std::fs::read(&stored).unwrap();
@@ -89,7 +84,6 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     std::fs::write(&stored, &evil).unwrap();
 
     let store = env.store();
-    let reference = env.reference("test/corrupt:v1");
     let err = store
         .pull(&reference, &Credentials::anonymous(), None)
         .await
@@ -121,18 +115,12 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
 async fn truncated_blob_fails_and_leaves_nothing_behind() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("truncated");
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/short", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/short", "v1", &image).await;
     let layer = &image.layers[0];
     let stored = env.registry.blob_data_path(&layer.digest);
     let good = std::fs::read(&stored).unwrap();
     std::fs::write(&stored, &good[..good.len() / 2]).unwrap();
     let store = env.store();
-    let reference = env.reference("test/short:v1");
     let err = store
         .pull(&reference, &Credentials::anonymous(), None)
         .await
@@ -208,12 +196,7 @@ async fn diff_id_mismatch_is_refused() {
                 ..other.clone()
             });
     let lying = lying.build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/lying", "v1", &lying)
-        .await
-        .unwrap();
+    env.push("test/lying", "v1", &lying).await;
     let store = env.store();
     let err = store
         .pull(
@@ -296,12 +279,7 @@ fn hosts_for_proxy(env: &Env, proxy: &FlakyProxy) {
 async fn too_many_requests_is_retried_until_the_registry_serves() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("retry");
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/flaky", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/flaky", "v1", &image).await;
     let proxy = FlakyProxy::start(env.registry.host(), "429 Too Many Requests", 2);
     hosts_for_proxy(&env, &proxy);
     let store = env.store();

@@ -8,7 +8,7 @@ use berth_cri::image::{Credentials, ImageError, Platform};
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, busybox_layer,
 };
-use image_common::{Env, in_private_mount_ns, list_dir};
+use image_common::{Env, in_private_mount_ns, list_dir, one_file_image};
 
 fn whiteout_image() -> berth_tests::registry::BuiltImage {
     let base = busybox_layer()
@@ -38,12 +38,7 @@ fn whiteout_image() -> berth_tests::registry::BuiltImage {
 async fn multi_layer_pull_unpacks_whiteouts_and_mounts_as_overlay() {
     let env = Env::start(RegistryOptions::default());
     let image = whiteout_image();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/whiteouts", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/whiteouts", "v1", &image).await;
     let store = env.store();
     let record = store
         .pull(
@@ -136,14 +131,8 @@ async fn second_pull_of_present_layers_downloads_nothing_and_concurrent_pulls_sh
                 .build(LayerCompression::Gzip),
         )
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/shared", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/shared", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/shared:v1");
     let anonymous = Credentials::anonymous();
     let (a, b) = tokio::join!(
         store.pull(&reference, &anonymous, None),
@@ -284,12 +273,7 @@ async fn docker_schema2_with_gzip_and_plain_layers() {
         )
         .docker_media_types()
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/docker", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/docker", "v1", &image).await;
     let store = env.store();
     let record = store
         .pull(
@@ -321,21 +305,9 @@ async fn basic_auth_registry_needs_the_pull_secret() {
         basic_auth: Some(("puller".into(), "s3cret".into())),
         ..Default::default()
     });
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("secret", "x", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/private", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("secret", "x");
+    let reference = env.push("test/private", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/private:v1");
     let err = store
         .pull(&reference, &Credentials::anonymous(), None)
         .await
@@ -384,19 +356,8 @@ async fn tls_registry_with_custom_ca_from_hosts_toml() {
         tls: true,
         ..Default::default()
     });
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("tls", "x", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/tls", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("tls", "x");
+    env.push("test/tls", "v1", &image).await;
     let store = env.store();
     store
         .pull(
@@ -441,12 +402,7 @@ async fn override_path_mirror_serves_registry_k8s_io_images() {
     let image = ImageBuilder::new()
         .layer(busybox_layer().build(LayerCompression::Gzip))
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("registry.k8s.io/pause", "3.9", &image)
-        .await
-        .unwrap();
+    env.push("registry.k8s.io/pause", "3.9", &image).await;
     let hosts = env.hosts.path().join("registry.k8s.io");
     std::fs::create_dir_all(&hosts).unwrap();
     // The upstream server is a closed loopback port: only the mirror can serve.
@@ -476,21 +432,9 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
         token_auth: Some(("tokenuser".into(), "t0ken".into())),
         ..Default::default()
     });
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("bearer", "x", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/bearer", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("bearer", "x");
+    let reference = env.push("test/bearer", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/bearer:v1");
     let err = store
         .pull(&reference, &Credentials::anonymous(), None)
         .await
@@ -520,19 +464,8 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
 #[tokio::test]
 async fn pull_by_digest_and_by_tag_name_one_image() {
     let env = Env::start(RegistryOptions::default());
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("d", "d", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/digest", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("d", "d");
+    env.push("test/digest", "v1", &image).await;
     let store = env.store();
     let by_digest = format!("{}@{}", env.reference("test/digest"), image.manifest.digest);
     let record = store
@@ -581,15 +514,7 @@ async fn pull_by_digest_and_by_tag_name_one_image() {
 #[tokio::test]
 async fn retagging_moves_the_tag_and_keeps_the_old_image_by_digest() {
     let env = Env::start(RegistryOptions::default());
-    let build = |content: &str| {
-        ImageBuilder::new()
-            .layer(
-                LayerBuilder::new()
-                    .file("v", content, 0o644)
-                    .build(LayerCompression::Gzip),
-            )
-            .build()
-    };
+    let build = |content: &str| one_file_image("v", content);
     let (old, new) = (build("old"), build("new"));
     let pusher = env.registry.pusher().unwrap();
     pusher

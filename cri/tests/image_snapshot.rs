@@ -122,12 +122,7 @@ async fn an_image_with_eighty_layers_fits_in_one_overlay_mount() {
         );
     }
     let image = builder.build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/tall", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/tall", "v1", &image).await;
     let store = env.store();
     let record = store
         .pull(

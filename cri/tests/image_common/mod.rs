@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use berth_cri::image::{ImageStore, StoreOptions};
-use berth_tests::registry::{Registry, RegistryOptions};
+use berth_tests::registry::{
+    BuiltImage, ImageBuilder, LayerBuilder, LayerCompression, Registry, RegistryOptions,
+};
 
 pub struct Env {
     pub registry: Registry,
@@ -43,6 +45,17 @@ impl Env {
     pub fn reference(&self, repo_tag: &str) -> String {
         format!("{}/{repo_tag}", self.registry.host())
     }
+
+    /// Pushes `image` as `repo:tag` and returns the reference that pulls it.
+    pub async fn push(&self, repo: &str, tag: &str, image: &BuiltImage) -> String {
+        self.registry
+            .pusher()
+            .unwrap()
+            .push_image(repo, tag, image)
+            .await
+            .unwrap();
+        self.reference(&format!("{repo}:{tag}"))
+    }
 }
 
 /// Runs `f` on a thread that has its own private mount namespace: its mounts are never
@@ -75,4 +88,15 @@ pub fn list_dir(path: &Path) -> Vec<String> {
         .unwrap_or_default();
     names.sort();
     names
+}
+
+/// An image of one gzip layer holding one file (mode 0644).
+pub fn one_file_image(path: &str, content: impl Into<Vec<u8>>) -> BuiltImage {
+    ImageBuilder::new()
+        .layer(
+            LayerBuilder::new()
+                .file(path, content, 0o644)
+                .build(LayerCompression::Gzip),
+        )
+        .build()
 }
