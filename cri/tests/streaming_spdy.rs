@@ -4,31 +4,12 @@ mod streaming_support;
 
 use std::time::Duration;
 
-use berth_cri::streaming::{AttachRequest, ExecRequest, Status, StreamingConfig, StreamingServer};
+use berth_cri::streaming::{AttachRequest, Status, StreamingConfig};
 use streaming_support::backend::process_ended;
 use streaming_support::spdy_client::{ClientStream, SpdyClient, connect};
 use streaming_support::*;
 
 const V4: &str = "v4.channel.k8s.io";
-
-fn exec_url(
-    server: &StreamingServer,
-    cmd: &[&str],
-    stdin: bool,
-    stderr: bool,
-    tty: bool,
-) -> String {
-    server
-        .get_exec(ExecRequest {
-            container_id: "ctr".into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty,
-            stdin,
-            stdout: true,
-            stderr,
-        })
-        .unwrap()
-}
 
 /// Opens the streams like kubectl: error first, then stdin, stdout, stderr, resize.
 struct Streams {
@@ -423,11 +404,7 @@ async fn idle_connections_are_closed() {
     );
     let (client, _) = connect(&url, &[V4], false).await.unwrap();
     let mut s = open_streams(&client, true, false, false).await;
-    wait_for("the process to start", || {
-        !backend.pids.lock().unwrap().is_empty()
-    })
-    .await;
-    let pid = backend.pids.lock().unwrap()[0];
+    let pid = first_pid(&backend).await;
     // No traffic: the server gives up on the connection and the command with it.
     assert_eq!(s.stdout.read_to_end().await, None);
     wait_for("the process to be killed", || process_ended(pid)).await;
@@ -520,11 +497,7 @@ async fn shutdown_ends_active_sessions() {
     );
     let (client, _) = connect(&url, &[V4], false).await.unwrap();
     let mut s = open_streams(&client, true, false, false).await;
-    wait_for("the process to start", || {
-        !backend.pids.lock().unwrap().is_empty()
-    })
-    .await;
-    let pid = backend.pids.lock().unwrap()[0];
+    let pid = first_pid(&backend).await;
     tokio::time::timeout(Duration::from_secs(20), server.shutdown())
         .await
         .expect("server tasks ended");
