@@ -235,6 +235,12 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// The address (without prefix length) of entry `index` of an ADD result's `ips`.
+pub fn result_ip(result: &Value, index: usize) -> String {
+    let address = result["ips"][index]["address"].as_str().unwrap();
+    address.split('/').next().unwrap().to_string()
+}
+
 /// Pings `target` once from `from` (busybox ping; the system has no iputils).
 pub fn ping(from: &TestNetns, target: &str) -> bool {
     let fam = if target.contains(':') {
