@@ -7,7 +7,7 @@ use berth_cri::image::{Credentials, ImageError};
 use berth_tests::registry::{
     Blob, ImageBuilder, LayerBuilder, LayerCompression, OCI_MANIFEST, RegistryOptions,
 };
-use image_common::{Env, list_dir};
+use image_common::{Env, assert_registry_status, list_dir};
 
 fn small_image(content: &str) -> berth_tests::registry::BuiltImage {
     ImageBuilder::new()
@@ -52,16 +52,7 @@ async fn missing_tag_is_a_404_naming_the_image() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 404);
     assert!(err.to_string().contains("test/absent"), "{err}");
     let bad = store
         .pull("UPPER/Case::bad", &Credentials::anonymous(), None)
@@ -308,16 +299,7 @@ async fn persistent_server_errors_fail_with_the_status_and_leave_nothing() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(503),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 503);
     assert!(err.to_string().contains("test/down"), "{err}");
     assert!(store.list().is_empty());
     assert_eq!(

@@ -8,7 +8,7 @@ use berth_cri::image::{Credentials, ImageError, Platform};
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, busybox_layer,
 };
-use image_common::{Env, in_private_mount_ns, list_dir, one_file_image};
+use image_common::{Env, assert_registry_status, in_private_mount_ns, list_dir, one_file_image};
 
 fn whiteout_image() -> berth_tests::registry::BuiltImage {
     let base = busybox_layer()
@@ -312,31 +312,13 @@ async fn basic_auth_registry_needs_the_pull_secret() {
         .pull(&reference, &Credentials::anonymous(), None)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 401);
     assert!(err.to_string().contains("test/private"), "{err}");
     let wrong = store
         .pull(&reference, &Credentials::basic("puller", "nope"), None)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            wrong,
-            ImageError::Registry {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{wrong}"
-    );
+    assert_registry_status(&wrong, 401);
     store
         .pull(&reference, &Credentials::basic("puller", "s3cret"), None)
         .await
@@ -439,16 +421,7 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
         .pull(&reference, &Credentials::anonymous(), None)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 401);
     let record = store
         .pull(&reference, &Credentials::basic("tokenuser", "t0ken"), None)
         .await
@@ -499,16 +472,7 @@ async fn pull_by_digest_and_by_tag_name_one_image() {
         .pull(&missing, &Credentials::anonymous(), None)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 404);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use berth_cri::image::{ImageStore, StoreOptions};
+use berth_cri::image::{ImageError, ImageStore, StoreOptions};
 use berth_tests::registry::{
     BuiltImage, ImageBuilder, LayerBuilder, LayerCompression, Registry, RegistryOptions,
 };
@@ -99,4 +99,12 @@ pub fn one_file_image(path: &str, content: impl Into<Vec<u8>>) -> BuiltImage {
                 .build(LayerCompression::Gzip),
         )
         .build()
+}
+
+/// Asserts that a pull failed with this HTTP status from the registry.
+pub fn assert_registry_status(err: &ImageError, status: u16) {
+    assert!(
+        matches!(err, ImageError::Registry { status: Some(s), .. } if *s == status),
+        "expected registry status {status}: {err}"
+    );
 }
