@@ -7,7 +7,7 @@ use berth_cri::image::{Credentials, ImageError};
 use berth_tests::registry::{
     Blob, ImageBuilder, LayerBuilder, LayerCompression, OCI_MANIFEST, RegistryOptions,
 };
-use image_common::{Env, assert_registry_status, list_dir};
+use image_common::{Env, assert_registry_status, list_dir, pull_anonymously};
 
 fn small_image(content: &str) -> berth_tests::registry::BuiltImage {
     ImageBuilder::new()
@@ -44,18 +44,12 @@ fn assert_consistent(store: &berth_cri::image::ImageStore, bad_diff_id: &str) {
 async fn missing_tag_is_a_404_naming_the_image() {
     let env = Env::start(RegistryOptions::default());
     let store = env.store();
-    let err = store
-        .pull(
-            &env.reference("test/absent:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&store, &env.reference("test/absent:v1"))
         .await
         .unwrap_err();
     assert_registry_status(&err, 404);
     assert!(err.to_string().contains("test/absent"), "{err}");
-    let bad = store
-        .pull("UPPER/Case::bad", &Credentials::anonymous(), None)
+    let bad = pull_anonymously(&store, "UPPER/Case::bad")
         .await
         .unwrap_err();
     assert!(matches!(bad, ImageError::InvalidReference { .. }), "{bad}");
@@ -75,10 +69,7 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     std::fs::write(&stored, &evil).unwrap();
 
     let store = env.store();
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ImageError::Blob { .. }), "{msg}");
     assert!(
@@ -95,10 +86,7 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     );
 
     std::fs::write(&stored, &good).unwrap();
-    let record = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let record = pull_anonymously(&store, &reference).await.unwrap();
     assert_eq!(record.id.as_str(), image.config.digest);
 }
 
@@ -112,17 +100,11 @@ async fn truncated_blob_fails_and_leaves_nothing_behind() {
     let good = std::fs::read(&stored).unwrap();
     std::fs::write(&stored, &good[..good.len() / 2]).unwrap();
     let store = env.store();
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
     assert!(err.to_string().contains(&layer.digest), "{err}");
     assert_consistent(&store, &layer.diff_id);
     std::fs::write(&stored, &good).unwrap();
-    store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    pull_anonymously(&store, &reference).await.unwrap();
 }
 
 #[tokio::test]
@@ -154,12 +136,7 @@ async fn unknown_layer_media_type_is_refused_by_name() {
         .await
         .unwrap();
     let store = env.store();
-    let err = store
-        .pull(
-            &env.reference("test/media:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&store, &env.reference("test/media:v1"))
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -189,12 +166,7 @@ async fn diff_id_mismatch_is_refused() {
     let lying = lying.build();
     env.push("test/lying", "v1", &lying).await;
     let store = env.store();
-    let err = store
-        .pull(
-            &env.reference("test/lying:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&store, &env.reference("test/lying:v1"))
         .await
         .unwrap_err();
     let msg = err.to_string();

@@ -8,7 +8,9 @@ use berth_cri::image::{Credentials, ImageError, Platform};
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, busybox_layer,
 };
-use image_common::{Env, assert_registry_status, in_private_mount_ns, list_dir, one_file_image};
+use image_common::{
+    Env, assert_registry_status, in_private_mount_ns, list_dir, one_file_image, pull_anonymously,
+};
 
 fn whiteout_image() -> berth_tests::registry::BuiltImage {
     let base = busybox_layer()
@@ -40,12 +42,7 @@ async fn multi_layer_pull_unpacks_whiteouts_and_mounts_as_overlay() {
     let image = whiteout_image();
     env.push("test/whiteouts", "v1", &image).await;
     let store = env.store();
-    let record = store
-        .pull(
-            &env.reference("test/whiteouts:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let record = pull_anonymously(&store, &env.reference("test/whiteouts:v1"))
         .await
         .unwrap();
     assert_eq!(record.id.as_str(), image.config.digest);
@@ -162,10 +159,7 @@ async fn second_pull_of_present_layers_downloads_nothing_and_concurrent_pulls_sh
     // A store reopened from disk (a daemon restart) sees the same layers.
     drop(store);
     let store = env.store();
-    store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    pull_anonymously(&store, &reference).await.unwrap();
     for layer in &image.layers {
         let get = format!("GET /v2/test/shared/blobs/{}", layer.digest);
         assert_eq!(env.registry.count_requests(&get), 1, "{get}");
@@ -206,12 +200,7 @@ async fn index_resolves_to_the_requested_platform() {
         .await
         .unwrap();
     let store = env.store();
-    let host = store
-        .pull(
-            &env.reference("test/multi:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let host = pull_anonymously(&store, &env.reference("test/multi:v1"))
         .await
         .unwrap();
     assert_eq!(host.id.as_str(), amd64.config.digest);
@@ -233,12 +222,7 @@ async fn index_resolves_to_the_requested_platform() {
     assert_eq!(other.id.as_str(), arm64.config.digest);
     let dir = &store.layer_dirs(&other).unwrap()[0];
     assert_eq!(std::fs::read_to_string(dir.join("arch")).unwrap(), "arm64");
-    let listed = store
-        .pull(
-            &env.reference("test/multi:docker"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let listed = pull_anonymously(&store, &env.reference("test/multi:docker"))
         .await
         .unwrap();
     assert_eq!(listed.target.digest, docker_list.digest);
@@ -275,12 +259,7 @@ async fn docker_schema2_with_gzip_and_plain_layers() {
         .build();
     env.push("test/docker", "v1", &image).await;
     let store = env.store();
-    let record = store
-        .pull(
-            &env.reference("test/docker:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let record = pull_anonymously(&store, &env.reference("test/docker:v1"))
         .await
         .unwrap();
     assert_eq!(
@@ -308,10 +287,7 @@ async fn basic_auth_registry_needs_the_pull_secret() {
     let image = one_file_image("secret", "x");
     let reference = env.push("test/private", "v1", &image).await;
     let store = env.store();
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
     assert_registry_status(&err, 401);
     assert!(err.to_string().contains("test/private"), "{err}");
     let wrong = store
@@ -341,12 +317,7 @@ async fn tls_registry_with_custom_ca_from_hosts_toml() {
     let image = one_file_image("tls", "x");
     env.push("test/tls", "v1", &image).await;
     let store = env.store();
-    store
-        .pull(
-            &env.reference("test/tls:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    pull_anonymously(&store, &env.reference("test/tls:v1"))
         .await
         .unwrap();
     // Without the CA the same registry is refused.
@@ -367,12 +338,7 @@ async fn tls_registry_with_custom_ca_from_hosts_toml() {
         },
     )
     .unwrap();
-    let err = untrusting
-        .pull(
-            &env.reference("test/tls:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&untrusting, &env.reference("test/tls:v1"))
         .await
         .unwrap_err();
     assert!(matches!(err, ImageError::Registry { .. }), "{err}");
@@ -397,8 +363,7 @@ async fn override_path_mirror_serves_registry_k8s_io_images() {
     )
     .unwrap();
     let store = env.store();
-    let record = store
-        .pull("registry.k8s.io/pause:3.9", &Credentials::anonymous(), None)
+    let record = pull_anonymously(&store, "registry.k8s.io/pause:3.9")
         .await
         .unwrap();
     assert_eq!(
@@ -417,10 +382,7 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
     let image = one_file_image("bearer", "x");
     let reference = env.push("test/bearer", "v1", &image).await;
     let store = env.store();
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
     assert_registry_status(&err, 401);
     let record = store
         .pull(&reference, &Credentials::basic("tokenuser", "t0ken"), None)
@@ -441,18 +403,10 @@ async fn pull_by_digest_and_by_tag_name_one_image() {
     env.push("test/digest", "v1", &image).await;
     let store = env.store();
     let by_digest = format!("{}@{}", env.reference("test/digest"), image.manifest.digest);
-    let record = store
-        .pull(&by_digest, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let record = pull_anonymously(&store, &by_digest).await.unwrap();
     assert!(record.repo_tags.is_empty());
     assert_eq!(record.repo_digests, vec![by_digest.clone()]);
-    let tagged = store
-        .pull(
-            &env.reference("test/digest:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let tagged = pull_anonymously(&store, &env.reference("test/digest:v1"))
         .await
         .unwrap();
     assert_eq!(tagged.id, record.id);
@@ -468,10 +422,7 @@ async fn pull_by_digest_and_by_tag_name_one_image() {
     }
     // A digest the registry does not have.
     let missing = format!("{}@sha256:{}", env.reference("test/digest"), "0".repeat(64));
-    let err = store
-        .pull(&missing, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &missing).await.unwrap_err();
     assert_registry_status(&err, 404);
 }
 
@@ -487,18 +438,12 @@ async fn retagging_moves_the_tag_and_keeps_the_old_image_by_digest() {
         .unwrap();
     let store = env.store();
     let reference = env.reference("test/moving:latest");
-    let first = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let first = pull_anonymously(&store, &reference).await.unwrap();
     pusher
         .push_image("test/moving", "latest", &new)
         .await
         .unwrap();
-    let second = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let second = pull_anonymously(&store, &reference).await.unwrap();
     assert_ne!(first.id, second.id);
     assert_eq!(store.status(&reference).unwrap().id, second.id);
     // The old image kept its digest name, so it stays listed, without the tag.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use berth_cri::image::{ImageError, ImageStore, StoreOptions};
+use berth_cri::image::{Credentials, ImageError, ImageRecord, ImageStore, StoreOptions};
 use berth_tests::registry::{
     BuiltImage, ImageBuilder, LayerBuilder, LayerCompression, Registry, RegistryOptions,
 };
@@ -107,4 +107,12 @@ pub fn assert_registry_status(err: &ImageError, status: u16) {
         matches!(err, ImageError::Registry { status: Some(s), .. } if *s == status),
         "expected registry status {status}: {err}"
     );
+}
+
+/// Pulls `reference` for this host's platform without credentials.
+pub async fn pull_anonymously(
+    store: &ImageStore,
+    reference: &str,
+) -> Result<ImageRecord, ImageError> {
+    store.pull(reference, &Credentials::anonymous(), None).await
 }
