@@ -411,38 +411,12 @@ fn bad_input_leaves_nothing_behind() {
 
 /// Runs bridge ADD with stdin given verbatim (strings are sent unquoted).
 fn raw_run(net: &Net, pod: &TestNetns, stdin: &Value) -> Outcome {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let text = match stdin {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     };
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net={}", net.host.path()))
-        .arg(our_bin_dir().join("bridge"))
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "raw")
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", our_bin_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: serde_json::from_str(&raw).unwrap_or(Value::Null),
-        raw,
-        stderr: String::new(),
-    }
+    net.inv("ADD", "raw", pod)
+        .run_raw("bridge", text.as_bytes())
 }
 
 #[test]

@@ -180,6 +180,11 @@ impl Invocation {
 
     /// Executes plugin `plugin_type` from `path` with `stdin`.
     pub fn run(&self, plugin_type: &str, stdin: &Value) -> Outcome {
+        self.run_raw(plugin_type, stdin.to_string().as_bytes())
+    }
+
+    /// Executes plugin `plugin_type` from `path` with `stdin` sent verbatim.
+    pub fn run_raw(&self, plugin_type: &str, stdin: &[u8]) -> Outcome {
         let bin = self.path.join(plugin_type);
         let mut cmd = Command::new(&bin);
         cmd.env("CNI_COMMAND", self.command)
@@ -204,12 +209,7 @@ impl Invocation {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.to_string().as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
         let out = child.wait_with_output().unwrap();
         let raw = String::from_utf8_lossy(&out.stdout).into_owned();
         Outcome {
