@@ -10,6 +10,7 @@ use berth_tests::registry::{
 };
 use image_common::{
     Env, assert_registry_status, in_private_mount_ns, list_dir, one_file_image, pull_anonymously,
+    xattr,
 };
 
 fn whiteout_image() -> berth_tests::registry::BuiltImage {
@@ -106,15 +107,6 @@ async fn multi_layer_pull_unpacks_whiteouts_and_mounts_as_overlay() {
         list_dir(&store.root().join("blobs/sha256")),
         Vec::<String>::new()
     );
-}
-
-fn xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
 }
 
 #[tokio::test]

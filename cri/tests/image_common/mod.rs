@@ -116,3 +116,14 @@ pub async fn pull_anonymously(
 ) -> Result<ImageRecord, ImageError> {
     store.pull(reference, &Credentials::anonymous(), None).await
 }
+
+/// The extended attribute `name` of `path` itself (not a link's target).
+pub fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    let n = std::ffi::CString::new(name).unwrap();
+    let mut buf = vec![0u8; 256];
+    // SAFETY: both strings are NUL-terminated and `buf` is as long as we say.
+    let len =
+        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (len >= 0).then(|| buf[..len as usize].to_vec())
+}
