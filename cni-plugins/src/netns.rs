@@ -42,6 +42,19 @@ impl NetNs {
         })
     }
 
+    /// For DEL: the namespace at `path`, or `None` when there is nothing to
+    /// clean up in it (no path given, or the namespace is already gone).
+    pub fn open_for_del(path: &str) -> CniResult<Option<Self>> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        match Self::open(path) {
+            Ok(ns) => Ok(Some(ns)),
+            Err(e) if e.code == ErrorCode::UnknownContainer as u32 => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The namespace this thread is in now.
     pub fn current() -> CniResult<Self> {
         Self::open("/proc/thread-self/ns/net")

@@ -40,6 +40,11 @@ impl Net {
         Invocation::new(cmd, cid, &pod.path(), &our_bin_dir(), Some(&self.host))
     }
 
+    /// A successful bridge ADD; its result.
+    fn add(&self, cid: &str, pod: &TestNetns, conf: &Value) -> Value {
+        self.inv("ADD", cid, pod).run("bridge", conf).ok().clone()
+    }
+
     fn leases(&self) -> std::collections::BTreeMap<String, String> {
         leases(&self.data.path().join("ipam"), "testnet")
     }
@@ -50,30 +55,10 @@ fn two_pods_talk_to_each_other_and_to_the_host() {
     let net = Net::new();
     let (a, b) = (TestNetns::new("a"), TestNetns::new("b"));
     let conf = net.conf("1.1.0", json!({}));
-    let ra = net
-        .inv("ADD", "ctr-a", &a)
-        .run("bridge", &conf)
-        .ok()
-        .clone();
-    let rb = net
-        .inv("ADD", "ctr-b", &b)
-        .run("bridge", &conf)
-        .ok()
-        .clone();
-    let ip_a = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
-    let ip_b = rb["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let ra = net.add("ctr-a", &a, &conf);
+    let rb = net.add("ctr-b", &b, &conf);
+    let ip_a = result_ip(&ra, 0);
+    let ip_b = result_ip(&rb, 0);
     assert_ne!(ip_a, ip_b);
     assert_eq!(ra["ips"][0]["gateway"], "10.99.0.1");
     assert_eq!(ra["interfaces"][2]["sandbox"], a.path());
@@ -110,7 +95,7 @@ fn check_fails_when_the_address_was_removed() {
     let net = Net::new();
     let a = TestNetns::new("a");
     let conf = net.conf("1.0.0", json!({}));
-    let r = net.inv("ADD", "c", &a).run("bridge", &conf).ok().clone();
+    let r = net.add("c", &a, &conf);
     let mut check = conf.clone();
     check["prevResult"] = r.clone();
     net.inv("CHECK", "c", &a).run("bridge", &check).ok();
@@ -128,7 +113,7 @@ fn del_succeeds_after_the_netns_is_gone() {
     let net = Net::new();
     let mut a = TestNetns::new("a");
     let conf = net.conf("1.0.0", json!({"ipMasq": true}));
-    let r = net.inv("ADD", "gone", &a).run("bridge", &conf).ok().clone();
+    let r = net.add("gone", &a, &conf);
     let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
     let path = a.path();
     a.delete();
@@ -156,7 +141,7 @@ fn results_follow_the_requested_version() {
         let pod = TestNetns::new("v");
         let cid = format!("ver{i}");
         let conf = net.conf(v, json!({}));
-        let r = net.inv("ADD", &cid, &pod).run("bridge", &conf).ok().clone();
+        let r = net.add(&cid, &pod, &conf);
         assert_eq!(r["cniVersion"], *v);
         let has_version = r["ips"][0].get("version").is_some();
         assert_eq!(has_version, v.starts_with("0."), "{v}: {r}");
@@ -186,18 +171,8 @@ fn ip_masq_with_iptables_and_nftables_is_removed_on_del() {
         "1.0.0",
         json!({"ipMasq": true, "ipMasqBackend": "nftables"}),
     );
-    let r = net
-        .inv("ADD", "masq-nft", &a)
-        .run("bridge", &conf)
-        .ok()
-        .clone();
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let r = net.add("masq-nft", &a, &conf);
+    let ip = result_ip(&r, 0);
     let ruleset = net.host.sh("nft list table inet cni_plugins_masquerade");
     assert!(
         ruleset.contains(&format!("ip saddr {ip}")) && ruleset.contains("masquerade"),
@@ -217,7 +192,7 @@ fn bridge_and_port_options_are_applied() {
         json!({"mtu": 1400, "hairpinMode": true, "promiscMode": true, "macspoofchk": true,
                "runtimeConfig": {"mac": "02:11:22:33:44:55"}}),
     );
-    let r = net.inv("ADD", "opts", &a).run("bridge", &conf).ok().clone();
+    let r = net.add("opts", &a, &conf);
     let veth = r["interfaces"][1]["name"].as_str().unwrap().to_string();
     assert_eq!(r["interfaces"][2]["mac"], "02:11:22:33:44:55");
     assert!(a.sh("ip link show eth0").contains("mtu 1400"));
@@ -306,19 +281,13 @@ fn disable_container_interface_and_dad() {
     let mut conf = net.conf("1.1.0", json!({}));
     conf["ipam"]["ranges"] = json!([[{"subnet": "10.99.0.0/24"}], [{"subnet": "fd99::/64"}]]);
     let b = TestNetns::new("b");
-    let r = net.inv("ADD", "dual", &b).run("bridge", &conf).ok().clone();
+    let r = net.add("dual", &b, &conf);
     assert_eq!(r["ips"].as_array().unwrap().len(), 2);
     assert_eq!(
         b.sh("cat /proc/sys/net/ipv6/conf/eth0/accept_dad").trim(),
         "0"
     );
-    let v6 = r["ips"][1]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let v6 = result_ip(&r, 1);
     let c = TestNetns::new("c");
     net.inv("ADD", "dual2", &c).run("bridge", &conf).ok();
     assert!(ping(&c, &v6), "IPv6 between pods");
@@ -442,38 +411,12 @@ fn bad_input_leaves_nothing_behind() {
 
 /// Runs bridge ADD with stdin given verbatim (strings are sent unquoted).
 fn raw_run(net: &Net, pod: &TestNetns, stdin: &Value) -> Outcome {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let text = match stdin {
         Value::String(s) => s.clone(),
         v => v.to_string(),
     };
-    let mut child = Command::new("nsenter")
-        .arg(format!("--net={}", net.host.path()))
-        .arg(our_bin_dir().join("bridge"))
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", "raw")
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", our_bin_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
-    Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: serde_json::from_str(&raw).unwrap_or(Value::Null),
-        raw,
-        stderr: String::new(),
-    }
+    net.inv("ADD", "raw", pod)
+        .run_raw("bridge", text.as_bytes())
 }
 
 #[test]
@@ -484,18 +427,8 @@ fn gratuitous_arp_announces_the_pod() {
     // The first ADD creates the bridge and its gateway address.
     net.inv("ADD", "garp-a", &a).run("bridge", &conf).ok();
     net.host.sh("sysctl -qw net.ipv4.conf.br-test.arp_accept=1");
-    let r = net
-        .inv("ADD", "garp-b", &b)
-        .run("bridge", &conf)
-        .ok()
-        .clone();
-    let ip = r["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let r = net.add("garp-b", &b, &conf);
+    let ip = result_ip(&r, 0);
     let mac = r["interfaces"][2]["mac"].as_str().unwrap().to_string();
     // No traffic is sent to or from the pod: only its announcement can teach the host.
     assert!(

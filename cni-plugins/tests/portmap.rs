@@ -32,13 +32,7 @@ fn host_ports_reach_the_pod(backend: &str) {
     );
     let inv_a = Invocation::new("ADD", "pm-a", &a.path(), &our_bin_dir(), Some(&host));
     let ra = driver.add(&inv_a).ok().clone();
-    let pod_ip = ra["ips"][0]["address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let pod_ip = result_ip(&ra, 0);
     let plain = Driver::new(&conflist(&data, backend), cache.path().to_path_buf());
     let inv_b = Invocation::new("ADD", "pm-b", &b.path(), &our_bin_dir(), Some(&host));
     plain.add(&inv_b).ok();

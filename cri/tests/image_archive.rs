@@ -4,11 +4,10 @@ mod image_common;
 
 use std::process::Command;
 
-use berth_cri::image::Credentials;
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, busybox_layer, sha256_digest,
 };
-use image_common::Env;
+use image_common::{Env, pull_anonymously};
 
 #[tokio::test]
 async fn export_then_import_into_a_fresh_store_round_trips() {
@@ -21,18 +20,9 @@ async fn export_then_import_into_a_fresh_store_round_trips() {
                 .build(LayerCompression::Zstd),
         )
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/export", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/export", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/export:v1");
-    let pulled = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let pulled = pull_anonymously(&store, &reference).await.unwrap();
 
     let out = tempfile::tempdir().unwrap();
     let tar_path = out.path().join("image.tar");

@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use berth_cri::image::Credentials;
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, pseudo_random_bytes,
 };
-use image_common::{Env, list_dir};
+use image_common::{Env, list_dir, pull_anonymously};
 
 /// Builds (if needed) and locates the `berth-image-pull` helper of berth-tests.
 fn puller_binary() -> PathBuf {
@@ -49,13 +48,7 @@ async fn killed_puller_leaves_a_consistent_store_and_the_next_pull_completes() {
         .file("small", "s", 0o644)
         .build(LayerCompression::Gzip);
     let image = ImageBuilder::new().layer(small).layer(big.clone()).build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/crash", "v1", &image)
-        .await
-        .unwrap();
-    let reference = env.reference("test/crash:v1");
+    let reference = env.push("test/crash", "v1", &image).await;
 
     let mut child = Command::new(&puller)
         .arg("--root")
@@ -111,10 +104,7 @@ async fn killed_puller_leaves_a_consistent_store_and_the_next_pull_completes() {
             .exists()
     );
 
-    let record = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let record = pull_anonymously(&store, &reference).await.unwrap();
     let dirs = store.layer_dirs(&record).unwrap();
     assert_eq!(
         std::fs::metadata(dirs[1].join("big")).unwrap().len(),

@@ -7,7 +7,7 @@ use berth_cri::image::{Credentials, ImageError};
 use berth_tests::registry::{
     Blob, ImageBuilder, LayerBuilder, LayerCompression, OCI_MANIFEST, RegistryOptions,
 };
-use image_common::{Env, list_dir};
+use image_common::{Env, assert_registry_status, list_dir, pull_anonymously};
 
 fn small_image(content: &str) -> berth_tests::registry::BuiltImage {
     ImageBuilder::new()
@@ -44,27 +44,12 @@ fn assert_consistent(store: &berth_cri::image::ImageStore, bad_diff_id: &str) {
 async fn missing_tag_is_a_404_naming_the_image() {
     let env = Env::start(RegistryOptions::default());
     let store = env.store();
-    let err = store
-        .pull(
-            &env.reference("test/absent:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&store, &env.reference("test/absent:v1"))
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 404);
     assert!(err.to_string().contains("test/absent"), "{err}");
-    let bad = store
-        .pull("UPPER/Case::bad", &Credentials::anonymous(), None)
+    let bad = pull_anonymously(&store, "UPPER/Case::bad")
         .await
         .unwrap_err();
     assert!(matches!(bad, ImageError::InvalidReference { .. }), "{bad}");
@@ -74,12 +59,7 @@ async fn missing_tag_is_a_404_naming_the_image() {
 async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("good");
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/corrupt", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/corrupt", "v1", &image).await;
     let layer = &image.layers[1];
     let stored = env.registry.blob_data_path(&layer.digest);
     let good = std::fs::read(&stored).unwrap();
@@ -89,11 +69,7 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     std::fs::write(&stored, &evil).unwrap();
 
     let store = env.store();
-    let reference = env.reference("test/corrupt:v1");
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, ImageError::Blob { .. }), "{msg}");
     assert!(
@@ -110,10 +86,7 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
     );
 
     std::fs::write(&stored, &good).unwrap();
-    let record = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let record = pull_anonymously(&store, &reference).await.unwrap();
     assert_eq!(record.id.as_str(), image.config.digest);
 }
 
@@ -121,29 +94,17 @@ async fn corrupted_blob_is_a_digest_error_and_the_next_pull_succeeds() {
 async fn truncated_blob_fails_and_leaves_nothing_behind() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("truncated");
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/short", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/short", "v1", &image).await;
     let layer = &image.layers[0];
     let stored = env.registry.blob_data_path(&layer.digest);
     let good = std::fs::read(&stored).unwrap();
     std::fs::write(&stored, &good[..good.len() / 2]).unwrap();
     let store = env.store();
-    let reference = env.reference("test/short:v1");
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
     assert!(err.to_string().contains(&layer.digest), "{err}");
     assert_consistent(&store, &layer.diff_id);
     std::fs::write(&stored, &good).unwrap();
-    store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    pull_anonymously(&store, &reference).await.unwrap();
 }
 
 #[tokio::test]
@@ -175,12 +136,7 @@ async fn unknown_layer_media_type_is_refused_by_name() {
         .await
         .unwrap();
     let store = env.store();
-    let err = store
-        .pull(
-            &env.reference("test/media:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&store, &env.reference("test/media:v1"))
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -208,19 +164,9 @@ async fn diff_id_mismatch_is_refused() {
                 ..other.clone()
             });
     let lying = lying.build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/lying", "v1", &lying)
-        .await
-        .unwrap();
+    env.push("test/lying", "v1", &lying).await;
     let store = env.store();
-    let err = store
-        .pull(
-            &env.reference("test/lying:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&store, &env.reference("test/lying:v1"))
         .await
         .unwrap_err();
     let msg = err.to_string();
@@ -296,12 +242,7 @@ fn hosts_for_proxy(env: &Env, proxy: &FlakyProxy) {
 async fn too_many_requests_is_retried_until_the_registry_serves() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("retry");
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/flaky", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/flaky", "v1", &image).await;
     let proxy = FlakyProxy::start(env.registry.host(), "429 Too Many Requests", 2);
     hosts_for_proxy(&env, &proxy);
     let store = env.store();
@@ -330,16 +271,7 @@ async fn persistent_server_errors_fail_with_the_status_and_leave_nothing() {
         )
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(503),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert_registry_status(&err, 503);
     assert!(err.to_string().contains("test/down"), "{err}");
     assert!(store.list().is_empty());
     assert_eq!(

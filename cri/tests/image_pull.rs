@@ -8,7 +8,10 @@ use berth_cri::image::{Credentials, ImageError, Platform};
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, busybox_layer,
 };
-use image_common::{Env, in_private_mount_ns, list_dir};
+use image_common::{
+    Env, assert_registry_status, in_private_mount_ns, list_dir, one_file_image, pull_anonymously,
+    xattr,
+};
 
 fn whiteout_image() -> berth_tests::registry::BuiltImage {
     let base = busybox_layer()
@@ -38,19 +41,9 @@ fn whiteout_image() -> berth_tests::registry::BuiltImage {
 async fn multi_layer_pull_unpacks_whiteouts_and_mounts_as_overlay() {
     let env = Env::start(RegistryOptions::default());
     let image = whiteout_image();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/whiteouts", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/whiteouts", "v1", &image).await;
     let store = env.store();
-    let record = store
-        .pull(
-            &env.reference("test/whiteouts:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let record = pull_anonymously(&store, &env.reference("test/whiteouts:v1"))
         .await
         .unwrap();
     assert_eq!(record.id.as_str(), image.config.digest);
@@ -116,15 +109,6 @@ async fn multi_layer_pull_unpacks_whiteouts_and_mounts_as_overlay() {
     );
 }
 
-fn xattr(path: &std::path::Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
-}
-
 #[tokio::test]
 async fn second_pull_of_present_layers_downloads_nothing_and_concurrent_pulls_share_one() {
     let env = Env::start(RegistryOptions::default());
@@ -136,14 +120,8 @@ async fn second_pull_of_present_layers_downloads_nothing_and_concurrent_pulls_sh
                 .build(LayerCompression::Gzip),
         )
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/shared", "v1", &image)
-        .await
-        .unwrap();
+    let reference = env.push("test/shared", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/shared:v1");
     let anonymous = Credentials::anonymous();
     let (a, b) = tokio::join!(
         store.pull(&reference, &anonymous, None),
@@ -173,10 +151,7 @@ async fn second_pull_of_present_layers_downloads_nothing_and_concurrent_pulls_sh
     // A store reopened from disk (a daemon restart) sees the same layers.
     drop(store);
     let store = env.store();
-    store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    pull_anonymously(&store, &reference).await.unwrap();
     for layer in &image.layers {
         let get = format!("GET /v2/test/shared/blobs/{}", layer.digest);
         assert_eq!(env.registry.count_requests(&get), 1, "{get}");
@@ -217,12 +192,7 @@ async fn index_resolves_to_the_requested_platform() {
         .await
         .unwrap();
     let store = env.store();
-    let host = store
-        .pull(
-            &env.reference("test/multi:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let host = pull_anonymously(&store, &env.reference("test/multi:v1"))
         .await
         .unwrap();
     assert_eq!(host.id.as_str(), amd64.config.digest);
@@ -244,12 +214,7 @@ async fn index_resolves_to_the_requested_platform() {
     assert_eq!(other.id.as_str(), arm64.config.digest);
     let dir = &store.layer_dirs(&other).unwrap()[0];
     assert_eq!(std::fs::read_to_string(dir.join("arch")).unwrap(), "arm64");
-    let listed = store
-        .pull(
-            &env.reference("test/multi:docker"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let listed = pull_anonymously(&store, &env.reference("test/multi:docker"))
         .await
         .unwrap();
     assert_eq!(listed.target.digest, docker_list.digest);
@@ -284,19 +249,9 @@ async fn docker_schema2_with_gzip_and_plain_layers() {
         )
         .docker_media_types()
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/docker", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/docker", "v1", &image).await;
     let store = env.store();
-    let record = store
-        .pull(
-            &env.reference("test/docker:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let record = pull_anonymously(&store, &env.reference("test/docker:v1"))
         .await
         .unwrap();
     assert_eq!(
@@ -321,50 +276,17 @@ async fn basic_auth_registry_needs_the_pull_secret() {
         basic_auth: Some(("puller".into(), "s3cret".into())),
         ..Default::default()
     });
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("secret", "x", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/private", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("secret", "x");
+    let reference = env.push("test/private", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/private:v1");
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
+    assert_registry_status(&err, 401);
     assert!(err.to_string().contains("test/private"), "{err}");
     let wrong = store
         .pull(&reference, &Credentials::basic("puller", "nope"), None)
         .await
         .unwrap_err();
-    assert!(
-        matches!(
-            wrong,
-            ImageError::Registry {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{wrong}"
-    );
+    assert_registry_status(&wrong, 401);
     store
         .pull(&reference, &Credentials::basic("puller", "s3cret"), None)
         .await
@@ -384,26 +306,10 @@ async fn tls_registry_with_custom_ca_from_hosts_toml() {
         tls: true,
         ..Default::default()
     });
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("tls", "x", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/tls", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("tls", "x");
+    env.push("test/tls", "v1", &image).await;
     let store = env.store();
-    store
-        .pull(
-            &env.reference("test/tls:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    pull_anonymously(&store, &env.reference("test/tls:v1"))
         .await
         .unwrap();
     // Without the CA the same registry is refused.
@@ -424,12 +330,7 @@ async fn tls_registry_with_custom_ca_from_hosts_toml() {
         },
     )
     .unwrap();
-    let err = untrusting
-        .pull(
-            &env.reference("test/tls:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let err = pull_anonymously(&untrusting, &env.reference("test/tls:v1"))
         .await
         .unwrap_err();
     assert!(matches!(err, ImageError::Registry { .. }), "{err}");
@@ -441,12 +342,7 @@ async fn override_path_mirror_serves_registry_k8s_io_images() {
     let image = ImageBuilder::new()
         .layer(busybox_layer().build(LayerCompression::Gzip))
         .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("registry.k8s.io/pause", "3.9", &image)
-        .await
-        .unwrap();
+    env.push("registry.k8s.io/pause", "3.9", &image).await;
     let hosts = env.hosts.path().join("registry.k8s.io");
     std::fs::create_dir_all(&hosts).unwrap();
     // The upstream server is a closed loopback port: only the mirror can serve.
@@ -459,8 +355,7 @@ async fn override_path_mirror_serves_registry_k8s_io_images() {
     )
     .unwrap();
     let store = env.store();
-    let record = store
-        .pull("registry.k8s.io/pause:3.9", &Credentials::anonymous(), None)
+    let record = pull_anonymously(&store, "registry.k8s.io/pause:3.9")
         .await
         .unwrap();
     assert_eq!(
@@ -476,35 +371,11 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
         token_auth: Some(("tokenuser".into(), "t0ken".into())),
         ..Default::default()
     });
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("bearer", "x", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/bearer", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("bearer", "x");
+    let reference = env.push("test/bearer", "v1", &image).await;
     let store = env.store();
-    let reference = env.reference("test/bearer:v1");
-    let err = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = pull_anonymously(&store, &reference).await.unwrap_err();
+    assert_registry_status(&err, 401);
     let record = store
         .pull(&reference, &Credentials::basic("tokenuser", "t0ken"), None)
         .await
@@ -520,33 +391,14 @@ async fn token_auth_registry_gets_a_bearer_token_with_the_pull_secret() {
 #[tokio::test]
 async fn pull_by_digest_and_by_tag_name_one_image() {
     let env = Env::start(RegistryOptions::default());
-    let image = ImageBuilder::new()
-        .layer(
-            LayerBuilder::new()
-                .file("d", "d", 0o644)
-                .build(LayerCompression::Gzip),
-        )
-        .build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/digest", "v1", &image)
-        .await
-        .unwrap();
+    let image = one_file_image("d", "d");
+    env.push("test/digest", "v1", &image).await;
     let store = env.store();
     let by_digest = format!("{}@{}", env.reference("test/digest"), image.manifest.digest);
-    let record = store
-        .pull(&by_digest, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let record = pull_anonymously(&store, &by_digest).await.unwrap();
     assert!(record.repo_tags.is_empty());
     assert_eq!(record.repo_digests, vec![by_digest.clone()]);
-    let tagged = store
-        .pull(
-            &env.reference("test/digest:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let tagged = pull_anonymously(&store, &env.reference("test/digest:v1"))
         .await
         .unwrap();
     assert_eq!(tagged.id, record.id);
@@ -562,34 +414,14 @@ async fn pull_by_digest_and_by_tag_name_one_image() {
     }
     // A digest the registry does not have.
     let missing = format!("{}@sha256:{}", env.reference("test/digest"), "0".repeat(64));
-    let err = store
-        .pull(&missing, &Credentials::anonymous(), None)
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            ImageError::Registry {
-                status: Some(404),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = pull_anonymously(&store, &missing).await.unwrap_err();
+    assert_registry_status(&err, 404);
 }
 
 #[tokio::test]
 async fn retagging_moves_the_tag_and_keeps_the_old_image_by_digest() {
     let env = Env::start(RegistryOptions::default());
-    let build = |content: &str| {
-        ImageBuilder::new()
-            .layer(
-                LayerBuilder::new()
-                    .file("v", content, 0o644)
-                    .build(LayerCompression::Gzip),
-            )
-            .build()
-    };
+    let build = |content: &str| one_file_image("v", content);
     let (old, new) = (build("old"), build("new"));
     let pusher = env.registry.pusher().unwrap();
     pusher
@@ -598,18 +430,12 @@ async fn retagging_moves_the_tag_and_keeps_the_old_image_by_digest() {
         .unwrap();
     let store = env.store();
     let reference = env.reference("test/moving:latest");
-    let first = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let first = pull_anonymously(&store, &reference).await.unwrap();
     pusher
         .push_image("test/moving", "latest", &new)
         .await
         .unwrap();
-    let second = store
-        .pull(&reference, &Credentials::anonymous(), None)
-        .await
-        .unwrap();
+    let second = pull_anonymously(&store, &reference).await.unwrap();
     assert_ne!(first.id, second.id);
     assert_eq!(store.status(&reference).unwrap().id, second.id);
     // The old image kept its digest name, so it stays listed, without the tag.

@@ -6,7 +6,7 @@ use berth_cri::image::{Credentials, ImageError, Snapshotter};
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, RegistryOptions, busybox_layer,
 };
-use image_common::{Env, in_private_mount_ns, list_dir};
+use image_common::{Env, in_private_mount_ns, list_dir, pull_anonymously};
 
 #[tokio::test]
 async fn read_only_snapshots_refuse_writes_and_layers_are_shared() {
@@ -122,19 +122,9 @@ async fn an_image_with_eighty_layers_fits_in_one_overlay_mount() {
         );
     }
     let image = builder.build();
-    env.registry
-        .pusher()
-        .unwrap()
-        .push_image("test/tall", "v1", &image)
-        .await
-        .unwrap();
+    env.push("test/tall", "v1", &image).await;
     let store = env.store();
-    let record = store
-        .pull(
-            &env.reference("test/tall:v1"),
-            &Credentials::anonymous(),
-            None,
-        )
+    let record = pull_anonymously(&store, &env.reference("test/tall:v1"))
         .await
         .unwrap();
     let snapshotter = Snapshotter::new(store.clone()).unwrap();

@@ -1,11 +1,14 @@
 //! Layer extraction: metadata kept, hostile archives confined to the layer directory.
 
+mod image_common;
+
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use berth_cri::image::Compression;
 use berth_cri::image::unpack::unpack_layer;
 use berth_tests::registry::{LayerBuilder, LayerCompression};
+use image_common::xattr;
 
 /// A layer dir next to an "outside" dir holding a decoy file hostile entries aim at.
 struct Sandbox {
@@ -230,13 +233,4 @@ fn corrupt_streams_fail_with_the_entry_named() {
         err.to_string().contains('f') || err.to_string().contains("reading"),
         "{err}"
     );
-}
-
-fn xattr(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let p = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    let n = std::ffi::CString::new(name).unwrap();
-    let mut buf = vec![0u8; 256];
-    let len =
-        unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    (len >= 0).then(|| buf[..len as usize].to_vec())
 }

@@ -4,14 +4,15 @@
 
 mod streaming_support;
 
-use std::process::Stdio;
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use streaming_support::fake_apiserver::{self, kubeconfig};
 use streaming_support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 fn kubectl_installed() -> bool {
     let found = std::process::Command::new("kubectl")
@@ -26,28 +27,33 @@ fn kubectl_installed() -> bool {
     found
 }
 
-async fn kubectl_exec(websockets: bool) {
-    if !kubectl_installed() {
-        return;
-    }
-    let (server, _) = default_server().await;
+/// The streaming server behind the apiserver stand-in, and a kubeconfig for it.
+struct Cluster {
+    backend: Arc<ProcessBackend>,
+    upgrades: fake_apiserver::Upgrades,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let (server, backend) = default_server().await;
     let (api, upgrades) = fake_apiserver::start(Arc::new(server)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = kubeconfig(dir.path(), &api);
-    let mut kubectl = Command::new("kubectl")
+    Cluster {
+        backend,
+        upgrades,
+        config,
+        _dir: dir,
+    }
+}
+
+/// `kubectl exec`/`attach` with piped stdio, over WebSocket v5 or SPDY.
+fn remote_command(cluster: &Cluster, args: &[&str], websockets: bool) -> Child {
+    Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&config)
-        .args([
-            "exec",
-            "-i",
-            fake_apiserver::POD,
-            "-c",
-            "app",
-            "--",
-            "sh",
-            "-c",
-            "cat; echo to-stderr >&2; exit 3",
-        ])
+        .arg(&cluster.config)
+        .args(args)
         .env(
             "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
             if websockets { "true" } else { "false" },
@@ -57,14 +63,40 @@ async fn kubectl_exec(websockets: bool) {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+async fn finished(kubectl: Child, limit: Duration) -> Output {
+    tokio::time::timeout(limit, kubectl.wait_with_output())
+        .await
+        .expect("kubectl finished")
+        .unwrap()
+}
+
+async fn kubectl_exec(websockets: bool) {
+    if !kubectl_installed() {
+        return;
+    }
+    let cluster = cluster().await;
+    let mut kubectl = remote_command(
+        &cluster,
+        &[
+            "exec",
+            "-i",
+            fake_apiserver::POD,
+            "-c",
+            "app",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo to-stderr >&2; exit 3",
+        ],
+        websockets,
+    );
     let mut stdin = kubectl.stdin.take().unwrap();
     stdin.write_all(b"through kubectl\n").await.unwrap();
     drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(60), kubectl.wait_with_output())
-        .await
-        .expect("kubectl finished")
-        .unwrap();
+    let output = finished(kubectl, Duration::from_secs(60)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(
         String::from_utf8_lossy(&output.stdout),
@@ -79,7 +111,7 @@ async fn kubectl_exec(websockets: bool) {
     );
     let expected = if websockets { "websocket" } else { "SPDY/3.1" };
     assert_eq!(
-        *upgrades.lock().unwrap(),
+        *cluster.upgrades.lock().unwrap(),
         [expected],
         "the transport kubectl used"
     );
@@ -100,14 +132,11 @@ async fn kubectl_port_forward(websockets: bool) -> Option<Vec<String>> {
     if !kubectl_installed() {
         return None;
     }
-    let (server, _) = default_server().await;
     let echo_port = echo_server().await;
-    let (api, upgrades) = fake_apiserver::start(Arc::new(server)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &api);
+    let cluster = cluster().await;
     let mut kubectl = Command::new("kubectl")
         .arg("--kubeconfig")
-        .arg(&config)
+        .arg(&cluster.config)
         .args([
             "port-forward",
             "--address",
@@ -148,7 +177,7 @@ async fn kubectl_port_forward(websockets: bool) -> Option<Vec<String>> {
         assert_eq!(sha256(&echoed), sha256(&sent), "round {round}");
     }
     kubectl.kill().await.unwrap();
-    let upgrades = upgrades.lock().unwrap().clone();
+    let upgrades = cluster.upgrades.lock().unwrap().clone();
     Some(upgrades)
 }
 
@@ -183,69 +212,42 @@ async fn kubectl_attach_over_spdy() {
     if !kubectl_installed() {
         return;
     }
-    let (server, _) = default_server().await;
-    let (api, upgrades) = fake_apiserver::start(Arc::new(server)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &api);
-    let mut kubectl = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&config)
-        .args(["attach", "-i", fake_apiserver::POD, "-c", "app"])
-        .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let cluster = cluster().await;
+    let mut kubectl = remote_command(
+        &cluster,
+        &["attach", "-i", fake_apiserver::POD, "-c", "app"],
+        false,
+    );
     let mut stdin = kubectl.stdin.take().unwrap();
     stdin.write_all(b"attached via kubectl\n").await.unwrap();
     drop(stdin);
-    let output = tokio::time::timeout(Duration::from_secs(60), kubectl.wait_with_output())
-        .await
-        .expect("kubectl finished")
-        .unwrap();
+    let output = finished(kubectl, Duration::from_secs(60)).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("attached via kubectl\n"),
         "stderr: {stderr}"
     );
     assert!(output.status.success(), "{stderr}");
-    assert_eq!(*upgrades.lock().unwrap(), ["SPDY/3.1"]);
+    assert_eq!(*cluster.upgrades.lock().unwrap(), ["SPDY/3.1"]);
 }
 
 async fn kubectl_exec_large_transfer(websockets: bool) {
     if !kubectl_installed() {
         return;
     }
-    let (server, _) = default_server().await;
-    let (api, _) = fake_apiserver::start(Arc::new(server)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &api);
-    let mut kubectl = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(&config)
-        .args(["exec", "-i", fake_apiserver::POD, "--", "cat"])
-        .env(
-            "KUBECTL_REMOTE_COMMAND_WEBSOCKETS",
-            if websockets { "true" } else { "false" },
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let cluster = cluster().await;
+    let mut kubectl = remote_command(
+        &cluster,
+        &["exec", "-i", fake_apiserver::POD, "--", "cat"],
+        websockets,
+    );
     let data = payload(16 * 1024 * 1024);
     let expected = sha256(&data);
     let mut stdin = kubectl.stdin.take().unwrap();
     let writer = tokio::spawn(async move {
         stdin.write_all(&data).await.unwrap();
     });
-    let output = tokio::time::timeout(Duration::from_secs(120), kubectl.wait_with_output())
-        .await
-        .expect("kubectl finished")
-        .unwrap();
+    let output = finished(kubectl, Duration::from_secs(120)).await;
     writer.await.unwrap();
     assert!(
         output.status.success(),
@@ -270,14 +272,11 @@ async fn kubectl_terminal_size(websockets: bool) {
     if !kubectl_installed() {
         return;
     }
-    let (server, backend) = default_server().await;
-    let (api, _) = fake_apiserver::start(Arc::new(server)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = kubeconfig(dir.path(), &api);
+    let cluster = cluster().await;
     // `script` gives kubectl a terminal of a known size.
     let inner = format!(
         "stty cols 123 rows 45; exec kubectl --kubeconfig {} exec -it {} -- sleep 1000",
-        config.display(),
+        cluster.config.display(),
         fake_apiserver::POD
     );
     let mut kubectl = Command::new("script")
@@ -293,10 +292,10 @@ async fn kubectl_terminal_size(websockets: bool) {
         .spawn()
         .unwrap();
     wait_for("the terminal size", || {
-        !backend.resizes.lock().unwrap().is_empty()
+        !cluster.backend.resizes.lock().unwrap().is_empty()
     })
     .await;
-    let size = backend.resizes.lock().unwrap()[0];
+    let size = cluster.backend.resizes.lock().unwrap()[0];
     assert_eq!((size.width, size.height), (123, 45));
     kubectl.kill().await.unwrap();
 }

@@ -4,31 +4,12 @@ mod streaming_support;
 
 use std::time::Duration;
 
-use berth_cri::streaming::{AttachRequest, ExecRequest, Status, StreamingConfig, StreamingServer};
+use berth_cri::streaming::{AttachRequest, Status, StreamingConfig, StreamingServer};
 use streaming_support::backend::process_ended;
 use streaming_support::spdy_client::{ClientStream, SpdyClient, connect};
 use streaming_support::*;
 
 const V4: &str = "v4.channel.k8s.io";
-
-fn exec_url(
-    server: &StreamingServer,
-    cmd: &[&str],
-    stdin: bool,
-    stderr: bool,
-    tty: bool,
-) -> String {
-    server
-        .get_exec(ExecRequest {
-            container_id: "ctr".into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty,
-            stdin,
-            stdout: true,
-            stderr,
-        })
-        .unwrap()
-}
 
 /// Opens the streams like kubectl: error first, then stdin, stdout, stderr, resize.
 struct Streams {
@@ -66,6 +47,21 @@ async fn open_streams(client: &SpdyClient, stdin: bool, stderr: bool, resize: bo
     }
 }
 
+/// An exec of `cmd` over SPDY v4, its streams opened like kubectl's (a
+/// terminal also gets the resize stream).
+async fn exec_session(
+    server: &StreamingServer,
+    cmd: &[&str],
+    stdin: bool,
+    stderr: bool,
+    tty: bool,
+) -> (SpdyClient, Streams) {
+    let url = exec_url(server, cmd, stdin, stderr, tty);
+    let (client, _) = connect(&url, &[V4], false).await.unwrap();
+    let streams = open_streams(&client, stdin, stderr, tty).await;
+    (client, streams)
+}
+
 async fn status_of(error: &mut ClientStream) -> Status {
     let report = error.read_to_end().await.expect("error stream finished");
     serde_json::from_slice(&report)
@@ -97,15 +93,14 @@ async fn exec_echoes_stdin_and_reports_success() {
 #[tokio::test]
 async fn exit_code_and_stderr_are_reported_separately() {
     let (server, _) = default_server().await;
-    let url = exec_url(
+    let (client, mut s) = exec_session(
         &server,
         &["sh", "-c", "echo out; echo err >&2; exit 3"],
         false,
         true,
         false,
-    );
-    let (client, _) = connect(&url, &[V4], false).await.unwrap();
-    let mut s = open_streams(&client, false, true, false).await;
+    )
+    .await;
     assert_eq!(s.stdout.read_to_end().await.unwrap(), b"out\n");
     assert_eq!(
         s.stderr.as_mut().unwrap().read_to_end().await.unwrap(),
@@ -172,9 +167,7 @@ async fn client_preference_picks_the_version() {
 #[tokio::test]
 async fn a_command_that_cannot_start_is_an_internal_error() {
     let (server, _) = default_server().await;
-    let url = exec_url(&server, &["no-such-command"], false, false, false);
-    let (client, _) = connect(&url, &[V4], false).await.unwrap();
-    let mut s = open_streams(&client, false, false, false).await;
+    let (_client, mut s) = exec_session(&server, &["no-such-command"], false, false, false).await;
     let status = status_of(&mut s.error).await;
     assert_eq!(status.reason, "InternalError");
     assert_eq!(status.code, Some(500));
@@ -188,9 +181,7 @@ async fn a_command_that_cannot_start_is_an_internal_error() {
 #[tokio::test]
 async fn tty_resize_events_reach_the_backend() {
     let (server, backend) = default_server().await;
-    let url = exec_url(&server, &["cat"], true, false, true);
-    let (client, _) = connect(&url, &[V4], false).await.unwrap();
-    let mut s = open_streams(&client, true, false, true).await;
+    let (_client, mut s) = exec_session(&server, &["cat"], true, false, true).await;
     let resize = s.resize.as_ref().unwrap();
     resize.write(br#"{"Width":80,"Height":24}"#).await;
     resize.write(b"\n{\"Width\":132,\"Height\":43}\n").await;
@@ -366,15 +357,14 @@ async fn a_client_that_disconnects_mid_stream_ends_the_command() {
     let idle_tasks = tokio::runtime::Handle::current()
         .metrics()
         .num_alive_tasks();
-    let url = exec_url(
+    let (client, mut s) = exec_session(
         &server,
         &["sh", "-c", "read line; echo got $line; exec sleep 1000"],
         true,
         false,
         false,
-    );
-    let (client, _) = connect(&url, &[V4], false).await.unwrap();
-    let mut s = open_streams(&client, true, false, false).await;
+    )
+    .await;
     s.stdin.as_ref().unwrap().write(b"x\n").await;
     let mut seen = Vec::new();
     while seen != b"got x\n" {
@@ -414,20 +404,15 @@ async fn idle_connections_are_closed() {
         ..Default::default()
     };
     let (server, backend) = start_server(config).await;
-    let url = exec_url(
+    let (_client, mut s) = exec_session(
         &server,
         &["sh", "-c", "exec sleep 1000"],
         true,
         false,
         false,
-    );
-    let (client, _) = connect(&url, &[V4], false).await.unwrap();
-    let mut s = open_streams(&client, true, false, false).await;
-    wait_for("the process to start", || {
-        !backend.pids.lock().unwrap().is_empty()
-    })
+    )
     .await;
-    let pid = backend.pids.lock().unwrap()[0];
+    let pid = first_pid(&backend).await;
     // No traffic: the server gives up on the connection and the command with it.
     assert_eq!(s.stdout.read_to_end().await, None);
     wait_for("the process to be killed", || process_ended(pid)).await;
@@ -511,20 +496,15 @@ async fn output_stops_at_the_window_the_client_granted() {
 #[tokio::test]
 async fn shutdown_ends_active_sessions() {
     let (server, backend) = default_server().await;
-    let url = exec_url(
+    let (_client, mut s) = exec_session(
         &server,
         &["sh", "-c", "exec sleep 1000"],
         true,
         false,
         false,
-    );
-    let (client, _) = connect(&url, &[V4], false).await.unwrap();
-    let mut s = open_streams(&client, true, false, false).await;
-    wait_for("the process to start", || {
-        !backend.pids.lock().unwrap().is_empty()
-    })
+    )
     .await;
-    let pid = backend.pids.lock().unwrap()[0];
+    let pid = first_pid(&backend).await;
     tokio::time::timeout(Duration::from_secs(20), server.shutdown())
         .await
         .expect("server tasks ended");

@@ -2,7 +2,7 @@
 
 mod streaming_support;
 
-use berth_cri::streaming::{ExecRequest, Status, StreamingServer};
+use berth_cri::streaming::Status;
 use futures_util::{SinkExt, StreamExt};
 use streaming_support::backend::process_ended;
 use streaming_support::ws_client::{collect, connect, send};
@@ -13,25 +13,6 @@ const STDIN: u8 = 0;
 const STDOUT: usize = 1;
 const STDERR: usize = 2;
 const ERROR: usize = 3;
-
-fn exec_url(
-    server: &StreamingServer,
-    cmd: &[&str],
-    stdin: bool,
-    stderr: bool,
-    tty: bool,
-) -> String {
-    server
-        .get_exec(ExecRequest {
-            container_id: "ctr".into(),
-            cmd: cmd.iter().map(|s| s.to_string()).collect(),
-            tty,
-            stdin,
-            stdout: true,
-            stderr,
-        })
-        .unwrap()
-}
 
 fn status(report: &[u8]) -> Status {
     serde_json::from_slice(report)
@@ -205,11 +186,7 @@ async fn a_dropped_websocket_ends_the_command() {
         false,
     );
     let (ws, _) = connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
-    wait_for("the process to start", || {
-        !backend.pids.lock().unwrap().is_empty()
-    })
-    .await;
-    let pid = backend.pids.lock().unwrap()[0];
+    let pid = first_pid(&backend).await;
     drop(ws);
     wait_for("the process to be killed", || process_ended(pid)).await;
     let metrics = tokio::runtime::Handle::current().metrics();

@@ -43,13 +43,8 @@ impl Plugin for Loopback {
     }
 
     fn del(&self, args: &CmdArgs) -> CniResult<()> {
-        if args.netns.is_empty() {
+        let Some(ns) = NetNs::open_for_del(&args.netns)? else {
             return Ok(());
-        }
-        let ns = match NetNs::open(&args.netns) {
-            Ok(ns) => ns,
-            Err(e) if e.code == ErrorCode::UnknownContainer as u32 => return Ok(()),
-            Err(e) => return Err(e),
         };
         let nl = Netlink::in_netns(&ns)?;
         if let Some(lo) = nl.link_by_name("lo")? {

@@ -8,4 +8,4 @@ pub mod version;
 pub use config::{IpamConf, NetConf, NetConfList, parse_config, validate_name};
 pub use error::{CniError, CniResult, ErrorCode};
 pub use result::{CniOutput, Dns, Interface, IpConfig, Route};
-pub use version::{SUPPORTED_VERSIONS, Version};
+pub use version::{CURRENT_VERSION, KNOWN_VERSIONS, SUPPORTED_VERSIONS, Version};

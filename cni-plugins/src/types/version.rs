@@ -7,6 +7,12 @@ use super::error::{CniError, CniResult, ErrorCode};
 /// 0.3.0 or newer.
 pub const SUPPORTED_VERSIONS: &[&str] = &["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 
+/// Every version a network configuration may declare; a runtime runs
+/// plugins of all of them.
+pub const KNOWN_VERSIONS: &[&str] = &[
+    "0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0",
+];
+
 /// The newest version, used when nothing else is known (e.g. decoding failed).
 pub const CURRENT_VERSION: &str = "1.1.0";
 
@@ -15,6 +21,26 @@ pub const CURRENT_VERSION: &str = "1.1.0";
 pub struct Version(pub u32, pub u32, pub u32);
 
 impl Version {
+    /// Configurations from before 0.2.0 may omit the version.
+    pub const V0_1_0: Version = Version(0, 1, 0);
+    pub const V0_3_0: Version = Version(0, 3, 0);
+    /// First version with CHECK.
+    pub const V0_4_0: Version = Version(0, 4, 0);
+    /// First version whose results have no per-IP `version` field.
+    pub const V1_0_0: Version = Version(1, 0, 0);
+    /// First version with STATUS and GC.
+    pub const V1_1_0: Version = Version(1, 1, 0);
+
+    /// Like [`Version::parse`], but an empty string is 0.1.0, the version
+    /// plugins assume when a configuration or result names none.
+    pub fn parse_or_oldest(s: &str) -> CniResult<Self> {
+        if s.is_empty() {
+            Ok(Self::V0_1_0)
+        } else {
+            Self::parse(s)
+        }
+    }
+
     pub fn parse(s: &str) -> CniResult<Self> {
         let bad = || {
             CniError::new(
@@ -32,17 +58,23 @@ impl Version {
         Ok(Version(major, minor, patch))
     }
 
+    /// Results in this version use the `interfaces`/`ips` layout (0.3.0+)
+    /// rather than the legacy `ip4`/`ip6` one.
+    pub fn has_current_result_layout(self) -> bool {
+        self >= Self::V0_3_0
+    }
+
     /// Results of 0.3.x and 0.4.0 carry `"version"` in each IP entry.
     pub fn has_ip_version_field(self) -> bool {
-        self < Version(1, 0, 0)
+        self < Self::V1_0_0
     }
 
     pub fn supports_check(self) -> bool {
-        self >= Version(0, 4, 0)
+        self >= Self::V0_4_0
     }
 
     pub fn supports_gc_and_status(self) -> bool {
-        self >= Version(1, 1, 0)
+        self >= Self::V1_1_0
     }
 }
 
@@ -70,6 +102,9 @@ mod tests {
         assert!(Version::parse("0.4.0").unwrap() < Version::parse("1.0.0").unwrap());
         assert!(Version::parse("0.3.1").unwrap().has_ip_version_field());
         assert!(!Version::parse("1.1.0").unwrap().has_ip_version_field());
+        assert!(Version::parse("0.10.0").unwrap() > Version::V0_4_0);
+        assert_eq!(Version::parse_or_oldest("").unwrap(), Version::V0_1_0);
+        assert!(!Version::V0_1_0.has_current_result_layout());
     }
 
     #[test]

@@ -180,6 +180,11 @@ impl Invocation {
 
     /// Executes plugin `plugin_type` from `path` with `stdin`.
     pub fn run(&self, plugin_type: &str, stdin: &Value) -> Outcome {
+        self.run_raw(plugin_type, stdin.to_string().as_bytes())
+    }
+
+    /// Executes plugin `plugin_type` from `path` with `stdin` sent verbatim.
+    pub fn run_raw(&self, plugin_type: &str, stdin: &[u8]) -> Outcome {
         let bin = self.path.join(plugin_type);
         let mut cmd = Command::new(&bin);
         cmd.env("CNI_COMMAND", self.command)
@@ -204,12 +209,7 @@ impl Invocation {
         let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.to_string().as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
         let out = child.wait_with_output().unwrap();
         let raw = String::from_utf8_lossy(&out.stdout).into_owned();
         Outcome {
@@ -233,6 +233,12 @@ pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// The address (without prefix length) of entry `index` of an ADD result's `ips`.
+pub fn result_ip(result: &Value, index: usize) -> String {
+    let address = result["ips"][index]["address"].as_str().unwrap();
+    address.split('/').next().unwrap().to_string()
 }
 
 /// Pings `target` once from `from` (busybox ping; the system has no iputils).

@@ -112,6 +112,31 @@ fn ingest_archive(content: &ContentStore, path: &Path) -> Result<Ingested> {
 }
 
 impl ImageStore {
+    /// Completes one image of an archive from the blobs already ingested
+    /// and gives it `names`.
+    async fn import_image(
+        &self,
+        label: &str,
+        names: &[String],
+        target: Descriptor,
+        manifest_desc: Descriptor,
+        manifest: Manifest,
+        platform: &Platform,
+    ) -> Result<ImageRecord> {
+        let record = self
+            .inner
+            .complete(
+                label,
+                target,
+                manifest_desc,
+                manifest,
+                platform.clone(),
+                BlobSource::Local,
+            )
+            .await?;
+        self.inner.commit(record, names)
+    }
+
     /// Loads the images of an OCI layout or docker-archive tar; returns them.
     pub async fn import(
         &self,
@@ -135,18 +160,10 @@ impl ImageStore {
             for desc in index.manifests {
                 let (names, target, manifest_desc, manifest) =
                     self.resolve_layout_entry(&ingested, &label, desc, &platform)?;
-                let record = self
-                    .inner
-                    .complete(
-                        &label,
-                        target,
-                        manifest_desc,
-                        manifest,
-                        platform.clone(),
-                        BlobSource::Local,
-                    )
-                    .await?;
-                out.push(self.inner.commit(record, &names)?);
+                out.push(
+                    self.import_image(&label, &names, target, manifest_desc, manifest, &platform)
+                        .await?,
+                );
             }
         } else if let Ok(manifest_digest) = ingested.get("manifest.json") {
             let entries: Vec<DockerEntry> = self.read_json(&ingested, manifest_digest)?;
@@ -158,18 +175,11 @@ impl ImageStore {
                     .iter()
                     .filter_map(|t| normalize_reference(t))
                     .collect();
-                let record = self
-                    .inner
-                    .complete(
-                        &label,
-                        manifest_desc.clone(),
-                        manifest_desc,
-                        manifest,
-                        platform.clone(),
-                        BlobSource::Local,
-                    )
-                    .await?;
-                out.push(self.inner.commit(record, &names)?);
+                let target = manifest_desc.clone();
+                out.push(
+                    self.import_image(&label, &names, target, manifest_desc, manifest, &platform)
+                        .await?,
+                );
             }
         } else {
             return Err(ingested.bad(

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{Map, Value};
 
-use super::version::{CniVersion, KNOWN_VERSIONS};
+use berth_cni::types::{KNOWN_VERSIONS, Version};
 
 /// One plugin of a network configuration list.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,7 +26,7 @@ pub struct NetworkConfigList {
     /// `cniVersion` exactly as written (sent back to plugins unchanged).
     pub cni_version: String,
     /// The same, parsed for feature checks.
-    pub version: CniVersion,
+    pub version: Version,
     pub disable_check: bool,
     pub disable_gc: bool,
     pub plugins: Vec<PluginConfig>,
@@ -111,12 +111,8 @@ impl NetworkConfigList {
             Some(Value::String(s)) => s.clone(),
             Some(_) => return Err(invalid("cniVersion", "not a string")),
         };
-        let version = if cni_version.is_empty() {
-            CniVersion::V0_1_0
-        } else if KNOWN_VERSIONS.contains(&cni_version.as_str()) {
-            cni_version
-                .parse()
-                .map_err(|e: String| invalid("cniVersion", e))?
+        let version = if cni_version.is_empty() || KNOWN_VERSIONS.contains(&cni_version.as_str()) {
+            Version::parse_or_oldest(&cni_version).map_err(|e| invalid("cniVersion", e.msg))?
         } else {
             return Err(invalid(
                 "cniVersion",
@@ -158,7 +154,7 @@ impl NetworkConfigList {
         NetworkConfigList {
             name: "cni-loopback".into(),
             cni_version: "0.3.1".into(),
-            version: CniVersion::new(0, 3, 1),
+            version: Version(0, 3, 1),
             disable_check: false,
             disable_gc: false,
             plugins: vec![PluginConfig {

@@ -7,14 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use berth_cni::types::CniOutput;
 use berth_proto::runtime::v1 as cri;
+use serde_json::{Map, Value};
 
 use super::cache::ResultCache;
 use super::config::NetworkConfigList;
 use super::error::CniError;
 use super::exec::PluginExec;
 use super::loader::{DirFingerprint, SkippedConfig, fingerprint, scan_conf_dir};
-use super::result::{CniResult, PodIps};
+use super::pod_ips::PodIps;
 use super::runner::{Attachment, CniRunner};
 use super::runtime_config::RuntimeConfig;
 use crate::sandbox::netns;
@@ -119,7 +121,7 @@ impl PodNetwork {
 #[derive(Debug, Clone)]
 pub struct PodNetworkSetup {
     /// The configured network's result.
-    pub result: CniResult,
+    pub result: CniOutput,
     /// The pod IPs for PodSandboxStatus; `None` if the result has no
     /// address on the pod interface.
     pub ips: Option<PodIps>,
@@ -266,17 +268,10 @@ impl CniManager {
                         pod.sandbox_id
                     ),
                 })?;
-        let args = pod.cni_args();
-        let caps = pod.runtime.capability_args();
+        let call = PodCallArgs::of(pod);
         let mut last = None;
         for (list, ifname) in self.networks(&network) {
-            let att = Attachment {
-                container_id: &pod.sandbox_id,
-                netns: &netns,
-                ifname,
-                args: &args,
-                capability_args: &caps,
-            };
+            let att = call.attachment(pod, &netns, ifname);
             match self.runner.add(list, &att).await {
                 Ok(result) => last = Some(result),
                 Err(setup) => {
@@ -291,7 +286,7 @@ impl CniManager {
             }
         }
         let result = last.ok_or(CniError::NotInitialized)?;
-        let ips = result.pod_ips(&self.settings.ifname);
+        let ips = PodIps::from_result(&result, &self.settings.ifname);
         tracing::info!(network = %network.name, ips = ?ips, "pod network set up");
         Ok(PodNetworkSetup { result, ips })
     }
@@ -316,16 +311,9 @@ impl CniManager {
             .filter(|p| netns::exists(p))
             .map(path_str)
             .unwrap_or_default();
-        let args = pod.cni_args();
-        let caps = pod.runtime.capability_args();
+        let call = PodCallArgs::of(pod);
         for (list, ifname) in self.networks(network) {
-            let att = Attachment {
-                container_id: &pod.sandbox_id,
-                netns: &netns,
-                ifname,
-                args: &args,
-                capability_args: &caps,
-            };
+            let att = call.attachment(pod, &netns, ifname);
             if let Err(e) = self.runner.del(list, &att).await {
                 // Like containerd: some plugins report an already deleted
                 // attachment, or a missing netns, as an error.
@@ -349,15 +337,8 @@ impl CniManager {
     pub async fn check(&self, pod: &PodNetwork) -> Result<(), CniError> {
         let network = self.network()?;
         let netns = pod.netns.as_deref().map(path_str).unwrap_or_default();
-        let args = pod.cni_args();
-        let caps = pod.runtime.capability_args();
-        let att = Attachment {
-            container_id: &pod.sandbox_id,
-            netns: &netns,
-            ifname: &self.settings.ifname,
-            args: &args,
-            capability_args: &caps,
-        };
+        let call = PodCallArgs::of(pod);
+        let att = call.attachment(pod, &netns, &self.settings.ifname);
         self.runner.check(&network, &att).await
     }
 
@@ -430,6 +411,36 @@ fn load(conf_dir: &Path) -> Loaded {
         network,
         report,
         fingerprint,
+    }
+}
+
+/// The CNI_ARGS and capability arguments every plugin call for one pod gets.
+struct PodCallArgs {
+    args: Vec<(String, String)>,
+    capability_args: Map<String, Value>,
+}
+
+impl PodCallArgs {
+    fn of(pod: &PodNetwork) -> Self {
+        PodCallArgs {
+            args: pod.cni_args(),
+            capability_args: pod.runtime.capability_args(),
+        }
+    }
+
+    fn attachment<'a>(
+        &'a self,
+        pod: &'a PodNetwork,
+        netns: &'a str,
+        ifname: &'a str,
+    ) -> Attachment<'a> {
+        Attachment {
+            container_id: &pod.sandbox_id,
+            netns,
+            ifname,
+            args: &self.args,
+            capability_args: &self.capability_args,
+        }
     }
 }
 

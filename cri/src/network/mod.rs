@@ -11,12 +11,13 @@ mod error;
 mod exec;
 mod loader;
 mod manager;
+mod pod_ips;
 mod quantity;
-mod result;
 mod runner;
 mod runtime_config;
-mod version;
 
+/// Results of every CNI version in one model, and the spec versions.
+pub use berth_cni::types::{CniOutput, Dns, Interface, IpConfig, KNOWN_VERSIONS, Route, Version};
 pub use cache::{CacheEntry, ResultCache};
 pub use config::{ConfigError, NetworkConfigList, PluginConfig};
 pub use error::{CniError, PluginFailure};
@@ -26,12 +27,11 @@ pub use manager::{
     CniManager, CniSettings, LoadReport, NETWORK_NOT_READY_REASON, NetworkStatus, PodNetwork,
     PodNetworkSetup,
 };
+pub use pod_ips::PodIps;
 pub use quantity::parse_quantity;
-pub use result::{CniResult, Dns, Interface, IpConfig, PodIps, Route};
 pub use runner::{Attachment, CniRunner, PluginVersions, plugin_stdin};
 pub use runtime_config::{
     Bandwidth, DnsCapability, EGRESS_BANDWIDTH_ANNOTATION, INGRESS_BANDWIDTH_ANNOTATION, IpRange,
     POD_ANNOTATIONS_CAPABILITY, PortMapping, RuntimeConfig, bandwidth_from_annotations,
     dns_from_cri, port_mappings_from_cri, runtime_config_for,
 };
-pub use version::{CniVersion, KNOWN_VERSIONS};

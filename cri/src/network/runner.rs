@@ -12,9 +12,9 @@ use super::cache::{CacheEntry, ResultCache};
 use super::config::{NetworkConfigList, PluginConfig, is_identifier};
 use super::error::CniError;
 use super::exec::{Invocation, PluginExec};
-use super::result::CniResult;
 use super::runtime_config::runtime_config_for;
-use super::version::CniVersion;
+use berth_cni::types::CniOutput;
+use berth_cni::types::Version;
 
 /// One attachment of a container to a network (libcni's `RuntimeConf`).
 #[derive(Debug, Clone, Copy)]
@@ -60,21 +60,24 @@ impl CniRunner {
         &self,
         list: &NetworkConfigList,
         att: &Attachment<'_>,
-    ) -> Result<CniResult, CniError> {
+    ) -> Result<CniOutput, CniError> {
         validate(att)?;
-        let mut prev: Option<CniResult> = None;
+        let mut prev: Option<CniOutput> = None;
         for plugin in &list.plugins {
             let out = self
                 .call(list, plugin, "ADD", att, prev.as_ref(), None)
                 .await?;
-            let result = CniResult::parse(&out, &list.cni_version).map_err(|reason| {
-                CniError::InvalidResult {
+            let result = serde_json::from_slice(&out)
+                .map_err(|e| e.to_string())
+                .and_then(|value| {
+                    CniOutput::from_value_or(value, &list.cni_version).map_err(|e| e.to_string())
+                })
+                .map_err(|reason| CniError::InvalidResult {
                     plugin: plugin.plugin_type.clone(),
                     network: list.name.clone(),
                     command: "ADD",
                     reason,
-                }
-            })?;
+                })?;
             prev = Some(result);
         }
         // A parsed list always has a plugin, so there is a result.
@@ -87,7 +90,7 @@ impl CniRunner {
             .map(|(k, v)| [k.clone(), v.clone()])
             .collect();
         entry.capability_args = att.capability_args.clone();
-        entry.result = Some(result.to_value(&list.cni_version));
+        entry.result = Some(in_list_version(&result, list)?);
         self.cache.store(&entry)?;
         Ok(result)
     }
@@ -100,7 +103,7 @@ impl CniRunner {
         att: &Attachment<'_>,
     ) -> Result<(), CniError> {
         validate(att)?;
-        let cached = if list.version >= CniVersion::V0_4_0 {
+        let cached = if list.version >= Version::V0_4_0 {
             self.cached_result(list, att)?
         } else {
             None
@@ -119,7 +122,7 @@ impl CniRunner {
         att: &Attachment<'_>,
     ) -> Result<(), CniError> {
         validate(att)?;
-        if list.version < CniVersion::V0_4_0 {
+        if list.version < Version::V0_4_0 {
             return Err(unsupported(list, "CHECK"));
         }
         if list.disable_check {
@@ -141,7 +144,7 @@ impl CniRunner {
 
     /// STATUS of every plugin (1.1.0+; older networks are assumed ready).
     pub async fn status(&self, list: &NetworkConfigList) -> Result<(), CniError> {
-        if list.version < CniVersion::V1_1_0 {
+        if list.version < Version::V1_1_0 {
             return Ok(());
         }
         for plugin in &list.plugins {
@@ -188,7 +191,7 @@ impl CniRunner {
                 first_error.get_or_insert(e);
             }
         }
-        if list.version >= CniVersion::V1_1_0 && !list.disable_gc {
+        if list.version >= Version::V1_1_0 && !list.disable_gc {
             let attachments: Vec<Value> = valid
                 .iter()
                 .map(|(c, i)| json!({"containerID": c, "ifname": i}))
@@ -240,14 +243,14 @@ impl CniRunner {
         &self,
         list: &NetworkConfigList,
         att: &Attachment<'_>,
-    ) -> Result<Option<CniResult>, CniError> {
+    ) -> Result<Option<CniOutput>, CniError> {
         let Some(entry) = self.cache.load(&list.name, att.container_id, att.ifname)? else {
             return Ok(None);
         };
         let Some(raw) = entry.result else {
             return Ok(None);
         };
-        CniResult::from_value(raw, &list.cni_version)
+        CniOutput::from_value_or(raw, &list.cni_version)
             .map(Some)
             .map_err(|reason| CniError::Cache {
                 network: list.name.clone(),
@@ -262,11 +265,11 @@ impl CniRunner {
         plugin: &PluginConfig,
         command: &'static str,
         att: &Attachment<'_>,
-        prev: Option<&CniResult>,
+        prev: Option<&CniOutput>,
         extra: Option<&(&str, Value)>,
     ) -> Result<Vec<u8>, CniError> {
         let binary = self.exec.find(&plugin.plugin_type)?;
-        let mut config = plugin_stdin(list, plugin, prev, att.capability_args);
+        let mut config = plugin_stdin(list, plugin, prev, att.capability_args)?;
         if let Some((key, value)) = extra {
             config.insert((*key).to_string(), value.clone());
         }
@@ -303,19 +306,30 @@ impl CniRunner {
 pub fn plugin_stdin(
     list: &NetworkConfigList,
     plugin: &PluginConfig,
-    prev: Option<&CniResult>,
+    prev: Option<&CniOutput>,
     capability_args: &Map<String, Value>,
-) -> Map<String, Value> {
+) -> Result<Map<String, Value>, CniError> {
     let mut config = plugin.raw.clone();
     config.insert("name".into(), Value::String(list.name.clone()));
     config.insert("cniVersion".into(), Value::String(list.cni_version.clone()));
     if let Some(prev) = prev {
-        config.insert("prevResult".into(), prev.to_value(&list.cni_version));
+        config.insert("prevResult".into(), in_list_version(prev, list)?);
     }
     if let Some(rc) = runtime_config_for(capability_args, &plugin.capabilities) {
         config.insert("runtimeConfig".into(), Value::Object(rc));
     }
-    config
+    Ok(config)
+}
+
+/// A result in the layout of the network's cniVersion, which was checked
+/// when the list was loaded.
+fn in_list_version(result: &CniOutput, list: &NetworkConfigList) -> Result<Value, CniError> {
+    result
+        .to_version(&list.cni_version)
+        .map_err(|e| CniError::InvalidArgument {
+            field: format!("network {:?} cniVersion", list.name),
+            reason: e.to_string(),
+        })
 }
 
 fn detached() -> Attachment<'static> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use berth_cri::streaming::{StreamingConfig, StreamingServer};
+use berth_cri::streaming::{ExecRequest, StreamingConfig, StreamingServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,6 +27,35 @@ pub async fn start_server(config: StreamingConfig) -> (StreamingServer, Arc<Proc
 
 pub async fn default_server() -> (StreamingServer, Arc<ProcessBackend>) {
     start_server(StreamingConfig::default()).await
+}
+
+/// The URL of an exec session of `cmd` in container "ctr", stdout always on.
+pub fn exec_url(
+    server: &StreamingServer,
+    cmd: &[&str],
+    stdin: bool,
+    stderr: bool,
+    tty: bool,
+) -> String {
+    server
+        .get_exec(ExecRequest {
+            container_id: "ctr".into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty,
+            stdin,
+            stdout: true,
+            stderr,
+        })
+        .unwrap()
+}
+
+/// The pid of the first process the backend started, once it has started.
+pub async fn first_pid(backend: &ProcessBackend) -> u32 {
+    wait_for("the process to start", || {
+        !backend.pids.lock().unwrap().is_empty()
+    })
+    .await;
+    backend.pids.lock().unwrap()[0]
 }
 
 /// Path and authority of a URL the server issued.

@@ -209,14 +209,9 @@ impl Bridge {
 
     /// Deletes the container's interface (and so its veth peer).
     fn remove_interface(&self, args: &CmdArgs) -> CniResult<()> {
-        if args.netns.is_empty() {
+        // Without the namespace there is no veth left either.
+        let Some(ns) = NetNs::open_for_del(&args.netns)? else {
             return Ok(());
-        }
-        let ns = match NetNs::open(&args.netns) {
-            Ok(ns) => ns,
-            // The namespace is gone, and the veth with it.
-            Err(e) if e.code == ErrorCode::UnknownContainer as u32 => return Ok(()),
-            Err(e) => return Err(e),
         };
         let nl = Netlink::in_netns(&ns)?;
         match nl.link_by_name(&args.ifname)? {
