@@ -364,6 +364,10 @@ pub async fn run(
 
 /// A client from `--kubeconfig` (or the in-cluster/default config), with `--master` applied.
 pub async fn client(cfg: &ProxyConfig) -> Result<kube::Client, RunError> {
+    // Built in a workspace where other crates enable rustls' aws-lc-rs backend
+    // beside kube's ring, rustls cannot choose a process default by itself.
+    // An Err only means a provider is installed already, which is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let err = |e: &dyn std::fmt::Display| RunError::Client(e.to_string());
     let mut config = match &cfg.kubeconfig {
         Some(path) => {
