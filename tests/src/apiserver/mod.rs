@@ -85,6 +85,10 @@ impl ApiServer {
     }
 
     pub fn start_with(options: Options) -> Result<Self, FixtureError> {
+        // The workspace enables two rustls crypto backends (kube's ring and
+        // reqwest's aws-lc-rs), so kube clients of this fixture in the test
+        // process need the default named. Err means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let pki = tls::Pki::generate()?;
         let cidrs: Vec<&str> = options.service_cidrs.iter().map(String::as_str).collect();
         let allocator = services::ServiceAllocator::new(&cidrs, options.node_port_range)
