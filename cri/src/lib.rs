@@ -2,4 +2,6 @@
 
 pub mod image;
 pub mod network;
+pub mod oci;
+pub mod runtime_cli;
 pub mod sandbox;

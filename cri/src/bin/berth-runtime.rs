@@ -1,0 +1,5 @@
+//! berth-runtime: runc-compatible OCI runtime command line.
+
+fn main() {
+    std::process::exit(berth_cri::runtime_cli::main());
+}

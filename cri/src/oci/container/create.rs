@@ -1,0 +1,348 @@
+//! `create`: everything up to the container's init waiting on its exec fifo.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{OFlag, open};
+use nix::sched::CloneFlags;
+use nix::sys::signal::{Signal, kill};
+use nix::sys::stat::Mode;
+use nix::unistd::Pid;
+use oci_spec::runtime::Spec;
+
+use crate::oci::cgroups::{self, CgroupDriver, CgroupManager};
+use crate::oci::console;
+use crate::oci::error::{Context, OciError, Result};
+use crate::oci::hooks::{self, HookKind};
+use crate::oci::namespaces::{NamespacePlan, write_id_maps};
+use crate::oci::process::channel::{Channel, Message};
+use crate::oci::process::child::{self, ChildConfig, Role};
+use crate::oci::process::fork::{Forked, clone_with, dup_above};
+use crate::oci::rootfs::RootfsConfig;
+use crate::oci::seccomp;
+use crate::oci::spec;
+use crate::oci::state::{
+    ContainerState, EXEC_FIFO, OciState, StateStore, Status, now_rfc3339, process_start_time,
+};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub no_pivot: bool,
+    /// Extra fds (3..3+n) handed to the container.
+    pub preserve_fds: i32,
+    pub systemd_cgroup: bool,
+    /// Added to the process environment (e.g. LISTEN_FDS).
+    pub extra_env: Vec<String>,
+}
+
+/// Undoes a half-made create: kills the init, removes the cgroup and state dir.
+struct Cleanup<'a> {
+    store: &'a StateStore,
+    id: String,
+    cgroup: Option<Box<dyn CgroupManager>>,
+    /// (pid, is our child)
+    processes: Vec<(i32, bool)>,
+    armed: bool,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for (pid, ours) in &self.processes {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            if *ours {
+                let _ = nix::sys::wait::waitpid(Pid::from_raw(*pid), None);
+            } else {
+                super::wait_gone(*pid, std::time::Duration::from_secs(10));
+            }
+        }
+        if let Some(cgroup) = &self.cgroup {
+            if let Err(e) = cgroup.destroy() {
+                tracing::warn!(
+                    "container {}: removing cgroup after failed create: {e}",
+                    self.id
+                );
+            }
+        }
+        if let Err(e) = self.store.remove(&self.id) {
+            tracing::warn!("container {}: {e}", self.id);
+        }
+    }
+}
+
+pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerState> {
+    let bundle = options
+        .bundle
+        .canonicalize()
+        .map_err(|e| OciError::InvalidSpec {
+            field: "bundle".into(),
+            reason: format!("{}: {e}", options.bundle.display()),
+        })?;
+    let mut spec = spec::load(&bundle)?;
+    absolutize_bind_sources(&mut spec, &bundle);
+    let dir = store.create_dir(&options.id)?;
+    let mut cleanup = Cleanup {
+        store,
+        id: options.id.clone(),
+        cgroup: None,
+        processes: Vec::new(),
+        armed: true,
+    };
+
+    let linux = spec.linux().clone().unwrap_or_default();
+    let process = spec.process().clone().unwrap_or_default();
+    let compiled = linux.seccomp().as_ref().map(seccomp::compile).transpose()?;
+    let plan = NamespacePlan::from_spec(linux.namespaces().as_deref().unwrap_or_default())?;
+    let driver = if options.systemd_cgroup {
+        CgroupDriver::Systemd
+    } else {
+        CgroupDriver::Cgroupfs
+    };
+    let cgroups_path = linux
+        .cgroups_path()
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned());
+    let manager = cgroups::new_manager(cgroups_path.as_deref(), &options.id, driver)?;
+    manager.create(linux.resources().as_ref())?;
+    cleanup.cgroup = Some(manager);
+
+    let fifo_path = dir.join(EXEC_FIFO);
+    make_exec_fifo(&fifo_path, &linux)?;
+    let above = 3 + options.preserve_fds;
+    let exec_fifo = relocate(
+        open(&fifo_path, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
+            .context(|| format!("opening {}", fifo_path.display()))?,
+        above,
+    )?;
+    let console_socket = options
+        .console_socket
+        .as_deref()
+        .map(console::connect_socket)
+        .transpose()?;
+    let console_socket = console_socket.map(|fd| relocate(fd, above)).transpose()?;
+    let (runtime_end, mut child_end) = Channel::pair()?;
+    if options.preserve_fds > 0 {
+        child_end.relocate(above)?;
+    }
+
+    let created = now_rfc3339();
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let spec_hooks = spec.hooks().clone();
+    let runtime_hooks = spec_hooks.as_ref().is_some_and(|h| {
+        !HookKind::Prestart.select(h).is_empty() || !HookKind::CreateRuntime.select(h).is_empty()
+    });
+    let clone_flags = if plan.single_clone() {
+        plan.new & !CloneFlags::CLONE_NEWCGROUP
+    } else {
+        CloneFlags::empty()
+    };
+    let rootfs = RootfsConfig {
+        rootfs: spec::rootfs(&spec),
+        no_pivot: options.no_pivot,
+        in_user_ns: plan.creates(CloneFlags::CLONE_NEWUSER)
+            || plan.joins(CloneFlags::CLONE_NEWUSER),
+        cgroup_ns: plan.creates(CloneFlags::CLONE_NEWCGROUP)
+            || plan.joins(CloneFlags::CLONE_NEWCGROUP),
+    };
+
+    let child_pid = match clone_with(clone_flags)? {
+        Forked::Child => {
+            drop(runtime_end);
+            child::run(ChildConfig {
+                role: Role::Init {
+                    spec: &spec,
+                    rootfs,
+                    exec_fifo,
+                    runtime_hooks,
+                },
+                process: &process,
+                namespaces: &plan,
+                channel: child_end,
+                console_socket,
+                seccomp: compiled.as_ref(),
+                hooks: spec_hooks.as_ref(),
+                hook_state: spec_state(&options.id, &bundle, &spec, &created),
+                extra_env: options.extra_env.clone(),
+                preserve_fds: options.preserve_fds,
+            })
+        }
+        Forked::Parent(pid) => pid.as_raw(),
+    };
+    drop(child_end);
+    drop(exec_fifo);
+    drop(console_socket);
+    cleanup.processes.push((child_pid, true));
+
+    let init_pid = if plan.single_clone() {
+        if plan.creates(CloneFlags::CLONE_NEWUSER) {
+            write_id_maps(child_pid, &linux)?;
+        }
+        child_pid
+    } else {
+        receive_init_pid(&runtime_end, child_pid, &linux)?
+    };
+    if init_pid != child_pid {
+        // The intermediate process exits right after forking the init.
+        let _ = nix::sys::wait::waitpid(Pid::from_raw(child_pid), None);
+        cleanup.processes = vec![(init_pid, false)];
+    }
+    if let Some(manager) = &cleanup.cgroup {
+        manager.add_process(init_pid)?;
+    }
+    if let Some(value) = process.oom_score_adj() {
+        super::set_oom_score_adj(init_pid, value)?;
+    }
+    runtime_end.send(&Message::Continue { pid: init_pid })?;
+
+    let mut hook_state = OciState {
+        pid: init_pid,
+        ..spec_state(&options.id, &bundle, &spec, &created)
+    };
+    loop {
+        match runtime_end.recv()? {
+            Some((Message::Ready, _)) => break,
+            Some((Message::RunRuntimeHooks, _)) => {
+                hook_state.status = Status::Creating;
+                hooks::run(HookKind::Prestart, spec_hooks.as_ref(), &hook_state)?;
+                hooks::run(HookKind::CreateRuntime, spec_hooks.as_ref(), &hook_state)?;
+                runtime_end.send(&Message::RuntimeHooksDone)?;
+            }
+            Some((Message::Error(e), _)) => return Err(OciError::Init(e)),
+            Some((other, _)) => {
+                return Err(OciError::Init(format!(
+                    "unexpected {other:?} from the container init"
+                )));
+            }
+            None => {
+                return Err(OciError::Init(
+                    "the container init exited during setup".into(),
+                ));
+            }
+        }
+    }
+
+    let state = ContainerState {
+        id: options.id.clone(),
+        pid: init_pid,
+        pid_start_time: process_start_time(init_pid)
+            .ok_or_else(|| OciError::Init("the container init exited during setup".into()))?,
+        bundle,
+        rootfs: spec::rootfs(&spec),
+        created,
+        annotations: annotations.into_iter().collect(),
+        cgroups_path,
+        systemd_cgroup: options.systemd_cgroup,
+        hooks: spec_hooks,
+        owner: String::new(),
+        process: Some(process),
+        seccomp: linux.seccomp().clone(),
+    };
+    store.save(&state)?;
+    if let Some(pid_file) = &options.pid_file {
+        super::write_pid_file(pid_file, init_pid)?;
+    }
+    cleanup.armed = false;
+    Ok(state)
+}
+
+/// The exec fifo, writable by the container's root (which the init runs as when
+/// it opens it, possibly mapped to another host uid by a user namespace).
+fn make_exec_fifo(path: &Path, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    nix::unistd::mkfifo(path, Mode::from_bits_truncate(0o622))
+        .context(|| format!("mkfifo {}", path.display()))?;
+    // mkfifo's mode is subject to our umask.
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o622))
+        .context(|| format!("chmod {}", path.display()))?;
+    let host_id = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
+    };
+    let uid = host_id(linux.uid_mappings());
+    let gid = host_id(linux.gid_mappings());
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::chown(path, uid, gid).context(|| format!("chown {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn spec_state(id: &str, bundle: &Path, spec: &Spec, created: &str) -> OciState {
+    OciState {
+        oci_version: crate::oci::state::OCI_VERSION.into(),
+        id: id.into(),
+        pid: 0,
+        status: Status::Creating,
+        bundle: bundle.into(),
+        rootfs: spec::rootfs(spec),
+        created: created.into(),
+        owner: String::new(),
+        annotations: spec
+            .annotations()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// The child that joins namespaces reports the init's pid (after writing id maps
+/// if it made a user namespace).
+fn receive_init_pid(
+    channel: &Channel,
+    child_pid: i32,
+    linux: &oci_spec::runtime::Linux,
+) -> Result<i32> {
+    loop {
+        match channel.recv()? {
+            Some((Message::WriteIdMaps, _)) => {
+                write_id_maps(child_pid, linux)?;
+                channel.send(&Message::IdMapsWritten)?;
+            }
+            Some((Message::Pid, Some(pid))) => return Ok(pid),
+            Some((Message::Error(e), _)) => return Err(OciError::Init(e)),
+            Some((other, _)) => {
+                return Err(OciError::Init(format!(
+                    "unexpected {other:?} from the container init"
+                )));
+            }
+            None => {
+                return Err(OciError::Init(
+                    "the container init exited during setup".into(),
+                ));
+            }
+        }
+    }
+}
+
+fn relocate(fd: OwnedFd, above: i32) -> Result<OwnedFd> {
+    if above > 3 {
+        dup_above(&fd, above)
+    } else {
+        Ok(fd)
+    }
+}
+
+/// Bind mount sources may be relative to the bundle.
+fn absolutize_bind_sources(spec: &mut Spec, bundle: &Path) {
+    if let Some(mounts) = spec.mounts_mut() {
+        for m in mounts.iter_mut() {
+            if let Some(source) = m.source().clone() {
+                let is_bind = m.typ().as_deref() == Some("bind")
+                    || m.options()
+                        .iter()
+                        .flatten()
+                        .any(|o| o == "bind" || o == "rbind");
+                if is_bind && source.is_relative() {
+                    m.set_source(Some(bundle.join(source)));
+                }
+            }
+        }
+    }
+}

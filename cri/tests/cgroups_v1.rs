@@ -1,0 +1,475 @@
+//! Root integration tests of the cgroupfs driver on the host's cgroup v1 hierarchies:
+//! real cgroups with real processes in them. Each test uses its own uniquely named
+//! cgroup and removes it (and kills its processes) also when it fails.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
+use oci_spec::runtime::{
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+};
+
+fn is_v1_host() -> bool {
+    Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists()
+}
+
+/// The manager for a unique cgroup, destroyed on drop after its processes are killed.
+struct TestCgroup {
+    manager: Box<dyn CgroupManager>,
+    children: Vec<Child>,
+    name: String,
+}
+
+impl TestCgroup {
+    fn new(test: &str) -> Self {
+        let name = format!("berth-test-{test}-{}", std::process::id());
+        let manager =
+            new_manager(Some(&format!("/{name}")), "unused", CgroupDriver::Cgroupfs).unwrap();
+        TestCgroup {
+            manager,
+            children: Vec::new(),
+            name,
+        }
+    }
+
+    fn dir(&self, controller: &str) -> PathBuf {
+        Path::new("/sys/fs/cgroup")
+            .join(controller)
+            .join(&self.name)
+    }
+
+    fn read(&self, controller: &str, file: &str) -> String {
+        std::fs::read_to_string(self.dir(controller).join(file))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Starts `argv` and moves it into the cgroup; returns its pid.
+    fn spawn(&mut self, argv: &[&str], stdin: Stdio) -> i32 {
+        let child = Command::new(argv[0])
+            .args(&argv[1..])
+            .stdin(stdin)
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        self.children.push(child);
+        self.manager.add_process(pid).unwrap();
+        pid
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = self.manager.thaw();
+        // Everything in the cgroup descends from processes this test started.
+        for pid in self.manager.pids().unwrap_or_default() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = self.manager.destroy();
+    }
+}
+
+fn process_state(pid: i32) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("State:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+fn limits() -> LinuxResources {
+    let loop0_read_limit = LinuxThrottleDeviceBuilder::default()
+        .major(7i64)
+        .minor(0i64)
+        .rate(1_048_576u64)
+        .build()
+        .unwrap();
+    LinuxResourcesBuilder::default()
+        .block_io(
+            LinuxBlockIoBuilder::default()
+                .weight(300u16)
+                .throttle_read_bps_device(vec![loop0_read_limit])
+                .build()
+                .unwrap(),
+        )
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64i64 << 20)
+                .swap(128i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .cpu(
+            LinuxCpuBuilder::default()
+                .shares(512u64)
+                .quota(50_000i64)
+                .period(100_000u64)
+                .cpus("0")
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(32i64).build().unwrap())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn limits_are_applied_updated_and_removed() {
+    if !is_v1_host() {
+        return;
+    }
+    let mut cg = TestCgroup::new("limits");
+    cg.manager.create(Some(&limits())).unwrap();
+    let pid = cg.spawn(&["sleep", "1000"], Stdio::null());
+
+    assert_eq!(
+        cg.read("memory", "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        cg.read("memory", "memory.memsw.limit_in_bytes"),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(cg.read("cpu", "cpu.shares"), "512");
+    assert_eq!(cg.read("cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cg.read("cpuset", "cpuset.cpus"), "0");
+    assert_eq!(cg.read("pids", "pids.max"), "32");
+    assert_eq!(
+        cg.read("blkio", "blkio.throttle.read_bps_device"),
+        "7:0 1048576"
+    );
+    if cg.dir("blkio").join("blkio.bfq.weight").exists() {
+        assert!(cg.read("blkio", "blkio.bfq.weight").contains("300"));
+    }
+    assert!(cg.read("devices", "devices.list").contains("c 1:3 rwm"));
+    assert!(!cg.read("devices", "devices.list").contains("a *:* rwm"));
+    for controller in ["memory", "cpu", "pids", "freezer", "devices"] {
+        assert!(
+            cg.read(controller, "cgroup.procs")
+                .lines()
+                .any(|l| l == pid.to_string()),
+            "{controller}"
+        );
+    }
+    assert_eq!(cg.manager.pids().unwrap(), vec![pid]);
+
+    // Growing memory+swap past the current limit and shrinking both need opposite
+    // write orders; both must work.
+    let grow = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(256i64 << 20)
+                .swap(512i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    cg.manager.update(&grow).unwrap();
+    assert_eq!(
+        cg.read("memory", "memory.limit_in_bytes"),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(
+        cg.read("memory", "memory.memsw.limit_in_bytes"),
+        (512u64 << 20).to_string()
+    );
+    let shrink = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(32i64 << 20)
+                .swap(32i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .pids(LinuxPidsBuilder::default().limit(-1i64).build().unwrap())
+        .build()
+        .unwrap();
+    cg.manager.update(&shrink).unwrap();
+    assert_eq!(
+        cg.read("memory", "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(
+        cg.read("memory", "memory.memsw.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(cg.read("pids", "pids.max"), "max");
+
+    let stats = cg.manager.stats().unwrap();
+    assert_eq!(stats.memory.usage.limit, 32 << 20);
+    assert_eq!(stats.pids.current, 1);
+
+    for child in &mut cg.children {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cg.children.clear();
+    cg.manager.destroy().unwrap();
+    for controller in [
+        "memory", "cpu", "cpuset", "pids", "freezer", "devices", "blkio",
+    ] {
+        assert!(!cg.dir(controller).exists(), "{controller} dir left behind");
+    }
+    cg.manager.destroy().unwrap();
+}
+
+#[test]
+fn freeze_stops_the_process_and_thaw_resumes_it() {
+    if !is_v1_host() {
+        return;
+    }
+    let mut cg = TestCgroup::new("freeze");
+    cg.manager.create(None).unwrap();
+    let pid = cg.spawn(&["sleep", "1000"], Stdio::null());
+    assert!(!cg.manager.is_frozen().unwrap());
+    cg.manager.freeze().unwrap();
+    assert!(cg.manager.is_frozen().unwrap());
+    assert!(
+        process_state(pid).starts_with('D'),
+        "frozen task state {}",
+        process_state(pid)
+    );
+    cg.manager.thaw().unwrap();
+    assert!(!cg.manager.is_frozen().unwrap());
+    assert!(
+        process_state(pid).starts_with('S'),
+        "thawed task state {}",
+        process_state(pid)
+    );
+}
+
+#[test]
+fn memory_hog_is_oom_killed_and_counted() {
+    if !is_v1_host() {
+        return;
+    }
+    let mut cg = TestCgroup::new("oom");
+    let resources = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(16i64 << 20)
+                .swap(16i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    cg.manager.create(Some(&resources)).unwrap();
+    // The shell waits for a line before it starts allocating, so it is inside the
+    // cgroup by then; `tail` buffers /dev/zero forever as it never sees a newline.
+    cg.spawn(
+        &["sh", "-c", "read line; exec tail /dev/zero"],
+        Stdio::piped(),
+    );
+    let child = cg.children.last_mut().unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = child.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let stats = cg.manager.stats().unwrap();
+    assert!(stats.memory.oom_kill >= 1, "{:?}", stats.memory);
+    assert_eq!(
+        stats.memory.usage.max,
+        16 << 20,
+        "peak usage reached the limit"
+    );
+}
+
+fn assert_rejected_without_leftovers(test: &str, resources: LinuxResources, field: &str) {
+    let cg = TestCgroup::new(test);
+    let err = cg.manager.create(Some(&resources)).unwrap_err();
+    assert!(err.to_string().starts_with(field), "{err}");
+    for controller in [
+        "memory", "cpu", "cpuset", "pids", "freezer", "devices", "blkio", "unified",
+    ] {
+        assert!(!cg.dir(controller).exists(), "{controller} dir left behind");
+    }
+}
+
+#[test]
+fn impossible_values_name_the_field_and_leave_nothing() {
+    if !is_v1_host() {
+        return;
+    }
+    let negative = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(-7i64).build().unwrap())
+        .build()
+        .unwrap();
+    assert_rejected_without_leftovers("negative", negative, "linux.resources.memory.limit");
+    let swap = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(64i64 << 20)
+                .swap(32i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_rejected_without_leftovers("swap", swap, "linux.resources.memory.swap");
+    let cpus = LinuxResourcesBuilder::default()
+        .cpu(LinuxCpuBuilder::default().cpus("0-4095").build().unwrap())
+        .build()
+        .unwrap();
+    assert_rejected_without_leftovers("cpus", cpus, "linux.resources.cpu.cpus");
+    // Passes validation but the kernel refuses it (realtime budget beyond the parent's):
+    // the directories made so far must be removed again.
+    let rt = LinuxResourcesBuilder::default()
+        .cpu(
+            LinuxCpuBuilder::default()
+                .realtime_period(1_000_000u64)
+                .realtime_runtime(999_999i64)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_rejected_without_leftovers("rt", rt, "linux.resources.cpu.realtimeRuntime");
+}
+
+#[test]
+fn limit_below_usage_is_refused_on_update() {
+    if !is_v1_host() {
+        return;
+    }
+    let mut cg = TestCgroup::new("below-usage");
+    cg.manager.create(None).unwrap();
+    // A process that has touched some memory, then sleeps.
+    cg.spawn(
+        &[
+            "sh",
+            "-c",
+            "read line; x=$(head -c 4000000 /dev/zero | tr '\\0' a); sleep 1000",
+        ],
+        Stdio::piped(),
+    );
+    let child = cg.children.last_mut().unwrap();
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cg.manager.stats().unwrap().memory.usage.usage < 4_000_000 {
+        assert!(Instant::now() < deadline, "usage never grew");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // With swap disallowed and the OOM killer off, the kernel cannot get below the
+    // limit and refuses it.
+    let disable_oom = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .disable_oom_killer(true)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    cg.manager.update(&disable_oom).unwrap();
+    let tiny = LinuxResourcesBuilder::default()
+        .memory(
+            LinuxMemoryBuilder::default()
+                .limit(1i64 << 20)
+                .swap(1i64 << 20)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let err = cg.manager.update(&tiny).unwrap_err();
+    assert!(matches!(err, CgroupError::Apply { .. }), "{err}");
+    assert!(
+        err.to_string().starts_with("linux.resources.memory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn systemd_driver_without_systemd_fails_naming_the_unit_and_leaves_nothing() {
+    if !is_v1_host() || Path::new("/run/systemd/system").exists() {
+        return;
+    }
+    let id = format!("berth-test-systemd-{}", std::process::id());
+    let manager = new_manager(
+        Some(&format!("system.slice:berth:{id}")),
+        &id,
+        CgroupDriver::Systemd,
+    )
+    .unwrap();
+    // Values are checked at create time, before systemd is asked for anything.
+    let bad = LinuxResourcesBuilder::default()
+        .memory(LinuxMemoryBuilder::default().limit(-3i64).build().unwrap())
+        .build()
+        .unwrap();
+    let err = manager.create(Some(&bad)).unwrap_err().to_string();
+    assert!(err.starts_with("linux.resources.memory.limit"), "{err}");
+    manager.create(Some(&limits())).unwrap();
+    let mut child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let err = manager
+        .add_process(child.id() as i32)
+        .unwrap_err()
+        .to_string();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(err.contains(&format!("berth-{id}.scope")), "{err}");
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/system.slice")
+            .join(format!("berth-{id}.scope"))
+            .exists()
+    );
+    manager.destroy().unwrap();
+}
+
+#[test]
+fn missing_controller_names_the_field_and_leaves_nothing() {
+    if !is_v1_host() || Path::new("/sys/fs/cgroup/net_cls").exists() {
+        return;
+    }
+    let classid = LinuxResourcesBuilder::default()
+        .network(
+            LinuxNetworkBuilder::default()
+                .class_id(0x100001u32)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    assert_rejected_without_leftovers("net-cls", classid, "linux.resources.network.classID");
+}
+
+#[test]
+fn pids_include_nested_cgroups_and_destroy_removes_them() {
+    if !is_v1_host() {
+        return;
+    }
+    let mut cg = TestCgroup::new("nested");
+    cg.manager.create(None).unwrap();
+    let outer = cg.spawn(&["sleep", "1000"], Stdio::null());
+    // A container that makes a cgroup of its own below ours.
+    let nested = cg.dir("pids").join("inner");
+    std::fs::create_dir(&nested).unwrap();
+    let inner_child = Command::new("sleep").arg("1000").spawn().unwrap();
+    let inner = inner_child.id() as i32;
+    cg.children.push(inner_child);
+    std::fs::write(nested.join("cgroup.procs"), inner.to_string()).unwrap();
+    let mut pids = cg.manager.pids().unwrap();
+    pids.sort();
+    let mut expected = vec![outer, inner];
+    expected.sort();
+    assert_eq!(pids, expected);
+    for child in &mut cg.children {
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    cg.children.clear();
+    cg.manager.destroy().unwrap();
+    assert!(!cg.dir("pids").exists());
+}
