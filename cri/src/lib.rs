@@ -1,7 +1,10 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
 
+pub mod config;
 pub mod image;
 pub mod network;
 pub mod oci;
 pub mod runtime_cli;
 pub mod sandbox;
+pub mod server;
+pub mod store;
