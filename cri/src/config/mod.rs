@@ -57,15 +57,19 @@ pub struct Flags {
     /// Where pod network namespaces are pinned [default: /var/run/netns].
     #[arg(long, value_name = "DIR")]
     pub netns_dir: Option<PathBuf>,
-    /// containerd-style registry hosts dir (`<host>/hosts.toml`).
-    #[arg(long, value_name = "DIR")]
+    /// containerd-style registry hosts dir (`<host>/hosts.toml`); also
+    /// accepted as --registry-config-path (containerd's `config_path`).
+    #[arg(long, value_name = "DIR", alias = "registry-config-path")]
     pub registry_config_dir: Option<PathBuf>,
     /// Cgroup driver reported to the kubelet and used for pod cgroups [default: cgroupfs].
     #[arg(long, value_enum)]
     pub cgroup_driver: Option<CgroupDriver>,
-    /// Address (ip:port) of the exec/attach/port-forward streaming server [default: 127.0.0.1:0].
-    #[arg(long, value_name = "ADDR")]
-    pub stream_address: Option<String>,
+    /// IP the exec/attach/port-forward streaming server listens on [default: 127.0.0.1].
+    #[arg(long, value_name = "IP")]
+    pub stream_address: Option<std::net::IpAddr>,
+    /// Port of the streaming server; 0 picks a free one [default: 10010].
+    #[arg(long, value_name = "PORT")]
+    pub stream_port: Option<u16>,
     /// Log output format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -88,7 +92,8 @@ struct FileConfig {
     netns_dir: Option<PathBuf>,
     registry_config_dir: Option<PathBuf>,
     cgroup_driver: Option<CgroupDriver>,
-    stream_address: Option<String>,
+    stream_address: Option<std::net::IpAddr>,
+    stream_port: Option<u16>,
     log_format: Option<LogFormat>,
     pause_binary: Option<PathBuf>,
 }
@@ -105,7 +110,8 @@ pub struct Config {
     pub netns_dir: PathBuf,
     pub registry_config_dir: Option<PathBuf>,
     pub cgroup_driver: CgroupDriver,
-    pub stream_address: String,
+    /// Where the streaming server listens.
+    pub stream_address: std::net::SocketAddr,
     pub log_format: LogFormat,
     pub pause_binary: PathBuf,
 }
@@ -162,10 +168,13 @@ impl Config {
                 .cgroup_driver
                 .or(file.cgroup_driver)
                 .unwrap_or_default(),
-            stream_address: flags
-                .stream_address
-                .or(file.stream_address)
-                .unwrap_or_else(|| "127.0.0.1:0".into()),
+            stream_address: std::net::SocketAddr::new(
+                flags
+                    .stream_address
+                    .or(file.stream_address)
+                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
+                flags.stream_port.or(file.stream_port).unwrap_or(10010),
+            ),
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             pause_binary,
         };
@@ -193,12 +202,6 @@ impl Config {
         for dir in &self.cni_bin_dirs {
             absolute("cni_bin_dir", dir)?;
         }
-        self.stream_address
-            .parse::<std::net::SocketAddr>()
-            .map_err(|e| ConfigError::Invalid {
-                field: "stream_address",
-                reason: format!("{:?}: {e}", self.stream_address),
-            })?;
         Ok(())
     }
 }
@@ -238,6 +241,7 @@ mod tests {
         assert_eq!(config.cni_conf_dir, Path::new("/etc/cni/net.d"));
         assert_eq!(config.cni_bin_dirs, vec![PathBuf::from("/opt/cni/bin")]);
         assert_eq!(config.cgroup_driver, CgroupDriver::Cgroupfs);
+        assert_eq!(config.stream_address.to_string(), "127.0.0.1:10010");
     }
 
     #[test]
@@ -259,8 +263,7 @@ mod tests {
         let flags = Flags::parse_from(["berth-cri", "--root", "relative"]);
         let err = Config::merge(flags, FileConfig::default()).unwrap_err();
         assert!(err.to_string().contains("root"), "{err}");
-        let flags = Flags::parse_from(["berth-cri", "--stream-address", "nonsense"]);
-        let err = Config::merge(flags, FileConfig::default()).unwrap_err();
-        assert!(err.to_string().contains("stream_address"), "{err}");
+        let err = Flags::try_parse_from(["berth-cri", "--stream-address", "nonsense"]).unwrap_err();
+        assert!(err.to_string().contains("--stream-address"), "{err}");
     }
 }

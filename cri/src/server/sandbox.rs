@@ -236,10 +236,15 @@ impl Daemon {
         Ok(())
     }
 
-    /// Stops the sandbox's processes and releases its network; idempotent.
+    /// Stops the sandbox's processes and releases its network; idempotent,
+    /// and like containerd a sandbox that is already gone is no error.
     pub async fn stop_pod_sandbox(&self, id: &str) -> Result<(), Status> {
         required(id, "pod_sandbox_id")?;
-        let record = self.sandboxes.get(id).map_err(store_status)?;
+        let record = match self.sandboxes.get(id) {
+            Ok(record) => record,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(store_status(e)),
+        };
         if let (Some(pid), Some(started)) = (record.pause_pid, record.pause_start_time) {
             tokio::task::spawn_blocking(move || {
                 process::kill_and_wait(pid, started, Duration::from_secs(10))
