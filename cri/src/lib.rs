@@ -1,6 +1,7 @@
 //! berth-cri CRI daemon, berth-runtime OCI runtime CLI and the runtime library.
 
 pub mod config;
+pub mod container;
 pub mod image;
 pub mod network;
 pub mod oci;
