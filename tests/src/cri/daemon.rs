@@ -42,7 +42,12 @@ pub struct Daemon {
     kind: EndpointKind,
     layout: DaemonLayout,
     child: Option<Child>,
+    /// Inode of the daemon's mount namespace, and an open handle on it: the
+    /// handle keeps the namespace (and so its inode number) alive, so a new
+    /// namespace of another test can never reuse the number and be taken for
+    /// ours.
     mount_ns: u64,
+    mount_ns_handle: Option<std::fs::File>,
 }
 
 impl Daemon {
@@ -53,6 +58,7 @@ impl Daemon {
             layout,
             child: None,
             mount_ns: 0,
+            mount_ns_handle: None,
         };
         daemon.spawn().await?;
         Ok(daemon)
@@ -82,12 +88,13 @@ impl Daemon {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
             self.check_alive()?;
-            match procs::mount_ns_of(pid) {
-                Some(ns) if Some(ns) != parent_ns => {
+            if let Ok(handle) = std::fs::File::open(format!("/proc/{pid}/ns/mnt")) {
+                let ns = std::os::unix::fs::MetadataExt::ino(&handle.metadata()?);
+                if Some(ns) != parent_ns {
                     self.mount_ns = ns;
+                    self.mount_ns_handle = Some(handle);
                     break;
                 }
-                _ => {}
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
