@@ -9,3 +9,4 @@ pub mod runtime_cli;
 pub mod sandbox;
 pub mod server;
 pub mod store;
+pub mod supervisor;

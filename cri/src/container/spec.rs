@@ -490,7 +490,6 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "noNewPrivileges": security.no_new_privs,
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1048576u64, "soft": 1048576u64}],
     });
     if resources_in.oom_score_adj != 0 {
         process["oomScoreAdj"] = json!(resources_in.oom_score_adj);

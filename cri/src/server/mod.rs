@@ -1,6 +1,7 @@
 //! The gRPC side of berth-cri: RuntimeService and ImageService over the
 //! daemon's shared stores, served on a unix socket.
 
+mod container;
 mod daemon;
 mod image;
 mod runtime;

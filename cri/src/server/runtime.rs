@@ -118,54 +118,86 @@ impl RuntimeService for RuntimeServer {
 
     async fn create_container(
         &self,
-        _request: Request<cri::CreateContainerRequest>,
+        request: Request<cri::CreateContainerRequest>,
     ) -> Rpc<cri::CreateContainerResponse> {
-        unimplemented("CreateContainer")
+        self.daemon
+            .create_container(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn start_container(
         &self,
-        _request: Request<cri::StartContainerRequest>,
+        request: Request<cri::StartContainerRequest>,
     ) -> Rpc<cri::StartContainerResponse> {
-        unimplemented("StartContainer")
+        self.daemon
+            .start_container(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
     }
 
     async fn stop_container(
         &self,
-        _request: Request<cri::StopContainerRequest>,
+        request: Request<cri::StopContainerRequest>,
     ) -> Rpc<cri::StopContainerResponse> {
-        unimplemented("StopContainer")
+        let request = request.into_inner();
+        self.daemon
+            .stop_container(&request.container_id, request.timeout)
+            .await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
     }
 
     async fn remove_container(
         &self,
-        _request: Request<cri::RemoveContainerRequest>,
+        request: Request<cri::RemoveContainerRequest>,
     ) -> Rpc<cri::RemoveContainerResponse> {
-        unimplemented("RemoveContainer")
+        self.daemon
+            .remove_container(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
     }
 
     async fn list_containers(
         &self,
-        _request: Request<cri::ListContainersRequest>,
+        request: Request<cri::ListContainersRequest>,
     ) -> Rpc<cri::ListContainersResponse> {
-        // No container can exist yet: an empty list is the truth.
-        Ok(Response::new(cri::ListContainersResponse::default()))
+        Ok(Response::new(cri::ListContainersResponse {
+            containers: self
+                .daemon
+                .list_containers(request.into_inner().filter)
+                .await,
+        }))
     }
 
     type StreamContainersStream = RpcStream<cri::StreamContainersResponse>;
 
     async fn stream_containers(
         &self,
-        _request: Request<cri::StreamContainersRequest>,
+        request: Request<cri::StreamContainersRequest>,
     ) -> Rpc<Self::StreamContainersStream> {
-        Ok(Response::new(Box::pin(futures_util::stream::empty())))
+        let containers = self
+            .daemon
+            .list_containers(request.into_inner().filter)
+            .await;
+        let items = containers
+            .into_iter()
+            .map(|c| {
+                Ok(cri::StreamContainersResponse {
+                    containers: vec![c],
+                })
+            })
+            .collect::<Vec<_>>();
+        Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
     }
 
     async fn container_status(
         &self,
-        _request: Request<cri::ContainerStatusRequest>,
+        request: Request<cri::ContainerStatusRequest>,
     ) -> Rpc<cri::ContainerStatusResponse> {
-        unimplemented("ContainerStatus")
+        self.daemon
+            .container_status(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn update_container_resources(
@@ -177,9 +209,12 @@ impl RuntimeService for RuntimeServer {
 
     async fn reopen_container_log(
         &self,
-        _request: Request<cri::ReopenContainerLogRequest>,
+        request: Request<cri::ReopenContainerLogRequest>,
     ) -> Rpc<cri::ReopenContainerLogResponse> {
-        unimplemented("ReopenContainerLog")
+        self.daemon
+            .reopen_container_log(&request.into_inner().container_id)
+            .await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(

@@ -245,6 +245,7 @@ impl Daemon {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(store_status(e)),
         };
+        self.stop_sandbox_containers(&record.id).await?;
         if let (Some(pid), Some(started)) = (record.pause_pid, record.pause_start_time) {
             tokio::task::spawn_blocking(move || {
                 process::kill_and_wait(pid, started, Duration::from_secs(10))
@@ -289,6 +290,7 @@ impl Daemon {
             Err(e) => return Err(store_status(e)),
         };
         self.stop_pod_sandbox(&record.id).await?;
+        self.remove_sandbox_containers(&record.id).await?;
         if let Err(e) = std::fs::remove_dir_all(&record.dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -3,10 +3,15 @@
 //! file per object, so they survive a restart of the daemon.
 
 mod atomic;
+pub mod container;
 mod names;
+mod proto_bytes;
+mod records;
 pub mod sandbox;
 
+pub use container::{ContainerPhase, ContainerRecord, ContainerStore};
 pub use names::{NameIndex, NameReserved};
+pub use records::{Record, Store};
 pub use sandbox::{SandboxRecord, SandboxState, SandboxStore};
 
 /// A store operation that failed, naming the object and file.
