@@ -7,7 +7,8 @@
 //!    StopPodSandbox + RemovePodSandbox. Prints medians.
 //! 2. Memory: `--pods` pods with a running container each, then the summed
 //!    VmRSS of the daemon and the processes it forked into its mount
-//!    namespace (containerd's shims, berth-cri's supervisors).
+//!    namespace (containerd's shims, berth-cri's supervisors), and their
+//!    summed PSS, which counts pages shared between them once.
 //!
 //! Usage: cri-bench [--iterations N] [--pods N] [--endpoints containerd,berth]
 //! Runs as root; everything happens inside a network namespace it makes.
@@ -131,21 +132,23 @@ struct Results {
     start: Duration,
     teardown: Duration,
     rss_kib: u64,
+    pss_kib: u64,
     processes: usize,
 }
 
-/// RSS of the daemon and its shims/supervisors with `pods` pods running.
-async fn measure_rss(env: &mut CriEnv, pods: usize) -> anyhow::Result<(u64, usize)> {
+/// RSS and PSS of the daemon and its shims/supervisors with `pods` pods running.
+async fn measure_rss(env: &mut CriEnv, pods: usize) -> anyhow::Result<(u64, u64, usize)> {
     let mut running = Vec::with_capacity(pods);
     for n in 0..pods {
         running.push(start_pod(env, &format!("rss-{n}")).await?);
     }
     let rss = env.daemon.rss_kib();
+    let pss = env.daemon.pss_kib();
     let processes = env.daemon.processes().len();
     for pod in running {
         teardown_pod(env, pod).await?;
     }
-    Ok((rss, processes))
+    Ok((rss, pss, processes))
 }
 
 async fn bench(options: &Options) -> anyhow::Result<Vec<Results>> {
@@ -172,12 +175,13 @@ async fn bench(options: &Options) -> anyhow::Result<Vec<Results>> {
     }
     let mut results = Vec::new();
     for (mut env, samples) in envs.into_iter().zip(times) {
-        let (rss_kib, processes) = measure_rss(&mut env, options.pods).await?;
+        let (rss_kib, pss_kib, processes) = measure_rss(&mut env, options.pods).await?;
         results.push(Results {
             kind: env.kind(),
             start: median(samples.iter().map(|t| t.start).collect()),
             teardown: median(samples.iter().map(|t| t.teardown).collect()),
             rss_kib,
+            pss_kib,
             processes,
         });
     }
@@ -190,16 +194,17 @@ fn report(options: &Options, results: &[Results]) {
         options.iterations, options.pods
     );
     println!(
-        "{:<12} {:>22} {:>14} {:>26}",
-        "endpoint", "run+create+start (ms)", "teardown (ms)", "daemon+shims RSS (MiB)"
+        "{:<12} {:>22} {:>14} {:>24} {:>10}",
+        "endpoint", "run+create+start (ms)", "teardown (ms)", "daemon+shims RSS (MiB)", "PSS (MiB)"
     );
     for r in results {
         println!(
-            "{:<12} {:>22.1} {:>14.1} {:>19.1} ({} procs)",
+            "{:<12} {:>22.1} {:>14.1} {:>24.1} {:>10.1}  ({} processes)",
             r.kind.name(),
             ms(r.start),
             ms(r.teardown),
             r.rss_kib as f64 / 1024.0,
+            r.pss_kib as f64 / 1024.0,
             r.processes
         );
     }
@@ -208,10 +213,11 @@ fn report(options: &Options, results: &[Results]) {
         (find(EndpointKind::Berth), find(EndpointKind::Containerd))
     {
         println!(
-            "berth/containerd: start {:.3}, teardown {:.3}, RSS {:.3}",
+            "berth/containerd: start {:.3}, teardown {:.3}, RSS {:.3}, PSS {:.3}",
             ms(berth.start) / ms(containerd.start),
             ms(berth.teardown) / ms(containerd.teardown),
-            berth.rss_kib as f64 / containerd.rss_kib as f64
+            berth.rss_kib as f64 / containerd.rss_kib as f64,
+            berth.pss_kib as f64 / containerd.pss_kib as f64
         );
     }
 }

@@ -197,6 +197,11 @@ impl Daemon {
         self.processes().into_iter().map(procs::rss_kib).sum()
     }
 
+    /// Sum of PSS (KiB) of [`Daemon::processes`].
+    pub fn pss_kib(&self) -> u64 {
+        self.processes().into_iter().map(procs::pss_kib).sum()
+    }
+
     /// SIGKILLs the daemon alone (its shims/supervisors keep running), as a
     /// crash would, and reaps it.
     pub fn kill(&mut self) -> anyhow::Result<()> {

@@ -21,4 +21,4 @@ pub use daemon::Daemon;
 pub use endpoint::{EndpointKind, berth_cri_binary, require_berth_cri};
 pub use env::{CriEnv, enter_test_netns, run};
 pub use images::TestImages;
-pub use procs::{mount_ns_processes, rss_kib};
+pub use procs::{mount_ns_processes, pss_kib, rss_kib};

@@ -33,6 +33,17 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Proportional set size of `pid` in KiB (0 once it is gone): pages shared
+/// between processes (one binary mapped by many shims) count once in a sum.
+pub fn pss_kib(pid: u32) -> u64 {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// SIGKILLs each PID (each one this fixture started or its runtime forked).
 pub fn kill_all(pids: &[u32]) {
     for pid in pids {
