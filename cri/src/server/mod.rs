@@ -3,6 +3,7 @@
 
 mod container;
 mod daemon;
+mod exec;
 mod image;
 mod runtime;
 mod sandbox;

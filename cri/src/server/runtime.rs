@@ -219,9 +219,12 @@ impl RuntimeService for RuntimeServer {
 
     async fn exec_sync(
         &self,
-        _request: Request<cri::ExecSyncRequest>,
+        request: Request<cri::ExecSyncRequest>,
     ) -> Rpc<cri::ExecSyncResponse> {
-        unimplemented("ExecSync")
+        self.daemon
+            .exec_sync(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn exec(&self, _request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
