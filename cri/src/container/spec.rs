@@ -143,27 +143,40 @@ fn capability_name(name: &str) -> String {
     }
 }
 
-/// The capability set: the default, plus adds, minus drops; `ALL` in either.
+/// The capability set as containerd computes it: the default set (empty
+/// when `ALL` is dropped) minus the drops, plus the adds (`ALL` adds every
+/// capability the host has). Privileged containers get every one.
 fn capabilities(security: &cri::LinuxContainerSecurityContext) -> Vec<String> {
-    let all: Vec<String> = caps::all().into_iter().map(|c| c.to_string()).collect();
+    // Only what this host's kernel and our bounding set have: capset fails
+    // on anything else.
+    let all: Vec<String> = caps::read(None, caps::CapSet::Bounding)
+        .map(|set| set.into_iter().collect::<Vec<_>>())
+        .unwrap_or_else(|_| caps::all().into_iter().collect())
+        .into_iter()
+        .map(|c| c.to_string())
+        .collect();
     if security.privileged {
         return sorted(all);
     }
     let requested = security.capabilities.clone().unwrap_or_default();
-    let mut set: Vec<String> = DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    let drops_all = requested
+        .drop_capabilities
+        .iter()
+        .any(|d| d.eq_ignore_ascii_case("ALL"));
+    let mut set: Vec<String> = if drops_all {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    };
+    for drop in &requested.drop_capabilities {
+        let name = capability_name(drop);
+        set.retain(|c| *c != name);
+    }
     for add in &requested.add_capabilities {
         if add.eq_ignore_ascii_case("ALL") {
-            set = all.clone();
+            set.extend(all.iter().cloned());
         } else {
             set.push(capability_name(add));
-        }
-    }
-    for drop in &requested.drop_capabilities {
-        if drop.eq_ignore_ascii_case("ALL") {
-            set.clear();
-        } else {
-            let name = capability_name(drop);
-            set.retain(|c| *c != name);
         }
     }
     sorted(set)
@@ -672,6 +685,19 @@ mod tests {
             .as_ref()
             .unwrap();
         assert_eq!(memory.limit(), Some(64 << 20));
+    }
+
+    #[test]
+    fn drop_all_then_add_keeps_only_the_added() {
+        let security = cri::LinuxContainerSecurityContext {
+            capabilities: Some(cri::Capability {
+                add_capabilities: vec!["NET_RAW".into()],
+                drop_capabilities: vec!["ALL".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(capabilities(&security), ["CAP_NET_RAW"]);
     }
 
     #[test]

@@ -331,7 +331,14 @@ impl Daemon {
                 r.phase = ContainerPhase::Exited;
                 r.exit_code = exit.code;
                 r.finished_at = exit.finished_at;
-                r.reason = if exit.code == 0 { "Completed" } else { "Error" }.into();
+                r.reason = if exit.oom_killed {
+                    "OOMKilled"
+                } else if exit.code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                }
+                .into();
             })
             .unwrap_or(record)
     }

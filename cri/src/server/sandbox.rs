@@ -303,14 +303,15 @@ impl Daemon {
         Ok(())
     }
 
-    /// READY only while the pause process lives and the netns is pinned.
+    /// READY only while the pause process lives.
     fn observed_state(record: &SandboxRecord) -> cri::PodSandboxState {
         let alive = match (record.pause_pid, record.pause_start_time) {
             (Some(pid), Some(started)) => process::is_alive(pid, started),
             _ => false,
         };
-        let network = record.host_network() || record.netns.as_deref().is_some_and(netns::exists);
-        if record.state == SandboxState::Ready && alive && network {
+        // The pause process holds the pod netns even where its pin is not
+        // visible (another mount namespace): its life is what counts.
+        if record.state == SandboxState::Ready && alive {
             cri::PodSandboxState::SandboxReady
         } else {
             cri::PodSandboxState::SandboxNotready

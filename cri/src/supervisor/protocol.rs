@@ -55,6 +55,9 @@ pub struct Exit {
     pub code: i32,
     /// Nanoseconds since the epoch.
     pub finished_at: i64,
+    /// The kernel's OOM killer ended it (the cgroup counted an OOM kill).
+    #[serde(default)]
+    pub oom_killed: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -176,6 +176,7 @@ impl Supervisor {
 
     fn exited(&mut self, pid: i32, code: i32) {
         let dir = self.dir.clone();
+        let runtime = StateStore::new(self.runtime.root());
         let Some((id, container)) = self
             .containers
             .iter_mut()
@@ -183,9 +184,11 @@ impl Supervisor {
         else {
             return;
         };
+        let oom_killed = code == 128 + libc::SIGKILL && oom_killed(&runtime, id);
         let exit = Exit {
             code,
             finished_at: now_nanos(),
+            oom_killed,
         };
         if let Err(e) = write_atomic(&exit_file(&dir, id), &exit) {
             eprintln!("container {id}: recording exit: {e}");
@@ -355,6 +358,16 @@ impl Supervisor {
             Err(e) => Response::failed(e),
         }
     }
+}
+
+/// Whether the container's cgroup recorded an OOM kill.
+fn oom_killed(runtime: &StateStore, id: &str) -> bool {
+    runtime
+        .load(id)
+        .ok()
+        .and_then(|state| state.cgroup_manager().ok())
+        .and_then(|cgroup| cgroup.stats().ok())
+        .is_some_and(|stats| stats.memory.oom_kill > 0)
 }
 
 fn write_atomic(path: &Path, exit: &Exit) -> std::io::Result<()> {
