@@ -7,8 +7,13 @@ use berth_proto::runtime::v1::{
 };
 use berth_tests::cri::{self, CriEnv};
 
-/// A container that exits 0 on SIGTERM, as a well-behaved service does.
-const GRACEFUL: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
+/// A container that exits 0 on SIGTERM, as a well-behaved service does;
+/// /tmp/ready tells that its trap is set.
+const GRACEFUL: &[&str] = &[
+    "sh",
+    "-c",
+    "trap 'exit 0' TERM; touch /tmp/ready; sleep 3600 & wait",
+];
 
 async fn list(env: &mut CriEnv, filter: ContainerFilter) -> anyhow::Result<Vec<String>> {
     Ok(env
@@ -82,6 +87,8 @@ fn container_goes_created_running_exited_removed() -> anyhow::Result<()> {
         assert_eq!(running.state, ContainerState::ContainerRunning as i32);
         assert!(running.started_at >= running.created_at, "{running:?}");
 
+        env.exec_until_ok(&id, &["test", "-e", "/tmp/ready"])
+            .await?;
         stop(&mut env, &id, 30).await?;
         let exited = env.container_status(&id).await?;
         assert_eq!(exited.state, ContainerState::ContainerExited as i32);
@@ -133,9 +140,16 @@ fn stop_kills_a_container_ignoring_sigterm_after_the_timeout() -> anyhow::Result
     cri::run(|mut env| async move {
         let config = env.container_config(
             "stubborn",
-            &["sh", "-c", "trap '' TERM; sleep 3600 & wait; sleep 3600"],
+            &[
+                "sh",
+                "-c",
+                "trap '' TERM; touch /tmp/ready; while true; do usleep 100000; done",
+            ],
         );
         let (_, _, id) = env.pod_with_container("stubborn", config).await?;
+        // SIGTERM must come after the trap is set.
+        env.exec_until_ok(&id, &["test", "-e", "/tmp/ready"])
+            .await?;
         stop(&mut env, &id, 1).await?;
         let exited = env.container_status(&id).await?;
         assert_eq!(exited.state, ContainerState::ContainerExited as i32);

@@ -17,10 +17,16 @@ fn pods_and_containers_survive_a_daemon_restart() -> anyhow::Result<()> {
         let (pod, pod_config, survivor) = env.pod_with_container("restart", config).await?;
         let config = env.container_config(
             "leaver",
-            &["sh", "-c", "trap 'exit 42' TERM; sleep 3600 & wait"],
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 42' TERM; touch /tmp/ready; sleep 3600 & wait",
+            ],
         );
         let leaver = env.create_container(&pod, &pod_config, config).await?;
         env.start_container(&leaver).await?;
+        env.exec_until_ok(&leaver, &["test", "-e", "/tmp/ready"])
+            .await?;
         // Where the leaver's processes are, to end it from outside while the
         // daemon is down.
         let cgroups = env.exec_ok(&leaver, &["cat", "/proc/self/cgroup"]).await?;
