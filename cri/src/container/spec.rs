@@ -280,7 +280,8 @@ fn device(index: usize, device: &cri::Device) -> Result<(Value, Value), SpecErro
     ))
 }
 
-fn resources(r: &cri::LinuxContainerResources) -> Value {
+/// OCI `linux.resources` (as JSON) for CRI resources.
+pub fn resources(r: &cri::LinuxContainerResources) -> Value {
     let mut cpu = serde_json::Map::new();
     if r.cpu_shares > 0 {
         cpu.insert("shares".into(), json!(r.cpu_shares));

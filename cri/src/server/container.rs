@@ -416,6 +416,46 @@ impl Daemon {
         self.containers.delete(&record.id).map_err(store_status)
     }
 
+    /// Applies new resources to a created or running container's cgroup
+    /// (no fork: done in process) and records them for ContainerStatus.
+    pub async fn update_container_resources(
+        &self,
+        request: cri::UpdateContainerResourcesRequest,
+    ) -> Result<(), Status> {
+        let record = self.refresh(self.container(&request.container_id)?).await;
+        let Some(linux) = request.linux else {
+            return Ok(());
+        };
+        if !matches!(
+            record.phase,
+            ContainerPhase::Created | ContainerPhase::Running
+        ) {
+            return Err(Status::failed_precondition(format!(
+                "container {} is not running",
+                record.id
+            )));
+        }
+        let resources: oci_spec::runtime::LinuxResources =
+            serde_json::from_value(spec::resources(&linux))
+                .map_err(|e| Status::invalid_argument(format!("linux: {e}")))?;
+        let store = crate::oci::state::StateStore::new(self.runtime_root());
+        store
+            .load(&record.id)
+            .and_then(|state| state.cgroup_manager())
+            .map_err(|e| Status::internal(format!("container {}: {e}", record.id)))?
+            .update(&resources)
+            .map_err(|e| Status::invalid_argument(format!("linux: {e}")))?;
+        self.containers
+            .update(&record.id, |r| {
+                r.config
+                    .linux
+                    .get_or_insert_with(Default::default)
+                    .resources = Some(linux.clone());
+            })
+            .map_err(store_status)?;
+        Ok(())
+    }
+
     pub async fn reopen_container_log(&self, id: &str) -> Result<(), Status> {
         let record = self.refresh(self.container(id)?).await;
         if record.phase != ContainerPhase::Running {

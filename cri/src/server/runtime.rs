@@ -202,9 +202,12 @@ impl RuntimeService for RuntimeServer {
 
     async fn update_container_resources(
         &self,
-        _request: Request<cri::UpdateContainerResourcesRequest>,
+        request: Request<cri::UpdateContainerResourcesRequest>,
     ) -> Rpc<cri::UpdateContainerResourcesResponse> {
-        unimplemented("UpdateContainerResources")
+        self.daemon
+            .update_container_resources(request.into_inner())
+            .await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
     }
 
     async fn reopen_container_log(
