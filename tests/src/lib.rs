@@ -5,7 +5,8 @@
 //! runc-compatible runtime CLI ([`runtime`]), and guards that undo what a test
 //! made even when it fails ([`tempdir`], [`netns`], [`child`]). Servers that
 //! tests talk to: a real image registry ([`registry`]) and a Kubernetes API
-//! server fixture ([`apiserver`]).
+//! server fixture ([`apiserver`]). CRI endpoints (berth-cri or containerd) for
+//! the CRI validation suite live in [`cri`].
 
 pub mod apiserver;
 pub mod bins;
@@ -13,6 +14,7 @@ pub mod bundle;
 pub mod cgroup;
 pub mod child;
 pub mod console;
+pub mod cri;
 pub mod image;
 pub mod mountns;
 pub mod netns;

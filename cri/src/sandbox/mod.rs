@@ -1,4 +1,8 @@
-//! Pod sandboxes: their network namespace and pause process.
+//! Pod sandboxes: their network namespace, pause process, generated files
+//! and sysctls.
 
+pub mod files;
 pub mod netns;
 pub mod pause;
+pub mod process;
+pub mod sysctl;

@@ -1,0 +1,112 @@
+//! The daemon's side: starting a pod's supervisor and sending it requests
+//! (blocking; callers on the async runtime use `spawn_blocking`).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::SOCKET;
+use super::protocol::{Op, Request, Response, VERSION};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("supervisor {}: {reason}", dir.display())]
+    Unreachable { dir: PathBuf, reason: String },
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Connects to the socket in `dir` through a descriptor of the dir, since
+/// the full path may exceed the 108 bytes a socket address holds.
+fn connect(dir: &Path) -> std::io::Result<UnixStream> {
+    let handle = std::fs::File::open(dir)?;
+    UnixStream::connect(format!("/proc/self/fd/{}/{SOCKET}", handle.as_raw_fd()))
+}
+
+/// Sends one request to the supervisor in `dir`.
+pub fn call(dir: &Path, op: Op) -> Result<Response, SupervisorError> {
+    let unreachable = |reason: String| SupervisorError::Unreachable {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let mut stream = connect(dir).map_err(|e| unreachable(format!("connecting: {e}")))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut line = serde_json::to_vec(&Request {
+        version: VERSION,
+        op,
+    })
+    .map_err(|e| unreachable(e.to_string()))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| unreachable(format!("sending: {e}")))?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(|e| unreachable(format!("reading: {e}")))?;
+    let response: Response =
+        serde_json::from_str(&answer).map_err(|e| unreachable(format!("bad answer: {e}")))?;
+    if response.error.is_empty() {
+        Ok(response)
+    } else {
+        Err(SupervisorError::Failed(response.error))
+    }
+}
+
+/// True when a supervisor answers in `dir`.
+pub fn is_running(dir: &Path) -> bool {
+    connect(dir).is_ok()
+}
+
+/// Starts a supervisor for `dir` (exec of `binary supervise`) in its own
+/// session, so it outlives the daemon, and waits until it answers.
+pub fn start(binary: &Path, dir: &Path, runtime_root: &Path) -> Result<(), SupervisorError> {
+    let unreachable = |reason: String| SupervisorError::Unreachable {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| unreachable(format!("creating dir: {e}")))?;
+    let log = std::fs::File::create(dir.join("supervisor.log"))
+        .map_err(|e| unreachable(format!("creating log: {e}")))?;
+    let mut command = std::process::Command::new(binary);
+    command
+        .arg("supervise")
+        .arg(dir)
+        .arg(runtime_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            nix::unistd::setsid()
+                .map(|_| ())
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| unreachable(format!("starting {}: {e}", binary.display())))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !is_running(dir) {
+        if let Ok(Some(status)) = child.try_wait() {
+            let said = std::fs::read_to_string(dir.join("supervisor.log")).unwrap_or_default();
+            return Err(unreachable(format!(
+                "exited at start with {status}: {}",
+                said.trim()
+            )));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(unreachable("did not answer within 10s".into()));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Reaped by a thread so no zombie stays behind when it ends.
+    std::thread::spawn(move || child.wait());
+    Ok(())
+}

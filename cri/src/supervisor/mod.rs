@@ -1,0 +1,17 @@
+//! The per-pod supervisor: a small single-threaded process (`berth-cri
+//! supervise`, no async runtime) that is the parent (child subreaper) of the
+//! pod's container processes. It creates and starts them through the OCI
+//! runtime library, copies their stdout/stderr into CRI log files, reaps
+//! them and writes each exit status to disk before reporting it. The daemon
+//! talks to it over `<dir>/supervisor.sock` with [`protocol`] messages, so
+//! containers, logs and exit codes outlive a restart of the daemon.
+
+pub mod client;
+mod log;
+pub mod protocol;
+mod server;
+
+pub use server::main;
+
+/// The socket in a supervisor's directory.
+pub const SOCKET: &str = "supervisor.sock";
