@@ -70,6 +70,12 @@ pub trait Plugin {
     fn status(&self, _args: &CmdArgs) -> CniResult<()> {
         Ok(())
     }
+    /// The CNI_ARGS keys the plugin understands. A plugin that reads CNI_ARGS
+    /// rejects any other key unless `IgnoreUnknown` is true, as the reference
+    /// plugins do; `None` means the plugin never looks at CNI_ARGS.
+    fn known_cni_args(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// Source of the environment, so dispatch can be unit-tested without a process.
@@ -148,12 +154,16 @@ fn dispatch_inner(plugin: &dyn Plugin, env: &dyn Env, stdin: Vec<u8>) -> CniResu
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .collect();
-    let args = parse_cni_args(&env.var("CNI_ARGS").unwrap_or_default())?;
+    let raw_args = env.var("CNI_ARGS").unwrap_or_default();
+    let args = parse_cni_args(&raw_args)?;
     let conf: NetConf = parse_config(&stdin)?;
     let version = version::check_supported(&conf.cni_version)?;
     crate::types::validate_name(&conf.name)?;
     if needs_container {
         validate_ifname(&ifname)?;
+        if let Some(known) = plugin.known_cni_args() {
+            reject_unknown_cni_args(&raw_args, known)?;
+        }
     }
     let unsupported = |what: &str| {
         CniError::new(
@@ -241,6 +251,44 @@ pub fn parse_cni_args(raw: &str) -> CniResult<BTreeMap<String, String>> {
                 })
         })
         .collect()
+}
+
+/// Fails naming the pairs whose keys are neither `IgnoreUnknown` nor in
+/// `known`, unless `IgnoreUnknown` is true ("1"/"true", any case).
+pub fn reject_unknown_cni_args(raw: &str, known: &[&str]) -> CniResult<()> {
+    let mut ignore_unknown = false;
+    let mut unknown = Vec::new();
+    for pair in raw.split(';').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key == "IgnoreUnknown" {
+            ignore_unknown = parse_arg_bool(value).ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidEnvironment,
+                    format!(
+                        "ARGS: error parsing value of pair {pair:?}: boolean unmarshal error: invalid input {value}"
+                    ),
+                )
+            })?;
+        } else if !known.contains(&key) {
+            unknown.push(format!("{pair:?}"));
+        }
+    }
+    if unknown.is_empty() || ignore_unknown {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::InvalidEnvironment,
+        format!("ARGS: unknown args [{}]", unknown.join(" ")),
+    ))
+}
+
+/// Booleans in CNI_ARGS: "1"/"true" and "0"/"false", case-insensitive.
+fn parse_arg_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
 }
 
 fn version_output(stdin: &[u8]) -> String {
@@ -371,5 +419,21 @@ mod tests {
         let a = parse_cni_args("IgnoreUnknown=1;IP=10.0.0.9;K8S_POD_NAME=p").unwrap();
         assert_eq!(a["IP"], "10.0.0.9");
         assert!(parse_cni_args("novalue").is_err());
+    }
+
+    #[test]
+    fn unknown_cni_args_are_rejected_unless_ignored() {
+        let err =
+            reject_unknown_cni_args("FOO=bar;IP=10.0.0.9;K8S_POD_NAME=p", &["IP"]).unwrap_err();
+        assert_eq!(
+            err.msg,
+            r#"ARGS: unknown args ["FOO=bar" "K8S_POD_NAME=p"]"#
+        );
+        reject_unknown_cni_args("IgnoreUnknown=1;FOO=bar", &["IP"]).unwrap();
+        reject_unknown_cni_args("FOO=bar;IgnoreUnknown=TRUE", &["IP"]).unwrap();
+        reject_unknown_cni_args("IP=10.0.0.9", &["IP"]).unwrap();
+        assert!(reject_unknown_cni_args("IgnoreUnknown=0;FOO=bar", &[]).is_err());
+        let err = reject_unknown_cni_args("IgnoreUnknown=yes", &[]).unwrap_err();
+        assert!(err.msg.contains("IgnoreUnknown=yes"), "{}", err.msg);
     }
 }
