@@ -154,17 +154,21 @@ fn dispatch_inner(plugin: &dyn Plugin, env: &dyn Env, stdin: Vec<u8>) -> CniResu
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .collect();
-    let raw_args = env.var("CNI_ARGS").unwrap_or_default();
-    let args = parse_cni_args(&raw_args)?;
     let conf: NetConf = parse_config(&stdin)?;
     let version = version::check_supported(&conf.cni_version)?;
     crate::types::validate_name(&conf.name)?;
     if needs_container {
         validate_ifname(&ifname)?;
-        if let Some(known) = plugin.known_cni_args() {
-            reject_unknown_cni_args(&raw_args, known)?;
-        }
     }
+    // Plugins that do not read CNI_ARGS never fail on them, however malformed.
+    let args = match plugin.known_cni_args() {
+        Some(known) if needs_container => {
+            let raw = env.var("CNI_ARGS").unwrap_or_default();
+            reject_unknown_cni_args(&raw, known)?;
+            parse_cni_args(&raw)?
+        }
+        _ => BTreeMap::new(),
+    };
     let unsupported = |what: &str| {
         CniError::new(
             ErrorCode::IncompatibleVersion,
@@ -397,6 +401,18 @@ mod tests {
             serde_json::from_str::<serde_json::Value>(&out).unwrap()["code"],
             1
         );
+    }
+
+    #[test]
+    fn cni_args_are_not_parsed_for_plugins_that_ignore_them() {
+        let mut e = env("ADD");
+        e.0.insert("CNI_ARGS", "novalue;FOO=bar");
+        let (out, code) = dispatch(
+            &Fixed,
+            &e,
+            br#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#.to_vec(),
+        );
+        assert_eq!(code, 0, "{out}");
     }
 
     #[test]
