@@ -240,21 +240,30 @@ fn validate_ifname(name: &str) -> CniResult<()> {
     }
 }
 
-/// `K1=V1;K2=V2` as sent in CNI_ARGS.
-pub fn parse_cni_args(raw: &str) -> CniResult<BTreeMap<String, String>> {
+/// The pairs of `K1=V1;K2=V2` as sent in CNI_ARGS, in order. Like the
+/// reference plugins, every pair needs exactly one '=' (so "A=1;" fails on
+/// its empty last pair).
+fn cni_arg_pairs(raw: &str) -> CniResult<Vec<(&str, &str)>> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
     raw.split(';')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    CniError::new(
-                        ErrorCode::InvalidEnvironment,
-                        format!("CNI_ARGS: {pair:?} is not of the form KEY=VALUE"),
-                    )
-                })
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !value.contains('=') => Ok((key, value)),
+            _ => Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("ARGS: invalid pair {pair:?}"),
+            )),
         })
         .collect()
+}
+
+/// CNI_ARGS as a map (the last of repeated keys wins).
+pub fn parse_cni_args(raw: &str) -> CniResult<BTreeMap<String, String>> {
+    Ok(cni_arg_pairs(raw)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
 }
 
 /// Fails naming the pairs whose keys are neither `IgnoreUnknown` nor in
@@ -262,8 +271,8 @@ pub fn parse_cni_args(raw: &str) -> CniResult<BTreeMap<String, String>> {
 pub fn reject_unknown_cni_args(raw: &str, known: &[&str]) -> CniResult<()> {
     let mut ignore_unknown = false;
     let mut unknown = Vec::new();
-    for pair in raw.split(';').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+    for (key, value) in cni_arg_pairs(raw)? {
+        let pair = format!("{key}={value}");
         if key == "IgnoreUnknown" {
             ignore_unknown = parse_arg_bool(value).ok_or_else(|| {
                 CniError::new(
@@ -434,7 +443,15 @@ mod tests {
     fn parses_cni_args() {
         let a = parse_cni_args("IgnoreUnknown=1;IP=10.0.0.9;K8S_POD_NAME=p").unwrap();
         assert_eq!(a["IP"], "10.0.0.9");
-        assert!(parse_cni_args("novalue").is_err());
+        for bad in ["novalue", "A=1;", "A=b=c"] {
+            let err = parse_cni_args(bad).unwrap_err();
+            assert!(
+                err.msg.starts_with("ARGS: invalid pair"),
+                "{bad}: {}",
+                err.msg
+            );
+        }
+        assert!(parse_cni_args("").unwrap().is_empty());
     }
 
     #[test]
