@@ -70,6 +70,12 @@ pub trait Plugin {
     fn status(&self, _args: &CmdArgs) -> CniResult<()> {
         Ok(())
     }
+    /// The CNI_ARGS keys the plugin understands. A plugin that reads CNI_ARGS
+    /// rejects any other key unless `IgnoreUnknown` is true, as the reference
+    /// plugins do; `None` means the plugin never looks at CNI_ARGS.
+    fn known_cni_args(&self) -> Option<&'static [&'static str]> {
+        None
+    }
 }
 
 /// Source of the environment, so dispatch can be unit-tested without a process.
@@ -148,13 +154,21 @@ fn dispatch_inner(plugin: &dyn Plugin, env: &dyn Env, stdin: Vec<u8>) -> CniResu
         .filter(|p| !p.is_empty())
         .map(PathBuf::from)
         .collect();
-    let args = parse_cni_args(&env.var("CNI_ARGS").unwrap_or_default())?;
     let conf: NetConf = parse_config(&stdin)?;
     let version = version::check_supported(&conf.cni_version)?;
     crate::types::validate_name(&conf.name)?;
     if needs_container {
         validate_ifname(&ifname)?;
     }
+    // Plugins that do not read CNI_ARGS never fail on them, however malformed.
+    let args = match plugin.known_cni_args() {
+        Some(known) if needs_container => {
+            let raw = env.var("CNI_ARGS").unwrap_or_default();
+            reject_unknown_cni_args(&raw, known)?;
+            parse_cni_args(&raw)?
+        }
+        _ => BTreeMap::new(),
+    };
     let unsupported = |what: &str| {
         CniError::new(
             ErrorCode::IncompatibleVersion,
@@ -226,21 +240,68 @@ fn validate_ifname(name: &str) -> CniResult<()> {
     }
 }
 
-/// `K1=V1;K2=V2` as sent in CNI_ARGS.
-pub fn parse_cni_args(raw: &str) -> CniResult<BTreeMap<String, String>> {
+/// The pairs of `K1=V1;K2=V2` as sent in CNI_ARGS, in order. Like the
+/// reference plugins, every pair needs exactly one '=' (so "A=1;" fails on
+/// its empty last pair).
+fn cni_arg_pairs(raw: &str) -> CniResult<Vec<(&str, &str)>> {
+    if raw.is_empty() {
+        return Ok(Vec::new());
+    }
     raw.split(';')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .ok_or_else(|| {
-                    CniError::new(
-                        ErrorCode::InvalidEnvironment,
-                        format!("CNI_ARGS: {pair:?} is not of the form KEY=VALUE"),
-                    )
-                })
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !value.contains('=') => Ok((key, value)),
+            _ => Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("ARGS: invalid pair {pair:?}"),
+            )),
         })
         .collect()
+}
+
+/// CNI_ARGS as a map (the last of repeated keys wins).
+pub fn parse_cni_args(raw: &str) -> CniResult<BTreeMap<String, String>> {
+    Ok(cni_arg_pairs(raw)?
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect())
+}
+
+/// Fails naming the pairs whose keys are neither `IgnoreUnknown` nor in
+/// `known`, unless `IgnoreUnknown` is true ("1"/"true", any case).
+pub fn reject_unknown_cni_args(raw: &str, known: &[&str]) -> CniResult<()> {
+    let mut ignore_unknown = false;
+    let mut unknown = Vec::new();
+    for (key, value) in cni_arg_pairs(raw)? {
+        let pair = format!("{key}={value}");
+        if key == "IgnoreUnknown" {
+            ignore_unknown = parse_arg_bool(value).ok_or_else(|| {
+                CniError::new(
+                    ErrorCode::InvalidEnvironment,
+                    format!(
+                        "ARGS: error parsing value of pair {pair:?}: boolean unmarshal error: invalid input {value}"
+                    ),
+                )
+            })?;
+        } else if !known.contains(&key) {
+            unknown.push(format!("{pair:?}"));
+        }
+    }
+    if unknown.is_empty() || ignore_unknown {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::InvalidEnvironment,
+        format!("ARGS: unknown args [{}]", unknown.join(" ")),
+    ))
+}
+
+/// Booleans in CNI_ARGS: "1"/"true" and "0"/"false", case-insensitive.
+fn parse_arg_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
 }
 
 fn version_output(stdin: &[u8]) -> String {
@@ -352,6 +413,18 @@ mod tests {
     }
 
     #[test]
+    fn cni_args_are_not_parsed_for_plugins_that_ignore_them() {
+        let mut e = env("ADD");
+        e.0.insert("CNI_ARGS", "novalue;FOO=bar");
+        let (out, code) = dispatch(
+            &Fixed,
+            &e,
+            br#"{"cniVersion":"1.0.0","name":"n","type":"t"}"#.to_vec(),
+        );
+        assert_eq!(code, 0, "{out}");
+    }
+
+    #[test]
     fn version_lists_supported() {
         let (out, code) = dispatch(
             &Fixed,
@@ -370,6 +443,30 @@ mod tests {
     fn parses_cni_args() {
         let a = parse_cni_args("IgnoreUnknown=1;IP=10.0.0.9;K8S_POD_NAME=p").unwrap();
         assert_eq!(a["IP"], "10.0.0.9");
-        assert!(parse_cni_args("novalue").is_err());
+        for bad in ["novalue", "A=1;", "A=b=c"] {
+            let err = parse_cni_args(bad).unwrap_err();
+            assert!(
+                err.msg.starts_with("ARGS: invalid pair"),
+                "{bad}: {}",
+                err.msg
+            );
+        }
+        assert!(parse_cni_args("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn unknown_cni_args_are_rejected_unless_ignored() {
+        let err =
+            reject_unknown_cni_args("FOO=bar;IP=10.0.0.9;K8S_POD_NAME=p", &["IP"]).unwrap_err();
+        assert_eq!(
+            err.msg,
+            r#"ARGS: unknown args ["FOO=bar" "K8S_POD_NAME=p"]"#
+        );
+        reject_unknown_cni_args("IgnoreUnknown=1;FOO=bar", &["IP"]).unwrap();
+        reject_unknown_cni_args("FOO=bar;IgnoreUnknown=TRUE", &["IP"]).unwrap();
+        reject_unknown_cni_args("IP=10.0.0.9", &["IP"]).unwrap();
+        assert!(reject_unknown_cni_args("IgnoreUnknown=0;FOO=bar", &[]).is_err());
+        let err = reject_unknown_cni_args("IgnoreUnknown=yes", &[]).unwrap_err();
+        assert!(err.msg.contains("IgnoreUnknown=yes"), "{}", err.msg);
     }
 }

@@ -320,6 +320,28 @@ fn chain_through_libcni_driver_with_cached_result() {
 }
 
 #[test]
+fn unknown_cni_args_are_rejected_unless_ignored() {
+    let net = Net::new();
+    let a = TestNetns::new("a");
+    let conf = net.conf("1.0.0", json!({}));
+    let mut add = net.inv("ADD", "args", &a);
+    add.cni_args = "K8S_POD_NAMESPACE=default;MAC=0a:58:0a:63:00:09".into();
+    let out = add.run("bridge", &conf);
+    assert_eq!(
+        out.err_text().trim(),
+        r#"ARGS: unknown args ["K8S_POD_NAMESPACE=default"]"#,
+        "{}",
+        out.raw
+    );
+    assert!(!links(&a).contains(&"eth0".to_string()));
+    assert!(net.leases().is_empty());
+    add.cni_args = format!("IgnoreUnknown=true;{}", add.cni_args);
+    let result = add.run("bridge", &conf).ok().clone();
+    assert_eq!(result["interfaces"][2]["mac"], "0a:58:0a:63:00:09");
+    net.inv("DEL", "args", &a).run("bridge", &conf).ok();
+}
+
+#[test]
 fn bad_input_leaves_nothing_behind() {
     let net = Net::new();
     let a = TestNetns::new("a");

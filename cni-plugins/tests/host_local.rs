@@ -236,3 +236,28 @@ fn dns_comes_from_resolv_conf_and_routes_from_config() {
     assert!(out.err_text().contains("ipam.resolvConf"), "{}", out.raw);
     assert_eq!(leases(data.path(), "hl").len(), 1);
 }
+
+#[test]
+fn unknown_cni_args_fail_like_the_reference_unless_ignored() {
+    let data = TempDir::new("args");
+    let mut c = conf(&data, json!({"ranges": [[{"subnet": "10.57.0.0/24"}]]}));
+    // The newest version the reference plugins speak.
+    c["cniVersion"] = json!("1.0.0");
+    for bin_dir in [our_bin_dir(), "/usr/lib/cni".into()] {
+        let mut i = inv("ADD", "args-1");
+        i.path = bin_dir.clone();
+        i.cni_args = "FOO=bar;IP=10.57.0.9;K8S_POD_NAME=p".into();
+        let out = i.run("host-local", &c);
+        assert_eq!(
+            out.err_text().trim(),
+            r#"ARGS: unknown args ["FOO=bar" "K8S_POD_NAME=p"]"#,
+            "{}: {}",
+            bin_dir.display(),
+            out.raw
+        );
+        assert!(leases(data.path(), "hl").is_empty(), "rejected ADD leased");
+        i.cni_args = "IgnoreUnknown=1;FOO=bar;IP=10.57.0.9".into();
+        assert_eq!(addr(i.run("host-local", &c).ok(), 0), "10.57.0.9/24");
+        i.with_command("DEL").run("host-local", &c).ok();
+    }
+}

@@ -233,3 +233,49 @@ fn iptables_options_conditions_external_mark_chain_and_no_snat() {
     );
     inv.with_command("DEL").run("portmap", &no_snat).ok();
 }
+
+/// The conntrack entries towards UDP `port` in `ns`, as `conntrack -L` lists them.
+fn udp_flows_to(ns: &TestNetns, port: u16) -> String {
+    ns.sh(&format!("conntrack -L -p udp --dport {port} 2>/dev/null"))
+}
+
+#[test]
+fn add_deletes_stale_udp_conntrack_entries_of_host_ports() {
+    let host = TestNetns::new("h");
+    // A real host tracks connections (kube-proxy's rules need it); the kernel
+    // only tracks in a namespace once some rule asks for it.
+    host.sh("ip link set lo up && iptables -A INPUT -m conntrack --ctstate INVALID -j DROP");
+    let a = TestNetns::new("a");
+    let (mapped, unmapped) = (16053u16, 16054u16);
+    in_netns(&host, move || {
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for port in [mapped, unmapped] {
+            sock.send_to(b"query", ("127.0.0.1", port)).unwrap();
+        }
+    });
+    for port in [mapped, unmapped] {
+        assert!(
+            wait_for(std::time::Duration::from_secs(5), || udp_flows_to(
+                &host, port
+            )
+            .contains(&format!("dport={port}"))),
+            "no conntrack entry towards {port}"
+        );
+    }
+    let prev = json!({"cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": a.path()}],
+        "ips": [{"address": "10.96.0.7/24", "interface": 0}]});
+    let conf = json!({"cniVersion": "1.0.0", "name": "pmnet", "type": "portmap", "prevResult": prev,
+        "runtimeConfig": {"portMappings": [
+            {"hostPort": mapped, "containerPort": 53, "protocol": "udp"}]}});
+    let inv = Invocation::new("ADD", "pm-ct", &a.path(), &our_bin_dir(), Some(&host));
+    inv.run("portmap", &conf).ok();
+    let left = udp_flows_to(&host, mapped);
+    assert!(!left.contains(&format!("dport={mapped}")), "{left}");
+    let other = udp_flows_to(&host, unmapped);
+    assert!(
+        other.contains(&format!("dport={unmapped}")),
+        "flows to other ports must stay: {other}"
+    );
+    inv.with_command("DEL").run("portmap", &conf).ok();
+}

@@ -2,6 +2,7 @@
 //! command-line tools (what the reference plugins drive as well), plus the
 //! naming shared by every rule a plugin makes for one attachment.
 
+pub mod conntrack;
 pub mod masquerade;
 
 use std::io::Write;

@@ -222,6 +222,10 @@ impl Bridge {
 }
 
 impl Plugin for Bridge {
+    fn known_cni_args(&self) -> Option<&'static [&'static str]> {
+        Some(&["MAC"])
+    }
+
     fn add(&self, args: &CmdArgs) -> CniResult<CniOutput> {
         let conf = BridgeConf::parse(&args.stdin)?;
         if conf.net.ipam.is_none() {

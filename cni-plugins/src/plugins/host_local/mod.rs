@@ -240,6 +240,10 @@ pub fn allocate(
 pub struct HostLocal;
 
 impl Plugin for HostLocal {
+    fn known_cni_args(&self) -> Option<&'static [&'static str]> {
+        Some(&["IP"])
+    }
+
     fn add(&self, args: &CmdArgs) -> CniResult<CniOutput> {
         let config = Config::parse(args)?;
         let dns = match &config.resolv_conf {

@@ -10,7 +10,7 @@ use std::net::IpAddr;
 
 pub use config::{PortMapConf, PortMapping, Protocol};
 
-use crate::netfilter::Backend;
+use crate::netfilter::{Backend, conntrack};
 use crate::netlink::Netlink;
 use crate::skel::{CmdArgs, Plugin};
 use crate::sysctl;
@@ -43,6 +43,31 @@ fn enable_localnet_routing(cip: IpAddr) -> CniResult<()> {
         )?;
     }
     Ok(())
+}
+
+/// Once the DNAT rules are in place, drops the UDP flows already tracked
+/// towards the mapped host ports, so their packets meet the new rules instead
+/// of following an old entry (to nowhere or to a previous pod). Like the
+/// reference plugin, a failure here is only reported: the mapping works for
+/// every new flow.
+fn delete_stale_udp_flows(conf: &PortMapConf, ips: &[IpAddr]) {
+    for mapping in conf
+        .mappings()
+        .iter()
+        .filter(|m| m.protocol == Protocol::Udp)
+    {
+        for v6 in [false, true] {
+            if !ips.iter().any(|ip| ip.is_ipv6() == v6) {
+                continue;
+            }
+            if let Err(e) = conntrack::delete_udp_to_port(v6, mapping.host_port) {
+                eprintln!(
+                    "portmap: cannot delete stale UDP conntrack entries for host port {}: {e}",
+                    mapping.host_port
+                );
+            }
+        }
+    }
 }
 
 impl Plugin for PortMap {
@@ -78,6 +103,7 @@ impl Plugin for PortMap {
             let _ = self.remove(&conf, &args.container_id);
             return Err(e);
         }
+        delete_stale_udp_flows(&conf, &ips);
         Ok(out)
     }
 
