@@ -338,3 +338,130 @@ fn containerd_runs_containers_through_berth_runtime() {
         cgroup::existing(&format!("/{}/{id}", containerd.namespace))
     );
 }
+
+// ------------------------------------------------------------------- podman
+
+/// podman on temp dirs with `runtime` as its OCI runtime. Every invocation
+/// runs in a fresh private mount namespace with a tmpfs on /run, so neither
+/// its storage mounts nor its run-time files reach the host; containers go
+/// into cgroups below a parent of this test alone, removed on drop.
+struct Podman {
+    dir: PathBuf,
+    runtime: PathBuf,
+    cgroup_parent: String,
+}
+
+impl Podman {
+    fn new(dir: &TempDir, runtime: &LoggingRuntime) -> Self {
+        Self {
+            dir: dir.path().to_path_buf(),
+            runtime: PathBuf::from(runtime.path()),
+            cgroup_parent: unique_name("berth-podman"),
+        }
+    }
+
+    /// `podman run --rm` of the OCI archive with `args`, feeding `stdin`.
+    fn run(&self, archive: &Path, options: &[&str], args: &[&str], stdin: &[u8]) -> Output {
+        let mut command = private_mount_ns_command("sh");
+        command
+            .args([
+                "-c",
+                "mount -t tmpfs tmpfs /run && exec podman \"$@\"",
+                "podman",
+            ])
+            .arg("--root")
+            .arg(self.dir.join("podman-storage"))
+            // Run-time state lives on the namespace's own /run: each
+            // invocation starts as if after a reboot (runroot must also be
+            // shorter than 50 characters).
+            .args(["--runroot", "/run/podman", "--tmpdir", "/run/libpod"])
+            .arg("--runtime")
+            .arg(&self.runtime)
+            .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .args([
+                "--storage-driver",
+                "overlay",
+                "run",
+                "--rm",
+                "--network",
+                "none",
+            ])
+            .args(["--cgroup-parent", &format!("/{}", self.cgroup_parent)])
+            // podman's default RLIMIT_NOFILE/NPROC exceed the hard limits here
+            // and raising them needs CAP_SYS_RESOURCE (runc fails the same way).
+            .args([
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ])
+            .args(options)
+            .arg(format!("oci-archive:{}", archive.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut input = child.stdin.take().unwrap();
+        let stdin = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = input.write_all(&stdin);
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        out
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        // conmon leaves its cgroup just after `run --rm` returns.
+        let _ = wait_for(TIMEOUT, "podman's cgroups to be removable", || {
+            remove_cgroup_tree(&self.cgroup_parent);
+            cgroup::existing(&self.cgroup_parent)
+                .is_empty()
+                .then_some(())
+        });
+    }
+}
+
+#[test]
+fn podman_runs_containers_through_berth_runtime() {
+    let dir = TempDir::new("berth-upstream-podman").unwrap();
+    let runtime = LoggingRuntime::new(&dir);
+    let podman = Podman::new(&dir, &runtime);
+    let archive = busybox_archive(&dir);
+
+    let out = podman.run(&archive, &[], &["echo", "hi"], b"");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "hi\n", "{out:?}");
+
+    let out = podman.run(
+        &archive,
+        &[],
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(text(&out.stdout), "out\n", "{out:?}");
+    assert!(text(&out.stderr).contains("err\n"), "{out:?}");
+
+    let out = podman.run(
+        &archive,
+        &["-i"],
+        &["sh", "-c", "tr a-z A-Z"],
+        b"piped in\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(text(&out.stdout), "PIPED IN\n", "{out:?}");
+
+    for verb in ["create", "start", "delete"] {
+        assert_eq!(
+            runtime.invocations_of(verb).len(),
+            3,
+            "{verb}: {:?}",
+            runtime.invocations_of(verb)
+        );
+    }
+}
