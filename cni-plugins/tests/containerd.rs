@@ -92,6 +92,16 @@ impl Drop for Containerd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // runc keeps per-namespace state on the host and containerd makes a
+        // cgroup per namespace in every hierarchy: remove both.
+        let _ = std::fs::remove_dir_all(Path::new("/run/containerd/runc").join(&self.namespace));
+        for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let _ = std::fs::remove_dir(hierarchy.path().join(&self.namespace));
+        }
         // Snapshots and task rootfs stay mounted under the state dirs.
         let _ = Command::new("sh")
             .arg("-c")
