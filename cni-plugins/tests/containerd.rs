@@ -102,6 +102,15 @@ impl Drop for Containerd {
         {
             let _ = std::fs::remove_dir(hierarchy.path().join(&self.namespace));
         }
+        // ctr's libcni caches its ADD results on the host, named after the
+        // namespaced container id.
+        let marker = format!("-{}-", self.namespace);
+        let results = std::fs::read_dir("/var/lib/cni/results");
+        for entry in results.into_iter().flatten().flatten() {
+            if entry.file_name().to_string_lossy().contains(&marker) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         // Snapshots and task rootfs stay mounted under the state dirs.
         let _ = Command::new("sh")
             .arg("-c")
