@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
 use oci_spec::runtime::{
@@ -364,11 +364,10 @@ fn limit_below_usage_is_refused_on_update() {
     );
     let child = cg.children.last_mut().unwrap();
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while cg.manager.stats().unwrap().memory.usage.usage < 4_000_000 {
-        assert!(Instant::now() < deadline, "usage never grew");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    berth_tests::wait_for(Duration::from_secs(20), "memory usage to grow", || {
+        (cg.manager.stats().unwrap().memory.usage.usage >= 4_000_000).then_some(())
+    })
+    .unwrap();
     // With swap disallowed and the OOM killer off, the kernel cannot get below the
     // limit and refuses it.
     let disable_oom = LinuxResourcesBuilder::default()

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const BUSYBOX: &str = "/bin/busybox";
 
@@ -115,11 +115,7 @@ impl Drop for Fixture {
 }
 
 fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    berth_tests::wait_for(Duration::from_secs(20), what, || condition().then_some(())).unwrap();
 }
 
 #[test]

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use berth_cri::network::{CniManager, CniSettings, PodNetwork};
 use tempfile::TempDir;
@@ -56,11 +56,7 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
 
 /// Polls `cond` until it holds or `timeout` passes.
 pub fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    berth_tests::wait_for(timeout, what, || cond().then_some(())).unwrap();
 }
 
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

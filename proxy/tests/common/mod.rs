@@ -14,7 +14,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub const NODE_IP: &str = "198.18.1.1";
 pub const CLIENT_IP: &str = "198.18.1.2";
@@ -347,12 +347,8 @@ impl Cluster {
 
     /// Polls `cond` until it holds or the deadline passes (then panics with the proxy log).
     pub fn wait_for(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if cond() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if berth_tests::wait_for(Duration::from_secs(30), what, || cond().then_some(())).is_ok() {
+            return;
         }
         panic!(
             "timed out waiting for {what}\nproxy log:\n{}\niptables:\n{}\nnftables:\n{}",
