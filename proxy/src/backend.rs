@@ -11,6 +11,14 @@ pub struct SyncReport {
     pub rules: usize,
 }
 
+/// Reports of several IP families add up to the backend's report.
+impl std::ops::AddAssign for SyncReport {
+    fn add_assign(&mut self, family: SyncReport) {
+        self.full |= family.full;
+        self.rules += family.rules;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{mode} sync: {message}")]
 pub struct SyncError {

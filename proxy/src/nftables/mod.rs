@@ -256,9 +256,7 @@ impl<N: Nft> Backend for NftProxier<N> {
     fn sync(&mut self, snapshot: &Snapshot, full: bool) -> Result<SyncReport, SyncError> {
         let mut report = SyncReport::default();
         for i in 0..self.families.len() {
-            let r = self.sync_family(i, snapshot, full)?;
-            report.full |= r.full;
-            report.rules += r.rules;
+            report += self.sync_family(i, snapshot, full)?;
         }
         Ok(report)
     }
