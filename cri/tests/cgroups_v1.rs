@@ -4,7 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
@@ -18,66 +18,41 @@ fn is_v1_host() -> bool {
     Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists()
 }
 
+mod cgroups_common;
+
+type TestCgroup = cgroups_common::TestCgroup<Box<dyn CgroupManager>>;
+
 /// The manager for a unique cgroup, destroyed on drop after its processes are killed.
-struct TestCgroup {
-    manager: Box<dyn CgroupManager>,
-    children: Vec<Child>,
-    name: String,
+fn test_cgroup(test: &str) -> TestCgroup {
+    let name = format!("berth-test-{test}-{}", std::process::id());
+    let manager = new_manager(Some(&format!("/{name}")), "unused", CgroupDriver::Cgroupfs).unwrap();
+    TestCgroup::new(manager, Vec::new())
 }
 
-impl TestCgroup {
-    fn new(test: &str) -> Self {
-        let name = format!("berth-test-{test}-{}", std::process::id());
-        let manager =
-            new_manager(Some(&format!("/{name}")), "unused", CgroupDriver::Cgroupfs).unwrap();
-        TestCgroup {
-            manager,
-            children: Vec::new(),
-            name,
-        }
-    }
+/// The cgroup's directory in one v1 hierarchy, where the kernel shows it (not where
+/// the manager says it is).
+fn dir(cg: &TestCgroup, controller: &str) -> PathBuf {
+    let memory_dir = &cg.manager.paths()["memory"];
+    Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(memory_dir.file_name().unwrap())
+}
 
-    fn dir(&self, controller: &str) -> PathBuf {
-        Path::new("/sys/fs/cgroup")
-            .join(controller)
-            .join(&self.name)
-    }
+fn read(cg: &TestCgroup, controller: &str, file: &str) -> String {
+    std::fs::read_to_string(dir(cg, controller).join(file))
+        .unwrap()
+        .trim()
+        .to_string()
+}
 
-    fn read(&self, controller: &str, file: &str) -> String {
-        std::fs::read_to_string(self.dir(controller).join(file))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    /// Starts `argv` and moves it into the cgroup; returns its pid.
-    fn spawn(&mut self, argv: &[&str], stdin: Stdio) -> i32 {
-        let child = Command::new(argv[0])
+/// Starts `argv` with stdout piped and moves it into the cgroup; returns its pid.
+fn spawn(cg: &mut TestCgroup, argv: &[&str], stdin: Stdio) -> i32 {
+    cg.spawn(
+        Command::new(argv[0])
             .args(&argv[1..])
             .stdin(stdin)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        self.children.push(child);
-        self.manager.add_process(pid).unwrap();
-        pid
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = self.manager.thaw();
-        // Everything in the cgroup descends from processes this test started.
-        for pid in self.manager.pids().unwrap_or_default() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = self.manager.destroy();
-    }
+            .stdout(Stdio::piped()),
+    )
 }
 
 fn process_state(pid: i32) -> String {
@@ -131,34 +106,34 @@ fn limits_are_applied_updated_and_removed() {
     if !is_v1_host() {
         return;
     }
-    let mut cg = TestCgroup::new("limits");
+    let mut cg = test_cgroup("limits");
     cg.manager.create(Some(&limits())).unwrap();
-    let pid = cg.spawn(&["sleep", "1000"], Stdio::null());
+    let pid = spawn(&mut cg, &["sleep", "1000"], Stdio::null());
 
     assert_eq!(
-        cg.read("memory", "memory.limit_in_bytes"),
+        read(&cg, "memory", "memory.limit_in_bytes"),
         (64u64 << 20).to_string()
     );
     assert_eq!(
-        cg.read("memory", "memory.memsw.limit_in_bytes"),
+        read(&cg, "memory", "memory.memsw.limit_in_bytes"),
         (128u64 << 20).to_string()
     );
-    assert_eq!(cg.read("cpu", "cpu.shares"), "512");
-    assert_eq!(cg.read("cpu", "cpu.cfs_quota_us"), "50000");
-    assert_eq!(cg.read("cpuset", "cpuset.cpus"), "0");
-    assert_eq!(cg.read("pids", "pids.max"), "32");
+    assert_eq!(read(&cg, "cpu", "cpu.shares"), "512");
+    assert_eq!(read(&cg, "cpu", "cpu.cfs_quota_us"), "50000");
+    assert_eq!(read(&cg, "cpuset", "cpuset.cpus"), "0");
+    assert_eq!(read(&cg, "pids", "pids.max"), "32");
     assert_eq!(
-        cg.read("blkio", "blkio.throttle.read_bps_device"),
+        read(&cg, "blkio", "blkio.throttle.read_bps_device"),
         "7:0 1048576"
     );
-    if cg.dir("blkio").join("blkio.bfq.weight").exists() {
-        assert!(cg.read("blkio", "blkio.bfq.weight").contains("300"));
+    if dir(&cg, "blkio").join("blkio.bfq.weight").exists() {
+        assert!(read(&cg, "blkio", "blkio.bfq.weight").contains("300"));
     }
-    assert!(cg.read("devices", "devices.list").contains("c 1:3 rwm"));
-    assert!(!cg.read("devices", "devices.list").contains("a *:* rwm"));
+    assert!(read(&cg, "devices", "devices.list").contains("c 1:3 rwm"));
+    assert!(!read(&cg, "devices", "devices.list").contains("a *:* rwm"));
     for controller in ["memory", "cpu", "pids", "freezer", "devices"] {
         assert!(
-            cg.read(controller, "cgroup.procs")
+            read(&cg, controller, "cgroup.procs")
                 .lines()
                 .any(|l| l == pid.to_string()),
             "{controller}"
@@ -180,11 +155,11 @@ fn limits_are_applied_updated_and_removed() {
         .unwrap();
     cg.manager.update(&grow).unwrap();
     assert_eq!(
-        cg.read("memory", "memory.limit_in_bytes"),
+        read(&cg, "memory", "memory.limit_in_bytes"),
         (256u64 << 20).to_string()
     );
     assert_eq!(
-        cg.read("memory", "memory.memsw.limit_in_bytes"),
+        read(&cg, "memory", "memory.memsw.limit_in_bytes"),
         (512u64 << 20).to_string()
     );
     let shrink = LinuxResourcesBuilder::default()
@@ -200,29 +175,28 @@ fn limits_are_applied_updated_and_removed() {
         .unwrap();
     cg.manager.update(&shrink).unwrap();
     assert_eq!(
-        cg.read("memory", "memory.limit_in_bytes"),
+        read(&cg, "memory", "memory.limit_in_bytes"),
         (32u64 << 20).to_string()
     );
     assert_eq!(
-        cg.read("memory", "memory.memsw.limit_in_bytes"),
+        read(&cg, "memory", "memory.memsw.limit_in_bytes"),
         (32u64 << 20).to_string()
     );
-    assert_eq!(cg.read("pids", "pids.max"), "max");
+    assert_eq!(read(&cg, "pids", "pids.max"), "max");
 
     let stats = cg.manager.stats().unwrap();
     assert_eq!(stats.memory.usage.limit, 32 << 20);
     assert_eq!(stats.pids.current, 1);
 
-    for child in &mut cg.children {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    cg.children.clear();
+    cg.kill_children();
     cg.manager.destroy().unwrap();
     for controller in [
         "memory", "cpu", "cpuset", "pids", "freezer", "devices", "blkio",
     ] {
-        assert!(!cg.dir(controller).exists(), "{controller} dir left behind");
+        assert!(
+            !dir(&cg, controller).exists(),
+            "{controller} dir left behind"
+        );
     }
     cg.manager.destroy().unwrap();
 }
@@ -232,9 +206,10 @@ fn freeze_stops_the_process_and_thaw_resumes_it() {
     if !is_v1_host() {
         return;
     }
-    let mut cg = TestCgroup::new("freeze");
+    let mut cg = test_cgroup("freeze");
     cg.manager.create(None).unwrap();
-    let pid = cg.spawn(
+    let pid = spawn(
+        &mut cg,
         &["sh", "-c", "read line; echo \"$line\"; exec sleep 1000"],
         Stdio::piped(),
     );
@@ -262,7 +237,7 @@ fn memory_hog_is_oom_killed_and_counted() {
     if !is_v1_host() {
         return;
     }
-    let mut cg = TestCgroup::new("oom");
+    let mut cg = test_cgroup("oom");
     let resources = LinuxResourcesBuilder::default()
         .memory(
             LinuxMemoryBuilder::default()
@@ -276,7 +251,8 @@ fn memory_hog_is_oom_killed_and_counted() {
     cg.manager.create(Some(&resources)).unwrap();
     // The shell waits for a line before it starts allocating, so it is inside the
     // cgroup by then; `tail` buffers /dev/zero forever as it never sees a newline.
-    cg.spawn(
+    spawn(
+        &mut cg,
         &["sh", "-c", "read line; exec tail /dev/zero"],
         Stdio::piped(),
     );
@@ -295,13 +271,16 @@ fn memory_hog_is_oom_killed_and_counted() {
 }
 
 fn assert_rejected_without_leftovers(test: &str, resources: LinuxResources, field: &str) {
-    let cg = TestCgroup::new(test);
+    let cg = test_cgroup(test);
     let err = cg.manager.create(Some(&resources)).unwrap_err();
     assert!(err.to_string().starts_with(field), "{err}");
     for controller in [
         "memory", "cpu", "cpuset", "pids", "freezer", "devices", "blkio", "unified",
     ] {
-        assert!(!cg.dir(controller).exists(), "{controller} dir left behind");
+        assert!(
+            !dir(&cg, controller).exists(),
+            "{controller} dir left behind"
+        );
     }
 }
 
@@ -351,10 +330,11 @@ fn limit_below_usage_is_refused_on_update() {
     if !is_v1_host() {
         return;
     }
-    let mut cg = TestCgroup::new("below-usage");
+    let mut cg = test_cgroup("below-usage");
     cg.manager.create(None).unwrap();
     // A process that has touched some memory, then sleeps.
-    cg.spawn(
+    spawn(
+        &mut cg,
         &[
             "sh",
             "-c",
@@ -456,11 +436,11 @@ fn pids_include_nested_cgroups_and_destroy_removes_them() {
     if !is_v1_host() {
         return;
     }
-    let mut cg = TestCgroup::new("nested");
+    let mut cg = test_cgroup("nested");
     cg.manager.create(None).unwrap();
-    let outer = cg.spawn(&["sleep", "1000"], Stdio::null());
+    let outer = spawn(&mut cg, &["sleep", "1000"], Stdio::null());
     // A container that makes a cgroup of its own below ours.
-    let nested = cg.dir("pids").join("inner");
+    let nested = dir(&cg, "pids").join("inner");
     std::fs::create_dir(&nested).unwrap();
     let inner_child = Command::new("sleep").arg("1000").spawn().unwrap();
     let inner = inner_child.id() as i32;
@@ -471,13 +451,9 @@ fn pids_include_nested_cgroups_and_destroy_removes_them() {
     let mut expected = vec![outer, inner];
     expected.sort();
     assert_eq!(pids, expected);
-    for child in &mut cg.children {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    cg.children.clear();
+    cg.kill_children();
     cg.manager.destroy().unwrap();
-    assert!(!cg.dir("pids").exists());
+    assert!(!dir(&cg, "pids").exists());
 }
 
 #[test]
@@ -499,7 +475,7 @@ fn device_rules_are_enforced_and_updated() {
         let out = child.wait_with_output().unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let mut cg = TestCgroup::new("devices");
+    let mut cg = test_cgroup("devices");
     cg.manager.create(None).unwrap();
     assert_eq!(run(&mut cg), "open-denied");
     let allow_loop = LinuxResourcesBuilder::default()
@@ -523,7 +499,7 @@ fn hugepage_limits_are_applied_and_reported() {
     if !is_v1_host() || !Path::new("/sys/fs/cgroup/hugetlb/hugetlb.2MB.limit_in_bytes").exists() {
         return;
     }
-    let mut cg = TestCgroup::new("hugetlb");
+    let mut cg = test_cgroup("hugetlb");
     let resources = LinuxResourcesBuilder::default()
         .hugepage_limits(vec![
             LinuxHugepageLimitBuilder::default()
@@ -535,9 +511,9 @@ fn hugepage_limits_are_applied_and_reported() {
         .build()
         .unwrap();
     cg.manager.create(Some(&resources)).unwrap();
-    cg.spawn(&["sleep", "1000"], Stdio::null());
+    spawn(&mut cg, &["sleep", "1000"], Stdio::null());
     assert_eq!(
-        cg.read("hugetlb", "hugetlb.2MB.limit_in_bytes"),
+        read(&cg, "hugetlb", "hugetlb.2MB.limit_in_bytes"),
         (4u64 << 20).to_string()
     );
     let stats = cg.manager.stats().unwrap();

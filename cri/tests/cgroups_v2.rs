@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use berth_cri::oci::cgroups::{CgroupManager, V2Manager};
 use oci_spec::runtime::{
@@ -24,58 +24,34 @@ fn cgroup2_mount() -> Option<PathBuf> {
     })
 }
 
-/// A parent cgroup for one test, and the manager for a child of it. Kills what runs in
-/// the child and removes both directories on drop.
-struct TestCgroup {
-    parent: PathBuf,
-    manager: V2Manager,
-    children: Vec<Child>,
+mod cgroups_common;
+
+type TestCgroup = cgroups_common::TestCgroup<V2Manager>;
+
+/// The manager for a child of a parent cgroup made for one test; both are removed on
+/// drop after what runs in the child is killed.
+fn test_cgroup(test: &str) -> Option<TestCgroup> {
+    let parent = cgroup2_mount()?.join(format!("berth-test-v2-{test}-{}", std::process::id()));
+    std::fs::create_dir(&parent).unwrap();
+    Some(TestCgroup::new(
+        V2Manager::new(&parent, "ctr"),
+        vec![parent],
+    ))
 }
 
-impl TestCgroup {
-    fn new(test: &str) -> Option<Self> {
-        let parent = cgroup2_mount()?.join(format!("berth-test-v2-{test}-{}", std::process::id()));
-        std::fs::create_dir(&parent).unwrap();
-        let manager = V2Manager::new(&parent, "ctr");
-        Some(TestCgroup {
-            parent,
-            manager,
-            children: Vec::new(),
-        })
-    }
-
-    fn spawn_waiting(&mut self, script: &str) -> i32 {
-        let child = Command::new("sh")
+/// Starts `sh -c` in the cgroup; the script runs once a line arrives on its stdin.
+fn spawn_waiting(cg: &mut TestCgroup, script: &str) -> i32 {
+    cg.spawn(
+        Command::new("sh")
             .args(["-c", &format!("read line; {script}")])
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let pid = child.id() as i32;
-        self.children.push(child);
-        self.manager.add_process(pid).unwrap();
-        pid
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        let _ = self.manager.thaw();
-        for pid in self.manager.pids().unwrap_or_default() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = self.manager.destroy();
-        let _ = std::fs::remove_dir(&self.parent);
-    }
+            .stdout(Stdio::piped()),
+    )
 }
 
 /// Runs `sh -c` in the cgroup and returns what it printed.
 fn run_in(cg: &mut TestCgroup, script: &str) -> String {
-    cg.spawn_waiting(script);
+    spawn_waiting(cg, script);
     let child = cg.children.last_mut().unwrap();
     child.stdin.take().unwrap().write_all(b"go\n").unwrap();
     let mut out = String::new();
@@ -104,7 +80,7 @@ fn device_program_enforces_the_rules_and_update_replaces_it() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "open-ok");
 
-    let Some(mut cg) = TestCgroup::new("devices") else {
+    let Some(mut cg) = test_cgroup("devices") else {
         return;
     };
     cg.manager.create(None).unwrap();
@@ -136,11 +112,11 @@ fn device_program_enforces_the_rules_and_update_replaces_it() {
 
 #[test]
 fn freeze_thaw_pids_stats_and_destroy() {
-    let Some(mut cg) = TestCgroup::new("freeze") else {
+    let Some(mut cg) = test_cgroup("freeze") else {
         return;
     };
     cg.manager.create(None).unwrap();
-    let pid = cg.spawn_waiting("echo \"$line\"; exec sleep 1000");
+    let pid = spawn_waiting(&mut cg, "echo \"$line\"; exec sleep 1000");
     assert_eq!(cg.manager.pids().unwrap(), vec![pid]);
     cg.manager.freeze().unwrap();
     assert!(cg.manager.is_frozen().unwrap());
@@ -162,11 +138,7 @@ fn freeze_thaw_pids_stats_and_destroy() {
         stats.pids.current, 0,
         "no pids controller here, nothing reported"
     );
-    for child in &mut cg.children {
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-    cg.children.clear();
+    cg.kill_children();
     cg.manager.destroy().unwrap();
     assert!(!cg.manager.dir().exists());
     cg.manager.destroy().unwrap();
@@ -174,11 +146,12 @@ fn freeze_thaw_pids_stats_and_destroy() {
 
 #[test]
 fn missing_controller_names_the_field_and_leaves_nothing() {
-    let Some(cg) = TestCgroup::new("missing") else {
+    let Some(cg) = test_cgroup("missing") else {
         return;
     };
-    if Path::new(&cg.parent).join("cgroup.controllers").exists()
-        && std::fs::read_to_string(cg.parent.join("cgroup.controllers"))
+    let parent = &cg.scaffolding[0];
+    if parent.join("cgroup.controllers").exists()
+        && std::fs::read_to_string(parent.join("cgroup.controllers"))
             .unwrap()
             .contains("memory")
     {
