@@ -187,13 +187,17 @@ fn writable_layer_grows_after_writing_a_file() -> anyhow::Result<()> {
         )
         .await?;
         env.exec_ok(&id, &["sync"]).await?;
-        let stats = container_stats(&env, &id).await?;
-        let (bytes_after, inodes_after) = layer_bytes(&stats);
-        assert!(
-            bytes_after >= bytes_before + 8 * MIB,
-            "writable layer {bytes_before} -> {bytes_after}: {:?}",
-            stats.writable_layer
-        );
+        // containerd refreshes its layer usage in the background: wait for it.
+        let stats = eventually("the writable layer to grow by 8 MiB", || {
+            let env = &env;
+            let id = id.clone();
+            async move {
+                let stats = container_stats(env, &id).await?;
+                Ok((layer_bytes(&stats).0 >= bytes_before + 8 * MIB).then_some(stats))
+            }
+        })
+        .await?;
+        let (_, inodes_after) = layer_bytes(&stats);
         assert!(
             inodes_after > inodes_before,
             "{inodes_before} -> {inodes_after}"
@@ -313,14 +317,23 @@ fn pod_stats_report_cgroup_network_processes_and_containers() -> anyhow::Result<
             "{:?}",
             linux.memory
         );
-        // pause and sleep at least.
+        // berth counts the pod cgroup's processes (pause and sleep at least);
+        // containerd 1.6 counts those of the pause task only.
         let processes = value(&linux.process.as_ref().expect("process stats").process_count);
-        assert!(processes >= 2, "{processes} processes");
+        let minimum = if env.kind() == EndpointKind::Berth {
+            2
+        } else {
+            1
+        };
+        assert!(processes >= minimum, "{processes} processes");
         let network = linux.network.expect("network stats");
         let eth0 = network.default_interface.expect("default interface");
         assert_eq!(eth0.name, "eth0");
         assert!(value(&eth0.tx_bytes) > 0, "{eth0:?}");
-        assert!(network.interfaces.iter().any(|i| i.name == "eth0"));
+        // containerd 1.6 fills in the default interface only.
+        if env.kind() == EndpointKind::Berth {
+            assert!(network.interfaces.iter().any(|i| i.name == "eth0"));
+        }
         let containers: Vec<String> = linux
             .containers
             .iter()
