@@ -133,7 +133,7 @@ fn working_set_covers_memory_a_container_holds() -> anyhow::Result<()> {
         let attributes = stats.attributes.clone().expect("attributes");
         assert_eq!(attributes.id, id);
         assert_eq!(attributes.metadata.expect("metadata").name, "holder");
-        let memory = stats.memory.clone().expect("memory stats");
+        let memory = stats.memory.expect("memory stats");
         let working_set = value(&memory.working_set_bytes);
         assert!(
             working_set >= 32 * MIB,
