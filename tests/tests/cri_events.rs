@@ -6,8 +6,9 @@
 use std::time::Duration;
 
 use berth_proto::runtime::v1::{
-    ContainerEventResponse, ContainerEventType, ContainerState, GetEventsRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest, StopPodSandboxRequest,
+    ContainerEventResponse, ContainerEventType, ContainerState, GetEventsRequest, PodSandboxState,
+    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use berth_tests::cri::{self, CriEnv};
 use futures_util::StreamExt;
@@ -184,10 +185,46 @@ fn sandbox_lifecycle_events_use_the_sandbox_id() -> anyhow::Result<()> {
         );
         let ready = events[1].pod_sandbox_status.as_ref().expect("pod status");
         assert_eq!(ready.id, pod);
+        assert_eq!(ready.state, PodSandboxState::SandboxReady as i32);
+        Ok(())
+    })
+}
+
+#[test]
+fn a_sandbox_whose_pause_dies_emits_stopped() -> anyhow::Result<()> {
+    cri::run(|mut env| async move {
+        let Some(mut stream) = subscribe(&mut env).await? else {
+            return Ok(());
+        };
+        let config = env.pod_config("pause-dies");
+        let pod = env.run_pod(&config).await?;
+        let info = env
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: true,
+            })
+            .await?
+            .into_inner()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(&info["info"])?;
+        let pid = info["pid"].as_i64().expect("pause pid") as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )?;
+        let events =
+            events_of(&mut stream, &pod, ContainerEventType::ContainerStoppedEvent).await?;
         assert_eq!(
-            ready.state,
-            berth_proto::runtime::v1::PodSandboxState::SandboxReady as i32
+            kinds(&events),
+            [
+                ContainerEventType::ContainerCreatedEvent,
+                ContainerEventType::ContainerStartedEvent,
+                ContainerEventType::ContainerStoppedEvent,
+            ]
         );
+        let status = events[2].pod_sandbox_status.as_ref().expect("pod status");
+        assert_eq!(status.state, PodSandboxState::SandboxNotready as i32);
         Ok(())
     })
 }

@@ -7,6 +7,7 @@
 //! subscriber that falls behind by more than the channel holds loses the
 //! oldest events (logged) instead of slowing the daemon down.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use berth_proto::runtime::v1 as cri;
@@ -16,7 +17,7 @@ use tonic::Status;
 
 use super::daemon::Daemon;
 use super::status::now_nanos;
-use crate::store::ContainerPhase;
+use crate::store::{ContainerPhase, SandboxState};
 use crate::supervisor::protocol::exit_file;
 
 /// Events a subscriber may lag behind before it loses some.
@@ -94,15 +95,18 @@ impl Daemon {
         });
     }
 
-    /// Notices containers that exit on their own: the pod supervisor
-    /// records each exit in `<supervisor dir>/<id>.exit`; a running
-    /// container with such a file is refreshed, which records the exit and
-    /// emits STOPPED. Runs until the daemon is dropped.
+    /// Notices containers and sandboxes that end on their own. The pod
+    /// supervisor records each container exit in `<supervisor dir>/<id>.exit`;
+    /// a running container with such a file is refreshed, which records the
+    /// exit and emits STOPPED. A ready sandbox whose pause process died gets
+    /// STOPPED once. Runs until the daemon is dropped.
     pub async fn watch_exits(self: std::sync::Arc<Self>) {
         let daemon = std::sync::Arc::downgrade(&self);
         drop(self);
         let mut tick = tokio::time::interval(EXIT_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Ready sandboxes whose pause is already announced dead.
+        let mut dead_pauses = HashSet::new();
         loop {
             tick.tick().await;
             let Some(daemon) = daemon.upgrade() else {
@@ -115,6 +119,20 @@ impl Daemon {
                     daemon.refresh(record).await;
                 }
             }
+            let dead: HashSet<String> = daemon
+                .sandboxes
+                .list()
+                .into_iter()
+                .filter(|r| {
+                    r.state == SandboxState::Ready
+                        && Self::observed_state(r) != cri::PodSandboxState::SandboxReady
+                })
+                .map(|r| r.id)
+                .collect();
+            for id in dead.difference(&dead_pauses) {
+                daemon.emit_event(id, id, EventType::ContainerStoppedEvent);
+            }
+            dead_pauses = dead;
         }
     }
 }

@@ -258,6 +258,9 @@ impl Daemon {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(store_status(e)),
         };
+        // STOPPED is announced when pause goes from alive to dead; the exit
+        // watcher announces a pause that died on its own.
+        let was_running = Self::observed_state(&record) == cri::PodSandboxState::SandboxReady;
         self.stop_sandbox_containers(&record.id).await?;
         if let (Some(pid), Some(started)) = (record.pause_pid, record.pause_start_time) {
             tokio::task::spawn_blocking(move || {
@@ -292,7 +295,7 @@ impl Daemon {
             })
             .map_err(store_status)?;
         tracing::info!(sandbox = %record.id, "pod sandbox stopped");
-        if record.state == SandboxState::Ready {
+        if was_running {
             self.emit_event(&record.id, &record.id, EventType::ContainerStoppedEvent);
         }
         Ok(())
