@@ -8,6 +8,7 @@
 //! oldest events (logged) instead of slowing the daemon down.
 
 use std::collections::HashSet;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use berth_proto::runtime::v1 as cri;
@@ -32,12 +33,16 @@ pub use cri::ContainerEventType as EventType;
 #[derive(Debug)]
 pub struct EventBus {
     sender: broadcast::Sender<cri::ContainerEventResponse>,
+    /// Sandboxes whose STOPPED went out (until DELETED): StopPodSandbox and
+    /// the exit watcher may both see a pause die.
+    stopped_sandboxes: Mutex<HashSet<String>>,
 }
 
 impl Default for EventBus {
     fn default() -> Self {
         EventBus {
             sender: broadcast::channel(CAPACITY).0,
+            stopped_sandboxes: Mutex::default(),
         }
     }
 }
@@ -58,6 +63,21 @@ impl EventBus {
             }
         })
         .boxed()
+    }
+
+    /// Whether sandbox `id` is stopping for the first time (and records it).
+    fn first_stop(&self, id: &str) -> bool {
+        self.stopped_sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string())
+    }
+
+    fn forget_sandbox(&self, id: &str) {
+        self.stopped_sandboxes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     fn publish(&self, event: cri::ContainerEventResponse) {
@@ -86,6 +106,9 @@ impl Daemon {
             .map(Self::to_cri_status)
             .collect();
         tracing::debug!(id, sandbox = sandbox_id, ?kind, "container event");
+        if id == sandbox_id && kind == EventType::ContainerDeletedEvent {
+            self.events.forget_sandbox(id);
+        }
         self.events.publish(cri::ContainerEventResponse {
             container_id: id.to_string(),
             container_event_type: kind as i32,
@@ -93,6 +116,13 @@ impl Daemon {
             pod_sandbox_status,
             containers_statuses,
         });
+    }
+
+    /// Announces that sandbox `id` stopped, once.
+    pub fn emit_sandbox_stopped(&self, id: &str) {
+        if self.events.first_stop(id) {
+            self.emit_event(id, id, EventType::ContainerStoppedEvent);
+        }
     }
 
     /// Notices containers and sandboxes that end on their own. The pod
@@ -105,8 +135,6 @@ impl Daemon {
         drop(self);
         let mut tick = tokio::time::interval(EXIT_POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Ready sandboxes whose pause is already announced dead.
-        let mut dead_pauses = HashSet::new();
         loop {
             tick.tick().await;
             let Some(daemon) = daemon.upgrade() else {
@@ -119,20 +147,13 @@ impl Daemon {
                     daemon.refresh(record).await;
                 }
             }
-            let dead: HashSet<String> = daemon
-                .sandboxes
-                .list()
-                .into_iter()
-                .filter(|r| {
-                    r.state == SandboxState::Ready
-                        && Self::observed_state(r) != cri::PodSandboxState::SandboxReady
-                })
-                .map(|r| r.id)
-                .collect();
-            for id in dead.difference(&dead_pauses) {
-                daemon.emit_event(id, id, EventType::ContainerStoppedEvent);
+            for record in daemon.sandboxes.list() {
+                if record.state == SandboxState::Ready
+                    && Self::observed_state(&record) != cri::PodSandboxState::SandboxReady
+                {
+                    daemon.emit_sandbox_stopped(&record.id);
+                }
             }
-            dead_pauses = dead;
         }
     }
 }
@@ -167,6 +188,15 @@ mod tests {
         }
         // The 10 oldest were dropped; the rest arrive in order.
         assert_eq!(stream.next().await.unwrap().unwrap().container_id, "10");
+    }
+
+    #[test]
+    fn a_sandbox_stops_once_until_it_is_deleted() {
+        let bus = EventBus::default();
+        assert!(bus.first_stop("s"));
+        assert!(!bus.first_stop("s"));
+        bus.forget_sandbox("s");
+        assert!(bus.first_stop("s"));
     }
 
     #[test]

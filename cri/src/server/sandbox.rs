@@ -296,7 +296,7 @@ impl Daemon {
             .map_err(store_status)?;
         tracing::info!(sandbox = %record.id, "pod sandbox stopped");
         if was_running {
-            self.emit_event(&record.id, &record.id, EventType::ContainerStoppedEvent);
+            self.emit_sandbox_stopped(&record.id);
         }
         Ok(())
     }
