@@ -47,6 +47,40 @@ pub struct FsUsage {
     pub inodes_used: u64,
 }
 
+impl FsUsage {
+    /// Bytes (allocated blocks) and inodes of the files below `root`, hardlinked
+    /// files counted once; symlinks are not followed.
+    pub fn of_tree(root: &Path) -> Result<FsUsage> {
+        let mut seen = HashSet::new();
+        let mut usage = FsUsage {
+            mountpoint: root.to_path_buf(),
+            used_bytes: 0,
+            inodes_used: 0,
+        };
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(e) => e,
+                // Removed concurrently (a gc or a finished unpack): nothing to count.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(ImageError::io(dir)(e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(ImageError::io(&dir))?;
+                let Ok(meta) = entry.metadata() else { continue };
+                if seen.insert((meta.dev(), meta.ino())) {
+                    usage.used_bytes += meta.blocks() * 512;
+                    usage.inodes_used += 1;
+                }
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                }
+            }
+        }
+        Ok(usage)
+    }
+}
+
 /// What a garbage collection removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GcReport {
@@ -254,33 +288,7 @@ impl ImageStore {
 
     /// Bytes and inodes the store uses on disk (hardlinked files counted once).
     pub fn fs_usage(&self) -> Result<FsUsage> {
-        let mut seen = HashSet::new();
-        let mut usage = FsUsage {
-            mountpoint: self.inner.root.clone(),
-            used_bytes: 0,
-            inodes_used: 0,
-        };
-        let mut stack = vec![self.inner.root.clone()];
-        while let Some(dir) = stack.pop() {
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(e) => e,
-                // Removed concurrently (a gc or a finished unpack): nothing to count.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(ImageError::io(dir)(e)),
-            };
-            for entry in entries {
-                let entry = entry.map_err(ImageError::io(&dir))?;
-                let Ok(meta) = entry.metadata() else { continue };
-                if seen.insert((meta.dev(), meta.ino())) {
-                    usage.used_bytes += meta.blocks() * 512;
-                    usage.inodes_used += 1;
-                }
-                if meta.is_dir() {
-                    stack.push(entry.path());
-                }
-            }
-        }
-        Ok(usage)
+        FsUsage::of_tree(&self.inner.root)
     }
 
     /// Removes blobs and layers no image record refers to, and staging leftovers.

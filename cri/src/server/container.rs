@@ -9,6 +9,7 @@ use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
 use super::daemon::Daemon;
+use super::events::EventType;
 use super::sandbox::store_status;
 use super::status::{image_status, now_nanos, present, required};
 use crate::container::spec::{self, ImageDefaults, SandboxContext, SpecInputs};
@@ -226,7 +227,10 @@ impl Daemon {
         }
         .await;
         match result {
-            Ok(()) => Ok(cri::CreateContainerResponse { container_id: id }),
+            Ok(()) => {
+                self.emit_event(&id, &sandbox.id, EventType::ContainerCreatedEvent);
+                Ok(cri::CreateContainerResponse { container_id: id })
+            }
             Err(status) => {
                 // The supervisor may hold a half-made container: delete it there too.
                 let _ = call(
@@ -268,6 +272,11 @@ impl Daemon {
                         r.started_at = response.started_at.unwrap_or_else(now_nanos);
                     })
                     .map_err(store_status)?;
+                self.emit_event(
+                    &record.id,
+                    &record.sandbox_id,
+                    EventType::ContainerStartedEvent,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -326,8 +335,11 @@ impl Daemon {
         let Some(exit) = exit else {
             return record;
         };
-        self.containers
+        let mut stopped_now = false;
+        let updated = self
+            .containers
             .update(&record.id, |r| {
+                stopped_now = r.phase != ContainerPhase::Exited;
                 r.phase = ContainerPhase::Exited;
                 r.exit_code = exit.code;
                 r.finished_at = exit.finished_at;
@@ -340,7 +352,15 @@ impl Daemon {
                 }
                 .into();
             })
-            .unwrap_or(record)
+            .unwrap_or(record);
+        if stopped_now {
+            self.emit_event(
+                &updated.id,
+                &updated.sandbox_id,
+                EventType::ContainerStoppedEvent,
+            );
+        }
+        updated
     }
 
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<(), Status> {
@@ -413,7 +433,13 @@ impl Daemon {
             Err(e) => return Err(supervisor_status(e)),
         }
         unmount_and_remove(self, &record)?;
-        self.containers.delete(&record.id).map_err(store_status)
+        self.containers.delete(&record.id).map_err(store_status)?;
+        self.emit_event(
+            &record.id,
+            &record.sandbox_id,
+            EventType::ContainerDeletedEvent,
+        );
+        Ok(())
     }
 
     /// Applies new resources to a created or running container's cgroup
@@ -473,7 +499,7 @@ impl Daemon {
         .map_err(supervisor_status)
     }
 
-    fn to_cri_status(record: &ContainerRecord) -> cri::ContainerStatus {
+    pub(super) fn to_cri_status(record: &ContainerRecord) -> cri::ContainerStatus {
         let config = &record.config;
         cri::ContainerStatus {
             id: record.id.clone(),

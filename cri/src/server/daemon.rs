@@ -3,6 +3,8 @@
 
 use std::sync::Mutex;
 
+use super::events::EventBus;
+use super::stats::CpuSampler;
 use crate::config::Config;
 use crate::image::{ImageStore, Snapshotter, StoreOptions};
 use crate::network::{CniManager, CniSettings};
@@ -19,6 +21,10 @@ pub struct Daemon {
     pub snapshots: Snapshotter,
     /// The pod CIDR last given by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
+    /// Container and sandbox lifecycle events (GetContainerEvents).
+    pub events: EventBus,
+    /// The previous CPU reading of each container and pod, for usage_nano_cores.
+    pub cpu_samples: CpuSampler,
 }
 
 impl Daemon {
@@ -50,6 +56,8 @@ impl Daemon {
             containers,
             snapshots,
             pod_cidr: Mutex::default(),
+            events: EventBus::default(),
+            cpu_samples: CpuSampler::default(),
             config,
         })
     }

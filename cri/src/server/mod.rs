@@ -1,12 +1,17 @@
 //! The gRPC side of berth-cri: RuntimeService and ImageService over the
 //! daemon's shared stores, served on a unix socket.
 
+mod checkpoint;
 mod container;
 mod daemon;
+mod events;
 mod exec;
 mod image;
+mod metrics;
+mod pod_resources;
 mod runtime;
 mod sandbox;
+mod stats;
 mod status;
 
 use std::future::Future;
@@ -30,6 +35,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     }
     let listen = config.listen.clone();
     let daemon = Arc::new(Daemon::open(config)?);
+    tokio::spawn(daemon.clone().watch_exits());
     let router = tonic::transport::Server::builder()
         .add_service(berth_proto::runtime_server(RuntimeServer::new(
             daemon.clone(),

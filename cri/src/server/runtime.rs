@@ -27,6 +27,17 @@ impl RuntimeServer {
     pub fn new(daemon: Arc<Daemon>) -> Self {
         RuntimeServer { daemon }
     }
+
+    /// Runs `work` (cgroup and filesystem reads) off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Daemon) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let daemon = self.daemon.clone();
+        tokio::task::spawn_blocking(move || work(&daemon))
+            .await
+            .map_err(|e| Status::internal(format!("stats task: {e}")))
+    }
 }
 
 type Rpc<T> = Result<Response<T>, Status>;
@@ -247,48 +258,86 @@ impl RuntimeService for RuntimeServer {
 
     async fn container_stats(
         &self,
-        _request: Request<cri::ContainerStatsRequest>,
+        request: Request<cri::ContainerStatsRequest>,
     ) -> Rpc<cri::ContainerStatsResponse> {
-        unimplemented("ContainerStats")
+        let id = request.into_inner().container_id;
+        let stats = self
+            .blocking(move |daemon| daemon.container_stats(&id))
+            .await??;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_container_stats(
         &self,
-        _request: Request<cri::ListContainerStatsRequest>,
+        request: Request<cri::ListContainerStatsRequest>,
     ) -> Rpc<cri::ListContainerStatsResponse> {
-        unimplemented("ListContainerStats")
+        let filter = request.into_inner().filter;
+        let stats = self
+            .blocking(move |daemon| daemon.list_container_stats(filter))
+            .await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
     type StreamContainerStatsStream = RpcStream<cri::StreamContainerStatsResponse>;
 
     async fn stream_container_stats(
         &self,
-        _request: Request<cri::StreamContainerStatsRequest>,
+        request: Request<cri::StreamContainerStatsRequest>,
     ) -> Rpc<Self::StreamContainerStatsStream> {
-        unimplemented("StreamContainerStats")
+        let filter = request.into_inner().filter;
+        let stats = self
+            .blocking(move |daemon| daemon.list_container_stats(filter))
+            .await?;
+        let items = stats.into_iter().map(|s| {
+            Ok(cri::StreamContainerStatsResponse {
+                container_stats: vec![s],
+            })
+        });
+        Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
     }
 
     async fn pod_sandbox_stats(
         &self,
-        _request: Request<cri::PodSandboxStatsRequest>,
+        request: Request<cri::PodSandboxStatsRequest>,
     ) -> Rpc<cri::PodSandboxStatsResponse> {
-        unimplemented("PodSandboxStats")
+        let id = request.into_inner().pod_sandbox_id;
+        let stats = self
+            .blocking(move |daemon| daemon.pod_sandbox_stats(&id))
+            .await??;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
     }
 
     async fn list_pod_sandbox_stats(
         &self,
-        _request: Request<cri::ListPodSandboxStatsRequest>,
+        request: Request<cri::ListPodSandboxStatsRequest>,
     ) -> Rpc<cri::ListPodSandboxStatsResponse> {
-        unimplemented("ListPodSandboxStats")
+        let filter = request.into_inner().filter;
+        let stats = self
+            .blocking(move |daemon| daemon.list_pod_sandbox_stats(filter))
+            .await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
     }
 
     type StreamPodSandboxStatsStream = RpcStream<cri::StreamPodSandboxStatsResponse>;
 
     async fn stream_pod_sandbox_stats(
         &self,
-        _request: Request<cri::StreamPodSandboxStatsRequest>,
+        request: Request<cri::StreamPodSandboxStatsRequest>,
     ) -> Rpc<Self::StreamPodSandboxStatsStream> {
-        unimplemented("StreamPodSandboxStats")
+        let filter = request.into_inner().filter;
+        let stats = self
+            .blocking(move |daemon| daemon.list_pod_sandbox_stats(filter))
+            .await?;
+        let items = stats.into_iter().map(|s| {
+            Ok(cri::StreamPodSandboxStatsResponse {
+                pod_sandbox_stats: vec![s],
+            })
+        });
+        Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
     }
 
     async fn update_runtime_config(
@@ -376,9 +425,12 @@ impl RuntimeService for RuntimeServer {
 
     async fn checkpoint_container(
         &self,
-        _request: Request<cri::CheckpointContainerRequest>,
+        request: Request<cri::CheckpointContainerRequest>,
     ) -> Rpc<cri::CheckpointContainerResponse> {
-        unimplemented("CheckpointContainer")
+        self.daemon
+            .checkpoint_container(request.into_inner())
+            .await?;
+        Ok(Response::new(cri::CheckpointContainerResponse {}))
     }
 
     type GetContainerEventsStream = RpcStream<cri::ContainerEventResponse>;
@@ -387,21 +439,28 @@ impl RuntimeService for RuntimeServer {
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Rpc<Self::GetContainerEventsStream> {
-        unimplemented("GetContainerEvents")
+        Ok(Response::new(self.daemon.events.subscribe()))
     }
 
     async fn list_metric_descriptors(
         &self,
         _request: Request<cri::ListMetricDescriptorsRequest>,
     ) -> Rpc<cri::ListMetricDescriptorsResponse> {
-        unimplemented("ListMetricDescriptors")
+        Ok(Response::new(cri::ListMetricDescriptorsResponse {
+            descriptors: super::metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<cri::ListPodSandboxMetricsRequest>,
     ) -> Rpc<cri::ListPodSandboxMetricsResponse> {
-        unimplemented("ListPodSandboxMetrics")
+        let pod_metrics = self
+            .blocking(|daemon| daemon.list_pod_sandbox_metrics())
+            .await?;
+        Ok(Response::new(cri::ListPodSandboxMetricsResponse {
+            pod_metrics,
+        }))
     }
 
     type StreamPodSandboxMetricsStream = RpcStream<cri::StreamPodSandboxMetricsResponse>;
@@ -410,7 +469,15 @@ impl RuntimeService for RuntimeServer {
         &self,
         _request: Request<cri::StreamPodSandboxMetricsRequest>,
     ) -> Rpc<Self::StreamPodSandboxMetricsStream> {
-        unimplemented("StreamPodSandboxMetrics")
+        let metrics = self
+            .blocking(|daemon| daemon.list_pod_sandbox_metrics())
+            .await?;
+        let items = metrics.into_iter().map(|m| {
+            Ok(cri::StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics: vec![m],
+            })
+        });
+        Ok(Response::new(Box::pin(futures_util::stream::iter(items))))
     }
 
     async fn runtime_config(
@@ -430,8 +497,11 @@ impl RuntimeService for RuntimeServer {
 
     async fn update_pod_sandbox_resources(
         &self,
-        _request: Request<cri::UpdatePodSandboxResourcesRequest>,
+        request: Request<cri::UpdatePodSandboxResourcesRequest>,
     ) -> Rpc<cri::UpdatePodSandboxResourcesResponse> {
-        unimplemented("UpdatePodSandboxResources")
+        let request = request.into_inner();
+        self.blocking(move |daemon| daemon.update_pod_sandbox_resources(request))
+            .await??;
+        Ok(Response::new(cri::UpdatePodSandboxResourcesResponse {}))
     }
 }

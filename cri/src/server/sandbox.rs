@@ -9,8 +9,10 @@ use berth_proto::runtime::v1 as cri;
 use tonic::Status;
 
 use super::daemon::Daemon;
+use super::events::EventType;
 use super::status::{now_nanos, present, required};
 use crate::network::{CniError, PodNetwork};
+use crate::sandbox::cgroup::PodCgroups;
 use crate::sandbox::files::SandboxFiles;
 use crate::sandbox::pause::{SandboxNamespaces, spawn_pause};
 use crate::sandbox::{netns, process, sysctl};
@@ -24,6 +26,7 @@ struct Rollback {
     netns: Option<PathBuf>,
     network: Option<PodNetwork>,
     pause: Option<(i32, u64)>,
+    cgroups: Option<PodCgroups>,
 }
 
 impl Rollback {
@@ -33,6 +36,11 @@ impl Rollback {
                 process::kill_and_wait(pid, started, Duration::from_secs(10))
             })
             .await;
+        }
+        if let Some(cgroups) = &self.cgroups
+            && let Err(e) = cgroups.remove()
+        {
+            tracing::warn!("rollback of the sandbox cgroup: {e}");
         }
         if let Some(pod) = &self.network
             && let Err(e) = daemon.cni.teardown(pod).await
@@ -139,7 +147,11 @@ impl Daemon {
             .make_sandbox(&id, &name, config, &request.runtime_handler, &mut made)
             .await
         {
-            Ok(()) => Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id }),
+            Ok(()) => {
+                self.emit_event(&id, &id, EventType::ContainerCreatedEvent);
+                self.emit_event(&id, &id, EventType::ContainerStartedEvent);
+                Ok(cri::RunPodSandboxResponse { pod_sandbox_id: id })
+            }
             Err(status) => {
                 made.undo(self).await;
                 Err(status)
@@ -226,6 +238,7 @@ impl Daemon {
         made.pause = Some((pause.pid(), started));
         record.pause_pid = Some(pause.pid());
         record.pause_start_time = Some(started);
+        made.cgroups = self.place_pause(&record, pause.pid())?;
 
         if let Some(linux) = &record.config.linux {
             sysctl::apply(pause.pid(), &linux.sysctls)
@@ -245,6 +258,9 @@ impl Daemon {
             Err(StoreError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(store_status(e)),
         };
+        // STOPPED is announced when pause goes from alive to dead; the exit
+        // watcher announces a pause that died on its own.
+        let was_running = Self::observed_state(&record) == cri::PodSandboxState::SandboxReady;
         self.stop_sandbox_containers(&record.id).await?;
         if let (Some(pid), Some(started)) = (record.pause_pid, record.pause_start_time) {
             tokio::task::spawn_blocking(move || {
@@ -253,6 +269,7 @@ impl Daemon {
             .await
             .map_err(|e| Status::internal(format!("stopping pause process: {e}")))?;
         }
+        self.remove_sandbox_cgroup(&record)?;
         if record.network_attached {
             // The netns may have vanished (a reboot): DEL still runs, without it.
             let live_netns = record.netns.clone().filter(|p| netns::exists(p));
@@ -278,6 +295,9 @@ impl Daemon {
             })
             .map_err(store_status)?;
         tracing::info!(sandbox = %record.id, "pod sandbox stopped");
+        if was_running {
+            self.emit_sandbox_stopped(&record.id);
+        }
         Ok(())
     }
 
@@ -300,11 +320,12 @@ impl Daemon {
             )));
         }
         self.sandboxes.delete(&record.id).map_err(store_status)?;
+        self.emit_event(&record.id, &record.id, EventType::ContainerDeletedEvent);
         Ok(())
     }
 
     /// READY only while the pause process lives.
-    fn observed_state(record: &SandboxRecord) -> cri::PodSandboxState {
+    pub(super) fn observed_state(record: &SandboxRecord) -> cri::PodSandboxState {
         let alive = match (record.pause_pid, record.pause_start_time) {
             (Some(pid), Some(started)) => process::is_alive(pid, started),
             _ => false,
