@@ -1,13 +1,14 @@
 //! What every RPC shares: the configuration and the stores, each the single
 //! owner of its state.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::Config;
 use crate::image::{ImageStore, Snapshotter, StoreOptions};
 use crate::network::{CniManager, CniSettings};
 use crate::sandbox::netns::NetnsDir;
 use crate::store::{ContainerStore, SandboxStore};
+use crate::streaming::StreamingServer;
 
 pub struct Daemon {
     pub config: Config,
@@ -19,6 +20,8 @@ pub struct Daemon {
     pub snapshots: Snapshotter,
     /// The pod CIDR last given by UpdateRuntimeConfig.
     pub pod_cidr: Mutex<String>,
+    /// The exec/attach/port-forward server, set once it listens.
+    pub streaming: OnceLock<StreamingServer>,
 }
 
 impl Daemon {
@@ -50,6 +53,7 @@ impl Daemon {
             containers,
             snapshots,
             pod_cidr: Mutex::default(),
+            streaming: OnceLock::new(),
             config,
         })
     }

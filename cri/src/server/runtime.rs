@@ -230,19 +230,27 @@ impl RuntimeService for RuntimeServer {
             .map(Response::new)
     }
 
-    async fn exec(&self, _request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        self.daemon
+            .exec(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    async fn attach(&self, _request: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        self.daemon
+            .attach(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        unimplemented("PortForward")
+        self.daemon
+            .port_forward(request.into_inner())
+            .map(Response::new)
     }
 
     async fn container_stats(
