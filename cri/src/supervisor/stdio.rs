@@ -144,6 +144,8 @@ impl ContainerIo {
             stderr: stderr && self.pty.is_none(),
         });
         self.process_input(key);
+        // Output that already ended ends the attach at once.
+        self.finish_attachers();
         Ok(())
     }
 
@@ -387,4 +389,163 @@ fn resize(pty: &File, width: u16, height: u16) {
     };
     // SAFETY: TIOCSWINSZ reads a winsize from the pointer.
     unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &size) };
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use nix::poll::{PollFd, PollTimeout, poll};
+    use nix::unistd::pipe;
+
+    use super::*;
+
+    struct Fixture {
+        io: ContainerIo,
+        stdout: Option<File>,
+        stderr: Option<File>,
+        stdin: File,
+        log: std::path::PathBuf,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture(stdin_once: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("0.log");
+        let writer = LogWriter::open(&log, 0).unwrap();
+        let (out_r, out_w) = pipe().unwrap();
+        let (err_r, err_w) = pipe().unwrap();
+        let (in_r, in_w) = pipe().unwrap();
+        let stdio = Stdio {
+            tty: false,
+            stdin: true,
+            stdin_once,
+        };
+        let io = ContainerIo::pipes(writer, out_r, err_r, Some(in_w), stdio).unwrap();
+        set_nonblocking(in_r.as_fd()).unwrap();
+        Fixture {
+            io,
+            stdout: Some(out_w.into()),
+            stderr: Some(err_w.into()),
+            stdin: in_r.into(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// One round of the supervisor's poll loop over this container only.
+    fn pump(io: &mut ContainerIo) {
+        let ready: Vec<(Slot, PollFlags)> = {
+            let interests = io.interests();
+            let mut fds: Vec<PollFd> = interests
+                .iter()
+                .map(|(fd, flags, _)| PollFd::new(*fd, *flags))
+                .collect();
+            poll(&mut fds, PollTimeout::from(100u16)).unwrap();
+            interests
+                .iter()
+                .zip(&fds)
+                .map(|((_, _, slot), fd)| (*slot, fd.revents().unwrap_or(PollFlags::empty())))
+                .filter(|(_, events)| !events.is_empty())
+                .collect()
+        };
+        for (slot, events) in ready.into_iter().rev() {
+            io.ready(slot, events);
+        }
+    }
+
+    fn pump_until(
+        io: &mut ContainerIo,
+        what: &str,
+        mut done: impl FnMut(&mut ContainerIo) -> bool,
+    ) {
+        for _ in 0..200 {
+            if done(io) {
+                return;
+            }
+            pump(io);
+        }
+        panic!("never happened: {what}");
+    }
+
+    /// Everything the client side of an attach received until the supervisor closed it.
+    fn read_frames(mut client: &UnixStream) -> Vec<(u8, Vec<u8>)> {
+        let mut wire = Vec::new();
+        client.read_to_end(&mut wire).unwrap();
+        let mut frames = Vec::new();
+        while let Some(frame) = frame::take(&mut wire).unwrap() {
+            frames.push(frame);
+        }
+        frames
+    }
+
+    fn send(mut client: &UnixStream, kind: u8, payload: &[u8]) {
+        let mut out = Vec::new();
+        frame::encode(kind, payload, &mut out);
+        client.write_all(&out).unwrap();
+    }
+
+    #[test]
+    fn output_reaches_the_log_and_attached_clients_until_it_ends() {
+        let mut f = fixture(false);
+        let (client, server) = UnixStream::pair().unwrap();
+        f.io.attach(server, Vec::new(), false, true, true).unwrap();
+        f.stdout.as_mut().unwrap().write_all(b"out\n").unwrap();
+        f.stderr.as_mut().unwrap().write_all(b"err\n").unwrap();
+        drop((f.stdout.take(), f.stderr.take()));
+        pump_until(&mut f.io, "outputs to end", |io| io.outputs.is_empty());
+        pump_until(&mut f.io, "attach to end", |io| io.attachers.is_empty());
+        let mut frames = read_frames(&client);
+        frames.sort();
+        assert_eq!(
+            frames,
+            [
+                (frame::STDOUT, b"out\n".to_vec()),
+                (frame::STDERR, b"err\n".to_vec())
+            ]
+        );
+        let log = std::fs::read_to_string(&f.log).unwrap();
+        assert!(
+            log.contains(" stdout F out\n") && log.contains(" stderr F err\n"),
+            "{log}"
+        );
+    }
+
+    fn read_stdin(f: &mut Fixture) -> Option<Vec<u8>> {
+        let mut got = vec![0u8; 64];
+        match f.stdin.read(&mut got) {
+            Ok(n) => Some(got[..n].to_vec()),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn stdin_once_closes_the_containers_stdin_when_the_client_closes_it() {
+        let mut f = fixture(true);
+        let (client, server) = UnixStream::pair().unwrap();
+        f.io.attach(server, Vec::new(), true, true, false).unwrap();
+        send(&client, frame::STDIN, b"typed");
+        send(&client, frame::STDIN_CLOSE, &[]);
+        pump_until(&mut f.io, "stdin to be written and closed", |io| {
+            io.stdin.is_none()
+        });
+        assert_eq!(read_stdin(&mut f), Some(b"typed".to_vec()));
+        // The write end is gone: the container reads EOF.
+        assert_eq!(read_stdin(&mut f), Some(Vec::new()));
+    }
+
+    #[test]
+    fn without_stdin_once_stdin_outlives_the_attach() {
+        let mut f = fixture(false);
+        let (client, server) = UnixStream::pair().unwrap();
+        f.io.attach(server, Vec::new(), true, true, false).unwrap();
+        send(&client, frame::STDIN, b"one");
+        send(&client, frame::STDIN_CLOSE, &[]);
+        drop(client);
+        pump_until(&mut f.io, "the client to go", |io| io.attachers.is_empty());
+        assert!(f.io.stdin.is_some());
+        assert_eq!(read_stdin(&mut f), Some(b"one".to_vec()));
+        assert_eq!(read_stdin(&mut f), None, "stdin must stay open");
+    }
 }
