@@ -523,3 +523,32 @@ fn streaming_requests_are_checked_and_urls_work_once() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[test]
+fn attach_works_after_a_daemon_restart() -> anyhow::Result<()> {
+    cri::run(|mut env| async move {
+        if env.kind() != cri::EndpointKind::Berth {
+            eprintln!("SKIP: restart with running pods is a berth-cri guarantee");
+            return Ok(());
+        }
+        let script = "while read line; do echo \"got $line\"; done";
+        let config = interactive(&env, "restart", script, false, false);
+        let (_, _, id) = env.pod_with_container("attach-restart", config).await?;
+        // The pod supervisor, not the daemon, holds the container's stdin.
+        env.daemon.kill()?;
+        env.daemon.restart().await?;
+        let channel = env.daemon.connect().await?;
+        env.runtime = berth_proto::runtime_client(channel);
+        let url = attach_url(&mut env, &id, true, false).await?;
+        let (client, _) = spdy::connect(&url, &[SPDY_V4], false).await?;
+        let mut streams = open_command_streams(&client, true, true, false).await;
+        streams
+            .stdin
+            .as_ref()
+            .expect("stdin")
+            .write(b"after\n")
+            .await;
+        streams.stdout.read_until("got after").await?;
+        Ok(())
+    })
+}
