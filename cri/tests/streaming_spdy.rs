@@ -6,46 +6,13 @@ use std::time::Duration;
 
 use berth_cri::streaming::{AttachRequest, Status, StreamingConfig, StreamingServer};
 use streaming_support::backend::process_ended;
-use streaming_support::spdy_client::{ClientStream, SpdyClient, connect};
+use streaming_support::spdy_client::{
+    ClientStream, CommandStreams as Streams, SpdyClient, connect,
+    open_command_streams as open_streams,
+};
 use streaming_support::*;
 
 const V4: &str = "v4.channel.k8s.io";
-
-/// Opens the streams like kubectl: error first, then stdin, stdout, stderr, resize.
-struct Streams {
-    error: ClientStream,
-    stdin: Option<ClientStream>,
-    stdout: ClientStream,
-    stderr: Option<ClientStream>,
-    resize: Option<ClientStream>,
-}
-
-async fn open_streams(client: &SpdyClient, stdin: bool, stderr: bool, resize: bool) -> Streams {
-    let mut error = client.open(&[("streamType", "error")]);
-    let mut stdin = stdin.then(|| client.open(&[("streamType", "stdin")]));
-    let mut stdout = client.open(&[("streamType", "stdout")]);
-    let mut stderr = stderr.then(|| client.open(&[("streamType", "stderr")]));
-    let mut resize = resize.then(|| client.open(&[("streamType", "resize")]));
-    error.expect_reply().await;
-    for stream in [
-        stdin.as_mut(),
-        Some(&mut stdout),
-        stderr.as_mut(),
-        resize.as_mut(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        stream.expect_reply().await;
-    }
-    Streams {
-        error,
-        stdin,
-        stdout,
-        stderr,
-        resize,
-    }
-}
 
 /// An exec of `cmd` over SPDY v4, its streams opened like kubectl's (a
 /// terminal also gets the resize stream).

@@ -67,9 +67,23 @@ pub struct Flags {
     /// IP the exec/attach/port-forward streaming server listens on [default: 127.0.0.1].
     #[arg(long, value_name = "IP")]
     pub stream_address: Option<std::net::IpAddr>,
-    /// Port of the streaming server; 0 picks a free one [default: 10010].
+    /// Port of the streaming server; 0 picks a free one [default: 0].
     #[arg(long, value_name = "PORT")]
     pub stream_port: Option<u16>,
+    /// Serve the streaming endpoints over HTTPS (containerd's `enable_tls_streaming`);
+    /// without --stream-tls-cert-file/--stream-tls-key-file a self-signed certificate.
+    #[arg(long)]
+    pub enable_tls_streaming: bool,
+    /// PEM certificate chain of the streaming server (with --stream-tls-key-file).
+    #[arg(long, value_name = "FILE")]
+    pub stream_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the streaming server (with --stream-tls-cert-file).
+    #[arg(long, value_name = "FILE")]
+    pub stream_tls_key_file: Option<PathBuf>,
+    /// Close a streaming connection after this long without traffic, e.g. `4h`,
+    /// `30m`, `90s` [default: 4h].
+    #[arg(long, value_name = "DURATION")]
+    pub stream_idle_timeout: Option<String>,
     /// Log output format [default: text].
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
@@ -94,6 +108,11 @@ struct FileConfig {
     cgroup_driver: Option<CgroupDriver>,
     stream_address: Option<std::net::IpAddr>,
     stream_port: Option<u16>,
+    #[serde(default)]
+    enable_tls_streaming: bool,
+    stream_tls_cert_file: Option<PathBuf>,
+    stream_tls_key_file: Option<PathBuf>,
+    stream_idle_timeout: Option<String>,
     log_format: Option<LogFormat>,
     pause_binary: Option<PathBuf>,
 }
@@ -112,6 +131,9 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     /// Where the streaming server listens.
     pub stream_address: std::net::SocketAddr,
+    /// HTTPS for the streaming server; `None` serves plain HTTP.
+    pub stream_tls: Option<crate::streaming::TlsConfig>,
+    pub stream_idle_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub pause_binary: PathBuf,
 }
@@ -173,8 +195,21 @@ impl Config {
                     .stream_address
                     .or(file.stream_address)
                     .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
-                flags.stream_port.or(file.stream_port).unwrap_or(10010),
+                flags.stream_port.or(file.stream_port).unwrap_or(0),
             ),
+            stream_tls: (flags.enable_tls_streaming || file.enable_tls_streaming).then(|| {
+                crate::streaming::TlsConfig {
+                    cert_file: flags.stream_tls_cert_file.or(file.stream_tls_cert_file),
+                    key_file: flags.stream_tls_key_file.or(file.stream_tls_key_file),
+                }
+            }),
+            stream_idle_timeout: match flags.stream_idle_timeout.or(file.stream_idle_timeout) {
+                Some(text) => parse_duration(&text).map_err(|reason| ConfigError::Invalid {
+                    field: "stream_idle_timeout",
+                    reason,
+                })?,
+                None => DEFAULT_STREAM_IDLE_TIMEOUT,
+            },
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             pause_binary,
         };
@@ -204,6 +239,39 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// containerd's `stream_idle_timeout` default.
+const DEFAULT_STREAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
+
+/// A Go-style duration of whole units: `4h`, `1h30m`, `90s`, `500ms`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let invalid = || format!("{text:?} is not a duration like 4h, 30m or 90s");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(invalid)?;
+        let value: u64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => std::time::Duration::from_secs(3600),
+            "m" => std::time::Duration::from_secs(60),
+            "s" => std::time::Duration::from_secs(1),
+            "ms" => std::time::Duration::from_millis(1),
+            _ => return Err(invalid()),
+        };
+        total += unit * u32::try_from(value).map_err(|_| invalid())?;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -241,7 +309,9 @@ mod tests {
         assert_eq!(config.cni_conf_dir, Path::new("/etc/cni/net.d"));
         assert_eq!(config.cni_bin_dirs, vec![PathBuf::from("/opt/cni/bin")]);
         assert_eq!(config.cgroup_driver, CgroupDriver::Cgroupfs);
-        assert_eq!(config.stream_address.to_string(), "127.0.0.1:10010");
+        assert_eq!(config.stream_address.to_string(), "127.0.0.1:0");
+        assert_eq!(config.stream_tls, None);
+        assert_eq!(config.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT);
     }
 
     #[test]
@@ -265,5 +335,21 @@ mod tests {
         assert!(err.to_string().contains("root"), "{err}");
         let err = Flags::try_parse_from(["berth-cri", "--stream-address", "nonsense"]).unwrap_err();
         assert!(err.to_string().contains("--stream-address"), "{err}");
+    }
+
+    #[test]
+    fn tls_streaming_and_idle_timeout_come_from_the_file() {
+        let config = Config::merge(
+            Flags::default(),
+            file("enable_tls_streaming = true\nstream_tls_cert_file = \"/c.pem\"\nstream_tls_key_file = \"/k.pem\"\nstream_idle_timeout = \"1h30m\""),
+        )
+        .unwrap();
+        let tls = config.stream_tls.unwrap();
+        assert_eq!(tls.cert_file.as_deref(), Some(Path::new("/c.pem")));
+        assert_eq!(tls.key_file.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(config.stream_idle_timeout.as_secs(), 5400);
+        let err =
+            Config::merge(Flags::default(), file("stream_idle_timeout = \"soon\"")).unwrap_err();
+        assert!(err.to_string().contains("stream_idle_timeout"), "{err}");
     }
 }

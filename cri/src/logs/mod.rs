@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 pub use format::{LogEntry, LogStream, format_timestamp, parse_line};
 pub use reader::{ReadOptions, follow, read};
-pub use writer::{DEFAULT_MAX_LINE_SIZE, LogWriter};
+pub use writer::{DEFAULT_MAX_LINE_SIZE, LineBuffer, LogWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

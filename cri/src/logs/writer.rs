@@ -88,7 +88,7 @@ impl LogWriter {
     where
         R: AsyncRead + Unpin,
     {
-        let mut pending: Vec<u8> = Vec::new();
+        let mut lines = LineBuffer::new(stream);
         let mut chunk = vec![0u8; 32 * 1024];
         loop {
             let n = source
@@ -101,29 +101,68 @@ impl LogWriter {
             if n == 0 {
                 break;
             }
-            pending.extend_from_slice(&chunk[..n]);
-            let mut start = 0;
-            loop {
-                let rest = &pending[start..];
-                match rest.iter().position(|b| *b == b'\n') {
-                    Some(end) if self.max_line_size == 0 || end <= self.max_line_size => {
-                        self.write_entry(stream, false, &rest[..end])?;
-                        start += end + 1;
+            lines.feed(self, &chunk[..n])?;
+        }
+        lines.finish(self)
+    }
+}
+
+/// One stream's bytes on their way into the log: complete lines are written as they
+/// arrive, the start of an unfinished one waits for the rest. Synchronous, for callers
+/// without an async runtime (the pod supervisor's poll loop).
+#[derive(Debug)]
+pub struct LineBuffer {
+    stream: LogStream,
+    pending: Vec<u8>,
+}
+
+impl LineBuffer {
+    pub fn new(stream: LogStream) -> Self {
+        Self {
+            stream,
+            pending: Vec::new(),
+        }
+    }
+
+    pub fn stream(&self) -> LogStream {
+        self.stream
+    }
+
+    /// Writes every line `data` completes; lines over the writer's maximum size go out
+    /// in partial pieces.
+    pub fn feed(&mut self, writer: &LogWriter, data: &[u8]) -> Result<(), LogError> {
+        self.pending.extend_from_slice(data);
+        let max = writer.max_line_size;
+        let mut start = 0;
+        let result = loop {
+            let rest = &self.pending[start..];
+            match rest.iter().position(|b| *b == b'\n') {
+                Some(end) if max == 0 || end <= max => {
+                    if let Err(e) = writer.write_entry(self.stream, false, &rest[..end]) {
+                        break Err(e);
                     }
-                    _ if self.max_line_size > 0 && rest.len() > self.max_line_size => {
-                        self.write_entry(stream, true, &rest[..self.max_line_size])?;
-                        start += self.max_line_size;
-                    }
-                    _ => break,
+                    start += end + 1;
                 }
+                _ if max > 0 && rest.len() > max => {
+                    if let Err(e) = writer.write_entry(self.stream, true, &rest[..max]) {
+                        break Err(e);
+                    }
+                    start += max;
+                }
+                _ => break Ok(()),
             }
-            pending.drain(..start);
+        };
+        self.pending.drain(..start);
+        result
+    }
+
+    /// The stream ended: what is left is the unterminated end of a line.
+    pub fn finish(&mut self, writer: &LogWriter) -> Result<(), LogError> {
+        if self.pending.is_empty() {
+            return Ok(());
         }
-        if !pending.is_empty() {
-            // The stream ended inside a line.
-            self.write_entry(stream, true, &pending)?;
-        }
-        Ok(())
+        let rest = std::mem::take(&mut self.pending);
+        writer.write_entry(self.stream, true, &rest)
     }
 }
 

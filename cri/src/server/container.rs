@@ -192,6 +192,11 @@ impl Daemon {
                     },
                     systemd_cgroup: self.config.cgroup_driver
                         == crate::config::CgroupDriver::Systemd,
+                    stdio: crate::supervisor::protocol::Stdio {
+                        tty: config.tty,
+                        stdin: config.stdin,
+                        stdin_once: config.stdin_once,
+                    },
                 },
             )
             .await

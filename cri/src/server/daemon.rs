@@ -1,7 +1,7 @@
 //! What every RPC shares: the configuration and the stores, each the single
 //! owner of its state.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use super::events::EventBus;
 use super::stats::CpuSampler;
@@ -10,6 +10,7 @@ use crate::image::{ImageStore, Snapshotter, StoreOptions};
 use crate::network::{CniManager, CniSettings};
 use crate::sandbox::netns::NetnsDir;
 use crate::store::{ContainerStore, SandboxStore};
+use crate::streaming::StreamingServer;
 
 pub struct Daemon {
     pub config: Config,
@@ -25,6 +26,8 @@ pub struct Daemon {
     pub events: EventBus,
     /// The previous CPU reading of each container and pod, for usage_nano_cores.
     pub cpu_samples: CpuSampler,
+    /// The exec/attach/port-forward server, set once it listens.
+    pub streaming: OnceLock<StreamingServer>,
 }
 
 impl Daemon {
@@ -58,6 +61,7 @@ impl Daemon {
             pod_cidr: Mutex::default(),
             events: EventBus::default(),
             cpu_samples: CpuSampler::default(),
+            streaming: OnceLock::new(),
             config,
         })
     }

@@ -32,6 +32,15 @@ async fn read_limited(mut pipe: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
 }
 
 impl Daemon {
+    /// `berth-runtime`, installed next to this binary: commands in containers run
+    /// through it so the forking happens in a single-threaded process.
+    pub fn runtime_binary(&self) -> std::path::PathBuf {
+        self.own_binary()
+            .parent()
+            .map(|dir| dir.join("berth-runtime"))
+            .unwrap_or_else(|| "berth-runtime".into())
+    }
+
     pub async fn exec_sync(
         &self,
         request: cri::ExecSyncRequest,
@@ -51,11 +60,7 @@ impl Daemon {
                 record.id
             )));
         }
-        let runtime = self
-            .own_binary()
-            .parent()
-            .map(|dir| dir.join("berth-runtime"))
-            .unwrap_or_else(|| "berth-runtime".into());
+        let runtime = self.runtime_binary();
         let mut child = tokio::process::Command::new(&runtime)
             .arg("--root")
             .arg(self.runtime_root())

@@ -13,6 +13,7 @@ mod runtime;
 mod sandbox;
 mod stats;
 mod status;
+mod streaming;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,6 +37,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let listen = config.listen.clone();
     let daemon = Arc::new(Daemon::open(config)?);
     tokio::spawn(daemon.clone().watch_exits());
+    streaming::start(&daemon).await?;
     let router = tonic::transport::Server::builder()
         .add_service(berth_proto::runtime_server(RuntimeServer::new(
             daemon.clone(),

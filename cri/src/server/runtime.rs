@@ -1,6 +1,5 @@
 //! The CRI RuntimeService: runtime-wide RPCs here, the sandbox RPCs in
-//! `sandbox.rs`. RPCs whose machinery does not exist yet answer
-//! UNIMPLEMENTED naming the RPC, never a fake success.
+//! `sandbox.rs`, the rest in their own modules.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -42,12 +41,6 @@ impl RuntimeServer {
 
 type Rpc<T> = Result<Response<T>, Status>;
 type RpcStream<T> = BoxStream<'static, Result<T, Status>>;
-
-fn unimplemented<T>(rpc: &str) -> Rpc<T> {
-    Err(Status::unimplemented(format!(
-        "{rpc} is not implemented by berth-cri yet"
-    )))
-}
 
 #[tonic::async_trait]
 impl RuntimeService for RuntimeServer {
@@ -241,19 +234,27 @@ impl RuntimeService for RuntimeServer {
             .map(Response::new)
     }
 
-    async fn exec(&self, _request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
-        unimplemented("Exec")
+    async fn exec(&self, request: Request<cri::ExecRequest>) -> Rpc<cri::ExecResponse> {
+        self.daemon
+            .exec(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
-    async fn attach(&self, _request: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
-        unimplemented("Attach")
+    async fn attach(&self, request: Request<cri::AttachRequest>) -> Rpc<cri::AttachResponse> {
+        self.daemon
+            .attach(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn port_forward(
         &self,
-        _request: Request<cri::PortForwardRequest>,
+        request: Request<cri::PortForwardRequest>,
     ) -> Rpc<cri::PortForwardResponse> {
-        unimplemented("PortForward")
+        self.daemon
+            .port_forward(request.into_inner())
+            .map(Response::new)
     }
 
     async fn container_stats(

@@ -1,7 +1,7 @@
 //! The daemon's side: starting a pod's supervisor and sending it requests
 //! (blocking; callers on the async runtime use `spawn_blocking`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -54,6 +54,43 @@ pub fn call(dir: &Path, op: Op) -> Result<Response, SupervisorError> {
     } else {
         Err(SupervisorError::Failed(response.error))
     }
+}
+
+/// Sends an [`Op::Attach`] and returns the connection, which from then on carries
+/// [`frame`](super::protocol::frame)s. The answer is read byte by byte so that no
+/// frame that follows it is swallowed.
+pub fn attach(dir: &Path, op: Op) -> Result<UnixStream, SupervisorError> {
+    let unreachable = |reason: String| SupervisorError::Unreachable {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    let mut stream = connect(dir).map_err(|e| unreachable(format!("connecting: {e}")))?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut line = serde_json::to_vec(&Request {
+        version: VERSION,
+        op,
+    })
+    .map_err(|e| unreachable(e.to_string()))?;
+    line.push(b'\n');
+    stream
+        .write_all(&line)
+        .map_err(|e| unreachable(format!("sending: {e}")))?;
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte[0] != b'\n' {
+        match stream.read(&mut byte) {
+            Ok(1) => answer.push(byte[0]),
+            Ok(_) => return Err(unreachable("closed before answering".into())),
+            Err(e) => return Err(unreachable(format!("reading: {e}"))),
+        }
+    }
+    let response: Response =
+        serde_json::from_slice(&answer).map_err(|e| unreachable(format!("bad answer: {e}")))?;
+    if !response.error.is_empty() {
+        return Err(SupervisorError::Failed(response.error));
+    }
+    let _ = stream.set_read_timeout(None);
+    Ok(stream)
 }
 
 /// True when a supervisor answers in `dir`.

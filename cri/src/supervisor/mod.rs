@@ -1,15 +1,17 @@
 //! The per-pod supervisor: a small single-threaded process (`berth-cri
 //! supervise`, no async runtime) that is the parent (child subreaper) of the
 //! pod's container processes. It creates and starts them through the OCI
-//! runtime library, copies their stdout/stderr into CRI log files, reaps
-//! them and writes each exit status to disk before reporting it. The daemon
+//! runtime library, holds their stdio (pipes, or a pty master for tty
+//! containers), copies their output into CRI log files and to attached
+//! clients, reaps them and writes each exit status to disk before reporting
+//! it. The daemon
 //! talks to it over `<dir>/supervisor.sock` with [`protocol`] messages, so
 //! containers, logs and exit codes outlive a restart of the daemon.
 
 pub mod client;
-mod log;
 pub mod protocol;
 mod server;
+pub(crate) mod stdio;
 
 pub use server::main;
 

@@ -1,6 +1,7 @@
 //! Daemon ⇄ supervisor messages: one JSON request line, one JSON response
 //! line per connection. `version` lets either side refuse a peer it does
-//! not understand after an upgrade.
+//! not understand after an upgrade. After a successful [`Op::Attach`] the
+//! connection carries [`frame`]s both ways until the container's output ends.
 
 use std::path::PathBuf;
 
@@ -24,6 +25,9 @@ pub enum Op {
         bundle: PathBuf,
         log_path: PathBuf,
         systemd_cgroup: bool,
+        /// How the container's stdio is wired (absent from older daemons: no tty, no stdin).
+        #[serde(default)]
+        stdio: Stdio,
     },
     Start {
         id: String,
@@ -46,6 +50,82 @@ pub enum Op {
     },
     /// Ends the supervisor (the pod is being removed).
     Shutdown,
+    /// Connects this connection to the container's stdio (CRI Attach).
+    Attach {
+        id: String,
+        stdin: bool,
+        stdout: bool,
+        stderr: bool,
+    },
+}
+
+/// ContainerConfig's `tty`, `stdin` and `stdin_once`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stdio {
+    /// The container runs on a pty the supervisor holds the master of; its output is
+    /// all stdout.
+    #[serde(default)]
+    pub tty: bool,
+    /// The container's stdin stays open for attach (otherwise it reads /dev/null).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Stdin closes when the first attach that used it ends.
+    #[serde(default)]
+    pub stdin_once: bool,
+}
+
+/// The framing of an attach connection: a kind byte, a big-endian u32 length, the
+/// payload. Pure encoding and decoding, shared by both ends.
+pub mod frame {
+    /// Supervisor → daemon: container output.
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    /// Daemon → supervisor: input for the container.
+    pub const STDIN: u8 = 0;
+    /// Daemon → supervisor: the client closed stdin.
+    pub const STDIN_CLOSE: u8 = 3;
+    /// Daemon → supervisor: terminal size, width then height, each a big-endian u16.
+    pub const RESIZE: u8 = 4;
+
+    pub const HEADER: usize = 5;
+    /// Largest payload either side sends in one frame.
+    pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+    pub fn encode(kind: u8, payload: &[u8], out: &mut Vec<u8>) {
+        out.push(kind);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+
+    pub fn resize(width: u16, height: u16) -> [u8; 4] {
+        let [w0, w1] = width.to_be_bytes();
+        let [h0, h1] = height.to_be_bytes();
+        [w0, w1, h0, h1]
+    }
+
+    pub fn parse_resize(payload: &[u8]) -> Option<(u16, u16)> {
+        let [w0, w1, h0, h1] = <[u8; 4]>::try_from(payload).ok()?;
+        Some((u16::from_be_bytes([w0, w1]), u16::from_be_bytes([h0, h1])))
+    }
+
+    /// Takes the first complete frame off `buf`: `Ok(None)` until one is there, an
+    /// error for a frame no peer of ours sends.
+    pub fn take(buf: &mut Vec<u8>) -> Result<Option<(u8, Vec<u8>)>, String> {
+        if buf.len() < HEADER {
+            return Ok(None);
+        }
+        let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        if len > MAX_PAYLOAD {
+            return Err(format!("attach frame of {len} bytes exceeds {MAX_PAYLOAD}"));
+        }
+        if buf.len() < HEADER + len {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        let payload = buf[HEADER..HEADER + len].to_vec();
+        buf.drain(..HEADER + len);
+        Ok(Some((kind, payload)))
+    }
 }
 
 /// How a container ended, as written to `<dir>/<id>.exit`.
@@ -119,5 +199,32 @@ mod tests {
         assert_eq!(text, r#"{"version":1,"op":"kill","id":"c1","signal":15}"#);
         let back: Request = serde_json::from_str(&text).unwrap();
         assert!(matches!(back.op, Op::Kill { signal: 15, .. }));
+    }
+
+    #[test]
+    fn creates_from_older_daemons_have_plain_stdio() {
+        let text = r#"{"version":1,"op":"create","id":"c","bundle":"/b","log_path":"/l","systemd_cgroup":false}"#;
+        let request: Request = serde_json::from_str(text).unwrap();
+        assert!(matches!(request.op, Op::Create { stdio, .. } if stdio == Stdio::default()));
+    }
+
+    #[test]
+    fn frames_round_trip_across_partial_reads() {
+        let mut wire = Vec::new();
+        frame::encode(frame::STDIN, b"hello", &mut wire);
+        frame::encode(frame::RESIZE, &frame::resize(80, 24), &mut wire);
+        let mut buf = wire[..3].to_vec();
+        assert_eq!(frame::take(&mut buf), Ok(None));
+        buf.extend_from_slice(&wire[3..]);
+        assert_eq!(
+            frame::take(&mut buf),
+            Ok(Some((frame::STDIN, b"hello".to_vec())))
+        );
+        let (kind, payload) = frame::take(&mut buf).unwrap().unwrap();
+        assert_eq!(kind, frame::RESIZE);
+        assert_eq!(frame::parse_resize(&payload), Some((80, 24)));
+        assert!(buf.is_empty());
+        let mut huge = vec![frame::STDIN, 0xff, 0xff, 0xff, 0xff];
+        assert!(frame::take(&mut huge).is_err());
     }
 }

@@ -2,8 +2,8 @@
 //! (a signalfd) and the containers' output pipes.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,25 +14,22 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, dup, dup2_stderr, dup2_stdout, pipe2};
+use nix::unistd::{Pid, dup, dup2_stderr, dup2_stdin, dup2_stdout, pipe2};
 
 use super::SOCKET;
-use super::log::{LineSplitter, LogFile};
-use super::protocol::{Exit, Op, Request, Response, VERSION, exit_file, now_nanos, read_exit};
+use super::protocol::{
+    Exit, Op, Request, Response, Stdio, VERSION, exit_file, now_nanos, read_exit,
+};
+use super::stdio::ContainerIo;
+use crate::logs::{DEFAULT_MAX_LINE_SIZE, LogWriter};
 use crate::oci::container::{self, create::CreateOptions};
 use crate::oci::state::StateStore;
-
-struct Output {
-    pipe: std::fs::File,
-    splitter: LineSplitter,
-}
 
 struct Container {
     pid: i32,
     started_at: Option<i64>,
     exit: Option<Exit>,
-    log: LogFile,
-    outputs: Vec<Output>,
+    io: ContainerIo,
 }
 
 struct Supervisor {
@@ -89,75 +86,50 @@ fn run(dir: &Path, root: &Path) -> Result<(), String> {
 
 impl Supervisor {
     fn poll_once(&mut self, listener: &UnixListener, signals: &SignalFd) -> Result<(), String> {
-        // Order: listener, signalfd, then every open output pipe.
-        let pipes: Vec<(String, usize, i32)> = self
-            .containers
-            .iter()
-            .flat_map(|(id, c)| {
-                c.outputs
-                    .iter()
-                    .enumerate()
-                    .map(move |(i, o)| (id.clone(), i, o.pipe.as_raw_fd()))
-            })
-            .collect();
-        let mut ready = {
+        // Order: listener, signalfd, then every container's stdio.
+        let (slots, events) = {
             let mut fds = vec![
                 PollFd::new(listener.as_fd(), PollFlags::POLLIN),
                 PollFd::new(signals.as_fd(), PollFlags::POLLIN),
             ];
-            let borrowed: Vec<_> = self
-                .containers
-                .values()
-                .flat_map(|c| c.outputs.iter().map(|o| o.pipe.as_fd()))
-                .collect();
-            fds.extend(
-                borrowed
-                    .into_iter()
-                    .map(|fd| PollFd::new(fd, PollFlags::POLLIN)),
-            );
+            let mut slots = Vec::new();
+            for (id, container) in &self.containers {
+                for (fd, flags, slot) in container.io.interests() {
+                    fds.push(PollFd::new(fd, flags));
+                    slots.push((id.clone(), slot));
+                }
+            }
             match poll(&mut fds, PollTimeout::NONE) {
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(e) => return Err(format!("poll: {e}")),
             }
-            fds.iter()
-                .map(|f| f.revents().is_some_and(|r| !r.is_empty()))
-                .collect::<Vec<bool>>()
+            let events: Vec<PollFlags> = fds
+                .iter()
+                .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                .collect();
+            (slots, events)
         };
         // Output first, so that a container's last words are logged before
-        // its exit is reported.
-        for (n, (id, index, _)) in pipes.iter().enumerate() {
-            if ready[2 + n] {
-                self.drain(id, *index);
+        // its exit is reported. Slots of one container are handled from the last
+        // to the first, so removing an output does not shift the ones still due.
+        for ((id, slot), events) in slots.into_iter().zip(&events[2..]).rev() {
+            if events.is_empty() {
+                continue;
+            }
+            if let Some(container) = self.containers.get_mut(&id) {
+                container.io.ready(slot, *events);
             }
         }
-        if ready[1] {
+        if !events[1].is_empty() {
             while let Ok(Some(_)) = signals.read_signal() {}
             self.reap();
         }
-        if std::mem::take(&mut ready[0])
+        if !events[0].is_empty()
             && let Ok((stream, _)) = listener.accept()
         {
             self.serve(stream);
         }
         Ok(())
-    }
-
-    /// Copies what a pipe has into the log; closes it at end of stream.
-    fn drain(&mut self, id: &str, index: usize) {
-        let Some(container) = self.containers.get_mut(id) else {
-            return;
-        };
-        let Some(output) = container.outputs.get_mut(index) else {
-            return;
-        };
-        let mut buf = [0u8; 8192];
-        match output.pipe.read(&mut buf) {
-            Ok(0) | Err(_) => {
-                output.splitter.finish(&mut container.log);
-                container.outputs.remove(index);
-            }
-            Ok(n) => output.splitter.feed(&buf[..n], &mut container.log),
-        }
     }
 
     /// Reaps every exited child; records containers' exits on disk first.
@@ -200,20 +172,55 @@ impl Supervisor {
         let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
         let mut line = String::new();
         let mut reader = BufReader::new(&stream);
-        let response = match reader.read_line(&mut line) {
+        let request = match reader.read_line(&mut line) {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(request) if request.version == VERSION => self.handle(request.op),
-                Ok(request) => Response::failed(format!(
+                Ok(request) if request.version == VERSION => Ok(request.op),
+                Ok(request) => Err(Response::failed(format!(
                     "protocol version {} not supported (supervisor speaks {VERSION})",
                     request.version
-                )),
-                Err(e) => Response::failed(format!("bad request: {e}")),
+                ))),
+                Err(e) => Err(Response::failed(format!("bad request: {e}"))),
             },
-            Err(e) => Response::failed(format!("reading request: {e}")),
+            Err(e) => Err(Response::failed(format!("reading request: {e}"))),
         };
-        let mut out = serde_json::to_vec(&response).unwrap_or_default();
-        out.push(b'\n');
-        let _ = (&stream).write_all(&out);
+        let leftover = reader.buffer().to_vec();
+        drop(reader);
+        let response = match request {
+            Ok(Op::Attach {
+                id,
+                stdin,
+                stdout,
+                stderr,
+            }) => {
+                return self.attach(stream, leftover, &id, [stdin, stdout, stderr]);
+            }
+            Ok(op) => self.handle(op),
+            Err(response) => response,
+        };
+        answer(&stream, &response);
+    }
+
+    /// Answers the attach request, then keeps the connection for the container's stdio.
+    fn attach(&mut self, stream: UnixStream, leftover: Vec<u8>, id: &str, wanted: [bool; 3]) {
+        let Some(container) = self.containers.get_mut(id) else {
+            answer(
+                &stream,
+                &Response::failed(format!("container {id} not found")),
+            );
+            return;
+        };
+        if container.exit.is_some() {
+            answer(
+                &stream,
+                &Response::failed(format!("container {id} is not running")),
+            );
+            return;
+        }
+        answer(&stream, &Response::default());
+        let [stdin, stdout, stderr] = wanted;
+        if let Err(e) = container.io.attach(stream, leftover, stdin, stdout, stderr) {
+            eprintln!("container {id}: attaching: {e}");
+        }
     }
 
     fn handle(&mut self, op: Op) -> Response {
@@ -223,7 +230,8 @@ impl Supervisor {
                 bundle,
                 log_path,
                 systemd_cgroup,
-            } => self.create(id, bundle, &log_path, systemd_cgroup),
+                stdio,
+            } => self.create(id, bundle, &log_path, systemd_cgroup, stdio),
             Op::Start { id } => self.with(&id, |s, id| {
                 container::start::start(&s.runtime, id).map_err(|e| e.to_string())?;
                 if let Some(c) = s.containers.get_mut(id) {
@@ -272,14 +280,14 @@ impl Supervisor {
                 self.shutdown = true;
                 Response::default()
             }
-            Op::ReopenLog { id } => self.with(&id, |s, id| {
-                let reopened = s.containers.get_mut(id).is_some_and(|c| c.log.reopen());
-                if reopened {
-                    Ok(())
-                } else {
-                    Err("reopening the log file failed".into())
-                }
+            Op::ReopenLog { id } => self.with(&id, |s, id| match s.containers.get(id) {
+                Some(c) => c.io.reopen_log(),
+                None => Err(format!("container {id} not found")),
             }),
+            // Served by `serve`, which keeps the connection.
+            Op::Attach { id, .. } => {
+                Response::failed(format!("attach to {id} needs its own connection"))
+            }
         }
     }
 
@@ -297,57 +305,39 @@ impl Supervisor {
         }
     }
 
-    fn create(&mut self, id: String, bundle: PathBuf, log_path: &Path, systemd: bool) -> Response {
+    fn create(
+        &mut self,
+        id: String,
+        bundle: PathBuf,
+        log_path: &Path,
+        systemd: bool,
+        stdio: Stdio,
+    ) -> Response {
         if self.containers.contains_key(&id) {
             return Response::failed(format!("container {id} already exists"));
         }
-        let made = (|| -> Result<(i32, Vec<Output>), String> {
-            let (out_r, out_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-            let (err_r, err_w) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-            // The container init inherits our stdout/stderr: point them at
-            // the pipes for the create, then restore them.
-            let saved = (dup(std::io::stdout()), dup(std::io::stderr()));
-            let (Ok(saved_out), Ok(saved_err)) = saved else {
-                return Err("saving stdio failed".into());
-            };
-            let redirected = dup2_stdout(&out_w).and_then(|()| dup2_stderr(&err_w));
-            let result = redirected
-                .map_err(|e| format!("redirecting stdio: {e}"))
-                .and_then(|()| {
-                    container::create::create(
-                        &self.runtime,
-                        &CreateOptions {
-                            id: id.clone(),
-                            bundle: bundle.clone(),
-                            systemd_cgroup: systemd,
-                            ..CreateOptions::default()
-                        },
-                    )
-                    .map_err(|e| e.to_string())
-                });
-            let _ = dup2_stdout(&saved_out);
-            let _ = dup2_stderr(&saved_err);
-            drop((out_w, err_w));
-            let state = result?;
-            let outputs = [(out_r, "stdout"), (err_r, "stderr")]
-                .into_iter()
-                .map(|(fd, stream): (OwnedFd, _)| Output {
-                    pipe: std::fs::File::from(fd),
-                    splitter: LineSplitter::new(stream),
-                })
-                .collect();
-            Ok((state.pid, outputs))
-        })();
+        let options = CreateOptions {
+            id: id.clone(),
+            bundle,
+            systemd_cgroup: systemd,
+            ..CreateOptions::default()
+        };
+        let made = open_log(log_path).and_then(|log| {
+            if stdio.tty {
+                self.create_on_terminal(options, log, stdio)
+            } else {
+                self.create_on_pipes(options, log, stdio)
+            }
+        });
         match made {
-            Ok((pid, outputs)) => {
+            Ok((pid, io)) => {
                 self.containers.insert(
                     id,
                     Container {
                         pid,
                         started_at: None,
                         exit: None,
-                        log: LogFile::open(log_path),
-                        outputs,
+                        io,
                     },
                 );
                 Response {
@@ -358,6 +348,98 @@ impl Supervisor {
             Err(e) => Response::failed(e),
         }
     }
+
+    /// The container's stdout/stderr (and stdin when asked) are pipes to us.
+    fn create_on_pipes(
+        &self,
+        options: CreateOptions,
+        log: LogWriter,
+        stdio: Stdio,
+    ) -> Result<(i32, ContainerIo), String> {
+        let pipe = || pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"));
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let stdin = if stdio.stdin { Some(pipe()?) } else { None };
+        // The container init inherits our stdio: point it at the pipes for the
+        // create, then restore it.
+        let saved = (
+            dup(std::io::stdin()),
+            dup(std::io::stdout()),
+            dup(std::io::stderr()),
+        );
+        let (Ok(saved_in), Ok(saved_out), Ok(saved_err)) = saved else {
+            return Err("saving stdio failed".into());
+        };
+        let redirected = dup2_stdout(&out_w)
+            .and_then(|()| dup2_stderr(&err_w))
+            .and_then(|()| match &stdin {
+                Some((read, _)) => dup2_stdin(read),
+                None => Ok(()),
+            });
+        let result = redirected
+            .map_err(|e| format!("redirecting stdio: {e}"))
+            .and_then(|()| {
+                container::create::create(&self.runtime, &options).map_err(|e| e.to_string())
+            });
+        let _ = dup2_stdin(&saved_in);
+        let _ = dup2_stdout(&saved_out);
+        let _ = dup2_stderr(&saved_err);
+        drop((out_w, err_w));
+        let state = result?;
+        let stdin = stdin.map(|(_, write)| write);
+        let io = ContainerIo::pipes(log, out_r, err_r, stdin, stdio)
+            .map_err(|e| format!("container stdio: {e}"))?;
+        Ok((state.pid, io))
+    }
+
+    /// The container runs on a pty; its master comes back over a console socket.
+    fn create_on_terminal(
+        &self,
+        mut options: CreateOptions,
+        log: LogWriter,
+        stdio: Stdio,
+    ) -> Result<(i32, ContainerIo), String> {
+        // Relative to our dir (the cwd): socket paths are limited to 108 bytes.
+        let socket = PathBuf::from(format!("console-{}.sock", options.id));
+        let _ = std::fs::remove_file(&socket);
+        let listener = UnixListener::bind(&socket).map_err(|e| format!("console socket: {e}"))?;
+        options.console_socket = Some(socket.clone());
+        let created = container::create::create(&self.runtime, &options).map_err(|e| e.to_string());
+        let master = created.as_ref().ok().map(|_| receive_pty(&listener));
+        let _ = std::fs::remove_file(&socket);
+        let state = created?;
+        let master = master.unwrap_or_else(|| Err("no pty".into()))?;
+        let io = ContainerIo::terminal(log, master, stdio)
+            .map_err(|e| format!("container stdio: {e}"))?;
+        Ok((state.pid, io))
+    }
+}
+
+/// The pty master the container's init sent (it connected during the create).
+fn receive_pty(listener: &UnixListener) -> Result<OwnedFd, String> {
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("console socket: {e}"))?;
+    let (connection, _) = listener
+        .accept()
+        .map_err(|e| format!("the container did not connect to its console socket: {e}"))?;
+    connection
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| format!("console socket: {e}"))?;
+    crate::oci::console::recv_fd(&OwnedFd::from(connection)).map_err(|e| e.to_string())
+}
+
+fn open_log(path: &Path) -> Result<LogWriter, String> {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    LogWriter::open(path, DEFAULT_MAX_LINE_SIZE).map_err(|e| e.to_string())
+}
+
+fn answer(mut stream: &UnixStream, response: &Response) {
+    let mut out = serde_json::to_vec(response).unwrap_or_default();
+    out.push(b'\n');
+    let _ = stream.write_all(&out);
 }
 
 /// Whether the container's cgroup recorded an OOM kill.

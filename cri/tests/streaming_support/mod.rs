@@ -1,21 +1,24 @@
-//! Shared parts of the streaming tests: a backend running real processes, a SPDY/3.1
-//! client (on the library's framer) and HTTP/WebSocket helpers.
-#![allow(dead_code)]
+//! Shared parts of the streaming tests: a backend running real processes, the SPDY/3.1
+//! client of `berth_tests::cri::spdy` (on the library's framer) and HTTP/WebSocket
+//! helpers.
+// Each test binary uses a different part of this module.
+#![allow(dead_code, unused_imports)]
 
 pub mod backend;
 pub mod fake_apiserver;
-pub mod spdy_client;
 pub mod ws_client;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 use berth_cri::streaming::{ExecRequest, StreamingConfig, StreamingServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use backend::ProcessBackend;
+pub use berth_tests::cri::spdy as spdy_client;
+pub use berth_tests::cri::spdy::{HttpReply, http_request, split_url};
 
 pub async fn start_server(config: StreamingConfig) -> (StreamingServer, Arc<ProcessBackend>) {
     let backend = Arc::new(ProcessBackend::default());
@@ -56,86 +59,6 @@ pub async fn first_pid(backend: &ProcessBackend) -> u32 {
     })
     .await;
     backend.pids.lock().unwrap()[0]
-}
-
-/// Path and authority of a URL the server issued.
-pub fn split_url(url: &str) -> (String, String) {
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (authority, path) = rest.split_at(rest.find('/').expect("path"));
-    (authority.to_owned(), path.to_owned())
-}
-
-#[derive(Debug)]
-pub struct HttpReply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body_start: Vec<u8>,
-}
-
-impl HttpReply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn headers_named(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-}
-
-/// Sends a request with the given extra headers and reads the response head; the socket
-/// stays open for an upgraded protocol.
-pub async fn http_request(
-    url: &str,
-    method: &str,
-    headers: &[(&str, &str)],
-) -> Result<(HttpReply, TcpStream)> {
-    let (authority, path) = split_url(url);
-    let mut socket = TcpStream::connect(&authority).await?;
-    let mut head =
-        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\n");
-    for (name, value) in headers {
-        head.push_str(&format!("{name}: {value}\r\n"));
-    }
-    head.push_str("\r\n");
-    socket.write_all(head.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let end = loop {
-        let mut byte = [0u8; 1];
-        if socket.read(&mut byte).await? == 0 {
-            bail!("connection closed before the response head");
-        }
-        buf.push(byte[0]);
-        if buf.ends_with(b"\r\n\r\n") {
-            break buf.len();
-        }
-    };
-    let text = String::from_utf8(buf[..end].to_vec())?;
-    let mut lines = text.split("\r\n");
-    let status_line = lines.next().context("status line")?;
-    let status: u16 = status_line
-        .split(' ')
-        .nth(1)
-        .context("status code")?
-        .parse()?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Ok((
-        HttpReply {
-            status,
-            headers,
-            body_start: Vec::new(),
-        },
-        socket,
-    ))
 }
 
 /// Reads what follows the head of a non-upgraded response until the server closes or

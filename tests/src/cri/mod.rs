@@ -14,6 +14,7 @@ mod env;
 mod images;
 mod network;
 mod procs;
+pub mod spdy;
 pub mod websocket;
 
 pub use config::{container_config, pod_config};

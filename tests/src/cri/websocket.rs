@@ -17,6 +17,8 @@ pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const ERROR: u8 = 3;
+/// Terminal sizes, JSON `{"Width":W,"Height":H}` (tty sessions).
+pub const RESIZE: u8 = 4;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 

@@ -1,5 +1,5 @@
-//! A SPDY/3.1 client the way kubectl's remotecommand/portforward clients use it, on the
-//! library's framer. With `flow_control` it announces its window, grants window only as
+//! A SPDY/3.1 client the way kubectl's remotecommand/portforward clients use it, on
+//! berth-cri's framer: for tests of the streaming server, alone or behind berth-cri. With `flow_control` it announces its window, grants window only as
 //! the test consumes data, records any DATA beyond that window, and keeps the server's
 //! windows when sending; without it it behaves like moby/spdystream (no windows at all).
 
@@ -7,14 +7,93 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use berth_cri::streaming::spdy::frame::{DEFAULT_WINDOW, FLAG_FIN, SETTINGS_INITIAL_WINDOW_SIZE};
 use berth_cri::streaming::spdy::{Frame, FrameDecoder, FrameEncoder, Headers};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 
-use super::{HttpReply, http_request};
+/// Path and authority of a URL the server issued.
+pub fn split_url(url: &str) -> (String, String) {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (authority, path) = rest.split_at(rest.find('/').expect("path"));
+    (authority.to_owned(), path.to_owned())
+}
+
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body_start: Vec<u8>,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn headers_named(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// Sends a request with the given extra headers and reads the response head; the socket
+/// stays open for an upgraded protocol.
+pub async fn http_request(
+    url: &str,
+    method: &str,
+    headers: &[(&str, &str)],
+) -> Result<(HttpReply, TcpStream)> {
+    let (authority, path) = split_url(url);
+    let mut socket = TcpStream::connect(&authority).await?;
+    let mut head =
+        format!("{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    socket.write_all(head.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let end = loop {
+        let mut byte = [0u8; 1];
+        if socket.read(&mut byte).await? == 0 {
+            bail!("connection closed before the response head");
+        }
+        buf.push(byte[0]);
+        if buf.ends_with(b"\r\n\r\n") {
+            break buf.len();
+        }
+    };
+    let text = String::from_utf8(buf[..end].to_vec())?;
+    let mut lines = text.split("\r\n");
+    let status_line = lines.next().context("status line")?;
+    let status: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .context("status code")?
+        .parse()?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Ok((
+        HttpReply {
+            status,
+            headers,
+            body_start: Vec::new(),
+        },
+        socket,
+    ))
+}
 
 #[derive(Debug, PartialEq)]
 pub enum Event {
@@ -295,6 +374,33 @@ impl ClientStream {
         }
     }
 
+    /// Reads data until what arrived so far contains `needle`; returns all of it.
+    /// Fails if the stream ends first or nothing matches within a minute.
+    pub async fn read_until(&mut self, needle: &str) -> Result<String> {
+        let mut seen = Vec::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !String::from_utf8_lossy(&seen).contains(needle) {
+            let event = tokio::time::timeout_at(deadline, self.next())
+                .await
+                .with_context(|| {
+                    format!(
+                        "waiting for {needle:?}, got {:?}",
+                        String::from_utf8_lossy(&seen)
+                    )
+                })?;
+            match event {
+                Some(Event::Data(data)) => seen.extend_from_slice(&data),
+                Some(Event::Reply) => {}
+                other => bail!(
+                    "stream {} ended ({other:?}) before {needle:?}: {:?}",
+                    self.id,
+                    String::from_utf8_lossy(&seen)
+                ),
+            }
+        }
+        Ok(String::from_utf8_lossy(&seen).into_owned())
+    }
+
     /// A handle that writes on this stream while another task reads it.
     pub fn writer(&self) -> StreamWriter {
         StreamWriter {
@@ -361,6 +467,54 @@ impl StreamWriter {
             data: Bytes::new(),
         });
     }
+}
+
+/// The streams of an exec or attach session, opened like kubectl: error first, then
+/// stdin, stdout, stderr, resize; each accepted by the server.
+pub struct CommandStreams {
+    pub error: ClientStream,
+    pub stdin: Option<ClientStream>,
+    pub stdout: ClientStream,
+    pub stderr: Option<ClientStream>,
+    pub resize: Option<ClientStream>,
+}
+
+pub async fn open_command_streams(
+    client: &SpdyClient,
+    stdin: bool,
+    stderr: bool,
+    resize: bool,
+) -> CommandStreams {
+    let mut error = client.open(&[("streamType", "error")]);
+    let mut stdin = stdin.then(|| client.open(&[("streamType", "stdin")]));
+    let mut stdout = client.open(&[("streamType", "stdout")]);
+    let mut stderr = stderr.then(|| client.open(&[("streamType", "stderr")]));
+    let mut resize = resize.then(|| client.open(&[("streamType", "resize")]));
+    error.expect_reply().await;
+    for stream in [
+        stdin.as_mut(),
+        Some(&mut stdout),
+        stderr.as_mut(),
+        resize.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        stream.expect_reply().await;
+    }
+    CommandStreams {
+        error,
+        stdin,
+        stdout,
+        stderr,
+        resize,
+    }
+}
+
+/// Writes a terminal size on the resize stream, as kubectl does (one JSON object each).
+pub async fn send_resize(resize: &ClientStream, width: u16, height: u16) {
+    let size = serde_json::json!({ "Width": width, "Height": height });
+    resize.write(size.to_string().as_bytes()).await;
 }
 
 impl std::fmt::Debug for SpdyClient {
