@@ -65,9 +65,18 @@ impl Daemon {
         self.config.state.join("runtime")
     }
 
-    /// The berth-cri binary (re-executed as the pod supervisor).
+    /// The berth-cri binary; its siblings berth-runtime and berth-supervisor
+    /// ship next to it.
     pub fn own_binary(&self) -> std::path::PathBuf {
         std::env::current_exe().unwrap_or_else(|_| "berth-cri".into())
+    }
+
+    /// The per-pod supervisor binary, next to this one.
+    pub fn supervisor_binary(&self) -> std::path::PathBuf {
+        self.own_binary()
+            .parent()
+            .map(|dir| dir.join("berth-supervisor"))
+            .unwrap_or_else(|| "berth-supervisor".into())
     }
 
     /// Where the files of sandbox `id` live.

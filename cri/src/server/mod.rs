@@ -8,6 +8,7 @@ mod image;
 mod runtime;
 mod sandbox;
 mod status;
+mod supervision;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     }
     let listen = config.listen.clone();
     let daemon = Arc::new(Daemon::open(config)?);
+    tokio::spawn(supervision::watch(daemon.clone()));
     let router = tonic::transport::Server::builder()
         .add_service(berth_proto::runtime_server(RuntimeServer::new(
             daemon.clone(),

@@ -1,5 +1,5 @@
-//! The per-pod supervisor: a small single-threaded process (`berth-cri
-//! supervise`, no async runtime) that is the parent (child subreaper) of the
+//! The per-pod supervisor: a small single-threaded process (the
+//! `berth-supervisor` binary, no async runtime) that is the parent (child subreaper) of the
 //! pod's container processes. It creates and starts them through the OCI
 //! runtime library, copies their stdout/stderr into CRI log files, reaps
 //! them and writes each exit status to disk before reporting it. The daemon
