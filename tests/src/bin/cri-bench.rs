@@ -10,9 +10,16 @@
 //!    namespace (containerd's shims, berth-cri's supervisors), and their
 //!    summed PSS, which counts pages shared between them once.
 //!
+//! berth-cri is a release build (`--berth-cri`, default target/release/berth-cri,
+//! with berth-supervisor, berth-runtime and berth-pause next to it); both
+//! endpoints execute the same CNI plugins (`--cni-bin-dir`, default the
+//! workspace's release build in target/release).
+//!
 //! Usage: cri-bench [--iterations N] [--pods N] [--endpoints containerd,berth]
+//!                  [--berth-cri PATH] [--cni-bin-dir DIR]
 //! Runs as root; everything happens inside a network namespace it makes.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,17 +31,25 @@ use berth_tests::cri::{self, CriEnv, EndpointKind};
 /// Exits 0 on SIGTERM, so stops measure the runtime, not a kill timeout.
 const WORKLOAD: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
 
+const USAGE: &str = "usage: cri-bench [--iterations N] [--pods N] \
+                     [--endpoints containerd,berth] [--berth-cri PATH] [--cni-bin-dir DIR]";
+
 struct Options {
     iterations: usize,
     pods: usize,
     endpoints: Vec<EndpointKind>,
+    berth_cri: PathBuf,
+    cni_bin_dir: PathBuf,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
+    let release = berth_tests::bins::target_dir().join("release");
     let mut options = Options {
         iterations: 20,
         pods: 50,
         endpoints: vec![EndpointKind::Containerd, EndpointKind::Berth],
+        berth_cri: release.join("berth-cri"),
+        cni_bin_dir: release,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -52,13 +67,21 @@ fn parse_options() -> anyhow::Result<Options> {
                     })
                     .collect::<anyhow::Result<_>>()?
             }
-            other => anyhow::bail!(
-                "unknown argument {other:?}; usage: cri-bench [--iterations N] [--pods N] \
-                 [--endpoints containerd,berth]"
-            ),
+            "--berth-cri" => options.berth_cri = value()?.into(),
+            "--cni-bin-dir" => options.cni_bin_dir = value()?.into(),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
     anyhow::ensure!(options.iterations > 0, "--iterations must be positive");
+    anyhow::ensure!(
+        options.berth_cri.is_file() || !options.endpoints.contains(&EndpointKind::Berth),
+        "{} is missing: cargo build --release -p berth-cri -p berth-cni --bins",
+        options.berth_cri.display()
+    );
     Ok(options)
 }
 
@@ -194,6 +217,11 @@ fn report(options: &Options, results: &[Results]) {
         options.iterations, options.pods
     );
     println!(
+        "berth-cri: {}; CNI plugins: {}",
+        options.berth_cri.display(),
+        options.cni_bin_dir.display()
+    );
+    println!(
         "{:<12} {:>22} {:>14} {:>24} {:>10}",
         "endpoint", "run+create+start (ms)", "teardown (ms)", "daemon+shims RSS (MiB)", "PSS (MiB)"
     );
@@ -224,6 +252,12 @@ fn report(options: &Options, results: &[Results]) {
 
 fn main() -> anyhow::Result<()> {
     let options = parse_options()?;
+    // The fixtures read these: set before any thread exists.
+    // SAFETY: still single-threaded here.
+    unsafe {
+        std::env::set_var(cri::BINARY_VAR, &options.berth_cri);
+        std::env::set_var(cri::CNI_BIN_DIR_VAR, &options.cni_bin_dir);
+    }
     let netns = cri::enter_test_netns()?;
     // Built after setns: its threads inherit the bench's netns.
     let runtime = tokio::runtime::Builder::new_multi_thread()
