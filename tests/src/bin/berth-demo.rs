@@ -70,6 +70,10 @@ fn parse_options() -> anyhow::Result<Options> {
             other => anyhow::bail!("unknown argument {other:?}\n{USAGE}"),
         }
     }
+    // The CNI bin dir gets symlinks to the plugins: they must be absolute.
+    options.cni_bin_dir = std::path::absolute(&options.cni_bin_dir).context("--cni-bin-dir")?;
+    options.berth_cri = std::path::absolute(&options.berth_cri).context("--berth-cri")?;
+    options.dir = std::path::absolute(&options.dir).context("--dir")?;
     Ok(options)
 }
 

@@ -77,6 +77,9 @@ fn parse_options() -> anyhow::Result<Options> {
         }
     }
     anyhow::ensure!(options.iterations > 0, "--iterations must be positive");
+    // The CNI bin dir gets symlinks to the plugins: they must be absolute.
+    options.cni_bin_dir = std::path::absolute(&options.cni_bin_dir).context("--cni-bin-dir")?;
+    options.berth_cri = std::path::absolute(&options.berth_cri).context("--berth-cri")?;
     anyhow::ensure!(
         options.berth_cri.is_file() || !options.endpoints.contains(&EndpointKind::Berth),
         "{} is missing: cargo build --release -p berth-cri -p berth-cni --bins",
