@@ -7,8 +7,9 @@
 //!    StopPodSandbox + RemovePodSandbox. Prints medians.
 //! 2. Memory: `--pods` pods with a running container each, then the summed
 //!    VmRSS of the daemon and the processes it forked into its mount
-//!    namespace (containerd's shims, berth-cri's supervisors), and their
-//!    summed PSS, which counts pages shared between them once.
+//!    namespace (containerd's shims, berth-cri's supervisors; not the pods'
+//!    pause processes), and their summed PSS, which counts pages shared
+//!    between them once.
 //!
 //! berth-cri is a release build (`--berth-cri`, default target/release/berth-cri,
 //! with berth-supervisor, berth-runtime and berth-pause next to it); both
@@ -162,15 +163,29 @@ struct Results {
     processes: usize,
 }
 
+/// berth's pause processes stay in the daemon's mount namespace, but they
+/// are the pods' own processes, as containerd's pause containers are (those
+/// have a mount namespace of their own and are not counted): left out.
+fn is_pause(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == "berth-pause"))
+}
+
 /// RSS and PSS of the daemon and its shims/supervisors with `pods` pods running.
 async fn measure_rss(env: &mut CriEnv, pods: usize) -> anyhow::Result<(u64, u64, usize)> {
     let mut running = Vec::with_capacity(pods);
     for n in 0..pods {
         running.push(start_pod(env, &format!("rss-{n}")).await?);
     }
-    let rss = env.daemon.rss_kib();
-    let pss = env.daemon.pss_kib();
-    let processes = env.daemon.processes().len();
+    let runtime_processes: Vec<u32> = env
+        .daemon
+        .processes()
+        .into_iter()
+        .filter(|pid| !is_pause(*pid))
+        .collect();
+    let rss = runtime_processes.iter().map(|pid| cri::rss_kib(*pid)).sum();
+    let pss = runtime_processes.iter().map(|pid| cri::pss_kib(*pid)).sum();
+    let processes = runtime_processes.len();
     for pod in running {
         teardown_pod(env, pod).await?;
     }
