@@ -36,10 +36,16 @@ fn exec_sync_timeout_ends_the_call_with_an_error() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
         let config = env.container_config("slow", &["sleep", "3600"]);
         let (_, _, id) = env.pod_with_container("exec-timeout", config).await?;
-        let err = env.exec_sync(&id, &["sleep", "600"], 1).await.unwrap_err();
+        let err = env.exec_sync(&id, &["sleep", "601"], 1).await.unwrap_err();
         let status = err.downcast_ref::<tonic::Status>().expect("gRPC status");
         // The kubelet tells exec probe timeouts apart by DeadlineExceeded.
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        // The timed-out process was killed before the call returned.
+        let processes = env.exec_ok(&id, &["ps", "-o", "pid,args"]).await?;
+        assert!(
+            processes.contains("sleep 3600") && !processes.contains("sleep 601"),
+            "{processes}"
+        );
         Ok(())
     })
 }

@@ -5,12 +5,6 @@ use berth_cri::config::{Config, Flags, LogFormat};
 use clap::Parser;
 
 fn main() -> anyhow::Result<()> {
-    // The per-pod supervisor is this binary re-executed: single-threaded,
-    // no async runtime, no config parsing.
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("supervise") {
-        std::process::exit(berth_cri::supervisor::main(&args[2..]));
-    }
     let config = Config::load(Flags::parse())?;
     init_logging(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -16,7 +16,7 @@ use crate::container::spec::{self, ImageDefaults, SandboxContext, SpecInputs};
 use crate::sandbox::files::SandboxFiles;
 use crate::store::{ContainerPhase, ContainerRecord, SandboxState, StoreError};
 use crate::supervisor::client::{self, SupervisorError};
-use crate::supervisor::protocol::{Op, Response, read_exit};
+use crate::supervisor::protocol::{Exit, Op, Response, read_exit};
 
 fn supervisor_status(error: SupervisorError) -> Status {
     Status::unknown(error.to_string())
@@ -27,6 +27,17 @@ async fn call(dir: PathBuf, op: Op) -> Result<Response, SupervisorError> {
     tokio::task::spawn_blocking(move || client::call(&dir, op))
         .await
         .unwrap_or_else(|e| Err(SupervisorError::Failed(format!("supervisor call: {e}"))))
+}
+
+/// The CRI reason of a container exit, as containerd words it.
+pub(super) fn exit_reason(exit: &Exit) -> &'static str {
+    if exit.oom_killed {
+        "OOMKilled"
+    } else if exit.code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    }
 }
 
 fn container_name(meta: &cri::ContainerMetadata, pod: &cri::PodSandboxMetadata) -> String {
@@ -98,6 +109,13 @@ impl Daemon {
         let image_spec = present(&config.image, "config.image")?;
         let image_name = required(&image_spec.image, "config.image.image")?.to_string();
         let sandbox = self.sandboxes.get(sandbox_id).map_err(store_status)?;
+        if self.reconcile_lost_supervisor(&sandbox.id).await {
+            return Err(Status::failed_precondition(format!(
+                "pod_sandbox_id: sandbox {} is not ready: its supervisor died; \
+                 stop and remove it, then run a new sandbox",
+                sandbox.id
+            )));
+        }
         let (Some(pause_pid), SandboxState::Ready) = (sandbox.pause_pid, sandbox.state) else {
             return Err(Status::failed_precondition(format!(
                 "pod_sandbox_id: sandbox {} is not ready",
@@ -172,14 +190,8 @@ impl Daemon {
             } else {
                 Path::new(&sandbox.config.log_directory).join(&config.log_path)
             };
+            // The supervisor was started with the sandbox.
             let dir = self.supervisor_dir(&sandbox.id);
-            if !client::is_running(&dir) {
-                let (binary, root, dir) = (self.own_binary(), self.runtime_root(), dir.clone());
-                tokio::task::spawn_blocking(move || client::start(&binary, &dir, &root))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(supervisor_status)?;
-            }
             let created = call(
                 dir,
                 Op::Create {
@@ -284,6 +296,14 @@ impl Daemon {
                 );
                 Ok(())
             }
+            Err(SupervisorError::Unreachable { .. })
+                if self.reconcile_lost_supervisor(&record.sandbox_id).await =>
+            {
+                Err(Status::failed_precondition(format!(
+                    "container {}: sandbox {} is not ready: its supervisor died",
+                    record.id, record.sandbox_id
+                )))
+            }
             Err(e) => {
                 // What runc users see: the container could not run.
                 let message = e.to_string();
@@ -322,6 +342,11 @@ impl Daemon {
         .await
         {
             Ok(response) => response.exit,
+            Err(SupervisorError::Unreachable { .. })
+                if self.reconcile_lost_supervisor(&record.sandbox_id).await =>
+            {
+                return self.containers.get(&record.id).unwrap_or(record);
+            }
             Err(SupervisorError::Unreachable { .. }) => match read_exit(&dir, &record.id) {
                 Some(exit) => Some(exit),
                 None => {
@@ -348,14 +373,7 @@ impl Daemon {
                 r.phase = ContainerPhase::Exited;
                 r.exit_code = exit.code;
                 r.finished_at = exit.finished_at;
-                r.reason = if exit.oom_killed {
-                    "OOMKilled"
-                } else if exit.code == 0 {
-                    "Completed"
-                } else {
-                    "Error"
-                }
-                .into();
+                r.reason = exit_reason(&exit).into();
             })
             .unwrap_or(record);
         if stopped_now {
@@ -623,7 +641,8 @@ impl Daemon {
             }
         }
         let dir = self.supervisor_dir(sandbox_id);
-        let _ = call(dir.clone(), Op::Shutdown).await;
+        let stopping = dir.clone();
+        let _ = tokio::task::spawn_blocking(move || client::shutdown(&stopping)).await;
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

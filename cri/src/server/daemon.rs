@@ -77,9 +77,28 @@ impl Daemon {
         self.config.state.join("runtime")
     }
 
-    /// The berth-cri binary (re-executed as the pod supervisor).
+    /// The berth-cri binary; its siblings berth-runtime and berth-supervisor
+    /// ship next to it.
     pub fn own_binary(&self) -> std::path::PathBuf {
         std::env::current_exe().unwrap_or_else(|_| "berth-cri".into())
+    }
+
+    /// The per-pod supervisor binary, next to this one.
+    pub fn supervisor_binary(&self) -> std::path::PathBuf {
+        self.sibling_binary("berth-supervisor")
+    }
+
+    /// `berth-runtime`, installed next to this binary: commands in containers run
+    /// through it so the forking happens in a single-threaded process.
+    pub fn runtime_binary(&self) -> std::path::PathBuf {
+        self.sibling_binary("berth-runtime")
+    }
+
+    fn sibling_binary(&self, name: &str) -> std::path::PathBuf {
+        self.own_binary()
+            .parent()
+            .map(|dir| dir.join(name))
+            .unwrap_or_else(|| name.into())
     }
 
     /// Where the files of sandbox `id` live.

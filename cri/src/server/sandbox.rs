@@ -14,9 +14,10 @@ use super::status::{now_nanos, present, required};
 use crate::network::{CniError, PodNetwork};
 use crate::sandbox::cgroup::PodCgroups;
 use crate::sandbox::files::SandboxFiles;
-use crate::sandbox::pause::{SandboxNamespaces, spawn_pause};
+use crate::sandbox::pause::{PauseError, SandboxNamespaces, spawn_pause};
 use crate::sandbox::{netns, process, sysctl};
 use crate::store::{SandboxRecord, SandboxState, StoreError};
+use crate::supervisor::client::{self, SupervisorError};
 
 /// Things made by RunPodSandbox, undone in reverse order unless disarmed.
 #[derive(Default)]
@@ -27,10 +28,19 @@ struct Rollback {
     network: Option<PodNetwork>,
     pause: Option<(i32, u64)>,
     cgroups: Option<PodCgroups>,
+    /// The supervisor's dir: it is shut down and the dir removed.
+    supervisor: Option<PathBuf>,
 }
 
 impl Rollback {
     async fn undo(self, daemon: &Daemon) {
+        if let Some(dir) = self.supervisor {
+            let _ = tokio::task::spawn_blocking(move || {
+                let _ = client::shutdown(&dir);
+                std::fs::remove_dir_all(&dir)
+            })
+            .await;
+        }
         if let Some((pid, started)) = self.pause {
             let _ = tokio::task::spawn_blocking(move || {
                 process::kill_and_wait(pid, started, Duration::from_secs(10))
@@ -206,19 +216,10 @@ impl Daemon {
                 .map_err(|e| Status::internal(format!("creating pod network namespace: {e}")))?;
             made.netns = Some(path.clone());
             record.netns = Some(path);
-            let pod = PodNetwork::from_sandbox_config(id, record.netns.clone(), &record.config)
-                .map_err(cni_status)?;
-            let setup = self.cni.setup(&pod).await.map_err(cni_status)?;
-            made.network = Some(pod);
-            record.network_attached = true;
-            if let Some(ips) = setup.ips {
-                record.ips = std::iter::once(ips.ip)
-                    .chain(ips.additional)
-                    .map(|ip| ip.to_string())
-                    .collect();
-            }
         }
 
+        // The pause process, the pod's supervisor and the CNI ADD only need
+        // the netns: they start at the same time.
         let namespaces = SandboxNamespaces {
             host_network,
             host_pid: ns.pid == node,
@@ -227,25 +228,74 @@ impl Daemon {
             hostname: (!host_network && !record.config.hostname.is_empty())
                 .then(|| record.config.hostname.clone()),
         };
-        let pause = spawn_pause(&self.config.pause_binary, &namespaces).map_err(|e| {
+        let pause_binary = self.config.pause_binary.clone();
+        let pause = tokio::task::spawn_blocking(move || {
+            let pause = spawn_pause(&pause_binary, &namespaces)?;
+            Ok((pause.pid(), process::start_time(pause.pid())))
+        });
+        let supervisor_dir = self.supervisor_dir(id);
+        let supervisor = {
+            let (binary, root, dir) = (
+                self.supervisor_binary(),
+                self.runtime_root(),
+                supervisor_dir.clone(),
+            );
+            tokio::task::spawn_blocking(move || client::start(&binary, &dir, &root))
+        };
+        let network = async {
+            if host_network {
+                return Ok(None);
+            }
+            let pod = PodNetwork::from_sandbox_config(id, record.netns.clone(), &record.config)
+                .map_err(cni_status)?;
+            let setup = self.cni.setup(&pod).await.map_err(cni_status)?;
+            Ok::<_, Status>(Some((pod, setup)))
+        }
+        .await;
+        let pause = match pause.await {
+            Ok(spawned) => spawned.map_err(|e: PauseError| e.to_string()),
+            Err(e) => Err(format!("spawn task: {e}")),
+        };
+        let supervisor = supervisor
+            .await
+            .unwrap_or_else(|e| Err(SupervisorError::Failed(format!("start task: {e}"))));
+        // Everything that did start is recorded for the rollback first.
+        if let Ok((pid, Some(started))) = pause {
+            made.pause = Some((pid, started));
+        }
+        if supervisor.is_ok() {
+            made.supervisor = Some(supervisor_dir);
+        }
+        if let Ok(Some((pod, _))) = &network {
+            made.network = Some(pod.clone());
+        }
+        if let Some((_, setup)) = network? {
+            record.network_attached = true;
+            if let Some(ips) = setup.ips {
+                record.ips = std::iter::once(ips.ip)
+                    .chain(ips.additional)
+                    .map(|ip| ip.to_string())
+                    .collect();
+            }
+        }
+        let (pause_pid, started) = pause.map_err(|e| {
             Status::unknown(format!(
                 "starting pause process ({}): {e}",
                 self.config.pause_binary.display()
             ))
         })?;
-        let started = process::start_time(pause.pid())
-            .ok_or_else(|| Status::internal("pause process exited at once"))?;
-        made.pause = Some((pause.pid(), started));
-        record.pause_pid = Some(pause.pid());
+        let started = started.ok_or_else(|| Status::internal("pause process exited at once"))?;
+        supervisor.map_err(|e| Status::unknown(format!("starting the pod's supervisor: {e}")))?;
+        record.pause_pid = Some(pause_pid);
         record.pause_start_time = Some(started);
-        made.cgroups = self.place_pause(&record, pause.pid())?;
+        made.cgroups = self.place_pause(&record, pause_pid)?;
 
         if let Some(linux) = &record.config.linux {
-            sysctl::apply(pause.pid(), &linux.sysctls)
+            sysctl::apply(pause_pid, &linux.sysctls)
                 .map_err(|e| Status::invalid_argument(format!("config.linux.sysctls: {e}")))?;
         }
         self.sandboxes.put(record).map_err(store_status)?;
-        tracing::info!(sandbox = %id, pause = pause.pid(), "pod sandbox ready");
+        tracing::info!(sandbox = %id, pause = pause_pid, "pod sandbox ready");
         Ok(())
     }
 

@@ -98,8 +98,8 @@ pub fn is_running(dir: &Path) -> bool {
     connect(dir).is_ok()
 }
 
-/// Starts a supervisor for `dir` (exec of `binary supervise`) in its own
-/// session, so it outlives the daemon, and waits until it answers.
+/// Starts a supervisor for `dir` (exec of the `berth-supervisor` binary) in
+/// its own session, so it outlives the daemon, and waits until it answers.
 pub fn start(binary: &Path, dir: &Path, runtime_root: &Path) -> Result<(), SupervisorError> {
     let unreachable = |reason: String| SupervisorError::Unreachable {
         dir: dir.to_path_buf(),
@@ -110,7 +110,6 @@ pub fn start(binary: &Path, dir: &Path, runtime_root: &Path) -> Result<(), Super
         .map_err(|e| unreachable(format!("creating log: {e}")))?;
     let mut command = std::process::Command::new(binary);
     command
-        .arg("supervise")
         .arg(dir)
         .arg(runtime_root)
         .stdin(std::process::Stdio::null())
@@ -143,7 +142,43 @@ pub fn start(binary: &Path, dir: &Path, runtime_root: &Path) -> Result<(), Super
         }
         std::thread::sleep(Duration::from_millis(2));
     }
+    record_pid(dir, child.id()).map_err(|e| unreachable(format!("recording its pid: {e}")))?;
     // Reaped by a thread so no zombie stays behind when it ends.
     std::thread::spawn(move || child.wait());
     Ok(())
+}
+
+/// `<dir>/supervisor.pid`: "<pid> <start time>" of the running supervisor,
+/// so that its death can be told apart from never having started one.
+const PID_FILE: &str = "supervisor.pid";
+
+fn record_pid(dir: &Path, pid: u32) -> std::io::Result<()> {
+    let pid = i32::try_from(pid).map_err(std::io::Error::other)?;
+    let started = crate::sandbox::process::start_time(pid)
+        .ok_or_else(|| std::io::Error::other("exited right after answering"))?;
+    let tmp = dir.join(format!("{PID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{pid} {started}"))?;
+    std::fs::rename(&tmp, dir.join(PID_FILE))
+}
+
+/// True when a supervisor was started for `dir` and has since died
+/// (crashed or killed) without being shut down.
+pub fn has_died(dir: &Path) -> bool {
+    let Ok(text) = std::fs::read_to_string(dir.join(PID_FILE)) else {
+        return false;
+    };
+    let mut fields = text.split_whitespace();
+    match (
+        fields.next().and_then(|f| f.parse().ok()),
+        fields.next().and_then(|f| f.parse().ok()),
+    ) {
+        (Some(pid), Some(started)) => !crate::sandbox::process::is_alive(pid, started),
+        _ => false,
+    }
+}
+
+/// Ends the supervisor in `dir` on purpose (its pod is being removed).
+pub fn shutdown(dir: &Path) -> Result<(), SupervisorError> {
+    let _ = std::fs::remove_file(dir.join(PID_FILE));
+    call(dir, Op::Shutdown).map(|_| ())
 }

@@ -1,5 +1,5 @@
-//! The per-pod supervisor: a small single-threaded process (`berth-cri
-//! supervise`, no async runtime) that is the parent (child subreaper) of the
+//! The per-pod supervisor: a small single-threaded process (the
+//! `berth-supervisor` binary, no async runtime) that is the parent (child subreaper) of the
 //! pod's container processes. It creates and starts them through the OCI
 //! runtime library, holds their stdio (pipes, or a pty master for tty
 //! containers), copies their output into CRI log files and to attached

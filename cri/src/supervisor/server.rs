@@ -39,10 +39,10 @@ struct Supervisor {
     shutdown: bool,
 }
 
-/// `berth-cri supervise <dir> <runtime root>`: runs until killed.
+/// `berth-supervisor <dir> <runtime root>`: runs until shut down or killed.
 pub fn main(args: &[String]) -> i32 {
     let (Some(dir), Some(root)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: berth-cri supervise <dir> <runtime-root>");
+        eprintln!("usage: berth-supervisor <dir> <runtime-root>");
         return 2;
     };
     match run(Path::new(dir), Path::new(root)) {

@@ -7,12 +7,20 @@
 //!    StopPodSandbox + RemovePodSandbox. Prints medians.
 //! 2. Memory: `--pods` pods with a running container each, then the summed
 //!    VmRSS of the daemon and the processes it forked into its mount
-//!    namespace (containerd's shims, berth-cri's supervisors), and their
-//!    summed PSS, which counts pages shared between them once.
+//!    namespace (containerd's shims, berth-cri's supervisors; not the pods'
+//!    pause processes), and their summed PSS, which counts pages shared
+//!    between them once.
+//!
+//! berth-cri is a release build (`--berth-cri`, default target/release/berth-cri,
+//! with berth-supervisor, berth-runtime and berth-pause next to it); both
+//! endpoints execute the same CNI plugins (`--cni-bin-dir`, default the
+//! workspace's release build in target/release).
 //!
 //! Usage: cri-bench [--iterations N] [--pods N] [--endpoints containerd,berth]
+//!                  [--berth-cri PATH] [--cni-bin-dir DIR]
 //! Runs as root; everything happens inside a network namespace it makes.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -24,17 +32,25 @@ use berth_tests::cri::{self, CriEnv, EndpointKind};
 /// Exits 0 on SIGTERM, so stops measure the runtime, not a kill timeout.
 const WORKLOAD: &[&str] = &["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"];
 
+const USAGE: &str = "usage: cri-bench [--iterations N] [--pods N] \
+                     [--endpoints containerd,berth] [--berth-cri PATH] [--cni-bin-dir DIR]";
+
 struct Options {
     iterations: usize,
     pods: usize,
     endpoints: Vec<EndpointKind>,
+    berth_cri: PathBuf,
+    cni_bin_dir: PathBuf,
 }
 
 fn parse_options() -> anyhow::Result<Options> {
+    let release = berth_tests::bins::target_dir().join("release");
     let mut options = Options {
         iterations: 20,
         pods: 50,
         endpoints: vec![EndpointKind::Containerd, EndpointKind::Berth],
+        berth_cri: release.join("berth-cri"),
+        cni_bin_dir: release,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -52,13 +68,24 @@ fn parse_options() -> anyhow::Result<Options> {
                     })
                     .collect::<anyhow::Result<_>>()?
             }
-            other => anyhow::bail!(
-                "unknown argument {other:?}; usage: cri-bench [--iterations N] [--pods N] \
-                 [--endpoints containerd,berth]"
-            ),
+            "--berth-cri" => options.berth_cri = value()?.into(),
+            "--cni-bin-dir" => options.cni_bin_dir = value()?.into(),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
     anyhow::ensure!(options.iterations > 0, "--iterations must be positive");
+    // The CNI bin dir gets symlinks to the plugins: they must be absolute.
+    options.cni_bin_dir = std::path::absolute(&options.cni_bin_dir).context("--cni-bin-dir")?;
+    options.berth_cri = std::path::absolute(&options.berth_cri).context("--berth-cri")?;
+    anyhow::ensure!(
+        options.berth_cri.is_file() || !options.endpoints.contains(&EndpointKind::Berth),
+        "{} is missing: cargo build --release -p berth-cri -p berth-cni --bins",
+        options.berth_cri.display()
+    );
     Ok(options)
 }
 
@@ -136,15 +163,29 @@ struct Results {
     processes: usize,
 }
 
+/// berth's pause processes stay in the daemon's mount namespace, but they
+/// are the pods' own processes, as containerd's pause containers are (those
+/// have a mount namespace of their own and are not counted): left out.
+fn is_pause(pid: u32) -> bool {
+    std::fs::read_link(format!("/proc/{pid}/exe"))
+        .is_ok_and(|exe| exe.file_name().is_some_and(|name| name == "berth-pause"))
+}
+
 /// RSS and PSS of the daemon and its shims/supervisors with `pods` pods running.
 async fn measure_rss(env: &mut CriEnv, pods: usize) -> anyhow::Result<(u64, u64, usize)> {
     let mut running = Vec::with_capacity(pods);
     for n in 0..pods {
         running.push(start_pod(env, &format!("rss-{n}")).await?);
     }
-    let rss = env.daemon.rss_kib();
-    let pss = env.daemon.pss_kib();
-    let processes = env.daemon.processes().len();
+    let runtime_processes: Vec<u32> = env
+        .daemon
+        .processes()
+        .into_iter()
+        .filter(|pid| !is_pause(*pid))
+        .collect();
+    let rss = runtime_processes.iter().map(|pid| cri::rss_kib(*pid)).sum();
+    let pss = runtime_processes.iter().map(|pid| cri::pss_kib(*pid)).sum();
+    let processes = runtime_processes.len();
     for pod in running {
         teardown_pod(env, pod).await?;
     }
@@ -194,6 +235,11 @@ fn report(options: &Options, results: &[Results]) {
         options.iterations, options.pods
     );
     println!(
+        "berth-cri: {}; CNI plugins: {}",
+        options.berth_cri.display(),
+        options.cni_bin_dir.display()
+    );
+    println!(
         "{:<12} {:>22} {:>14} {:>24} {:>10}",
         "endpoint", "run+create+start (ms)", "teardown (ms)", "daemon+shims RSS (MiB)", "PSS (MiB)"
     );
@@ -224,6 +270,12 @@ fn report(options: &Options, results: &[Results]) {
 
 fn main() -> anyhow::Result<()> {
     let options = parse_options()?;
+    // The fixtures read these: set before any thread exists.
+    // SAFETY: still single-threaded here.
+    unsafe {
+        std::env::set_var(cri::BINARY_VAR, &options.berth_cri);
+        std::env::set_var(cri::CNI_BIN_DIR_VAR, &options.cni_bin_dir);
+    }
     let netns = cri::enter_test_netns()?;
     // Built after setns: its threads inherit the bench's netns.
     let runtime = tokio::runtime::Builder::new_multi_thread()

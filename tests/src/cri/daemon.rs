@@ -212,6 +212,26 @@ impl Daemon {
         Ok(())
     }
 
+    /// Stops the daemon as an operator does (SIGTERM), killing it if it has
+    /// not exited within 30s; then ends what is left in its mount namespace.
+    pub async fn terminate(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child, not yet reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait()?.is_none() {
+                if Instant::now() > deadline {
+                    child.kill()?;
+                    child.wait()?;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        self.kill_everything();
+        Ok(())
+    }
+
     /// Starts the daemon again with the same configuration after [`Daemon::kill`].
     /// The new one shares nothing in memory with the old: it must re-adopt
     /// what the old one left running.

@@ -38,9 +38,18 @@ impl EndpointKind {
     }
 }
 
-/// `target/debug/berth-cri` (built by `cargo build -p berth-cri --bins`).
+/// The variable naming another berth-cri binary (e.g. a release build for
+/// benchmarks); its siblings (berth-supervisor, berth-runtime, berth-pause)
+/// come from the same directory.
+pub const BINARY_VAR: &str = "BERTH_TEST_CRI_BINARY";
+
+/// `BERTH_TEST_CRI_BINARY`, else `target/debug/berth-cri` (built by
+/// `cargo build -p berth-cri --bins`).
 pub fn berth_cri_binary() -> PathBuf {
-    crate::bins::workspace_binary("berth-cri")
+    match std::env::var_os(BINARY_VAR) {
+        Some(path) => PathBuf::from(path),
+        None => crate::bins::workspace_binary("berth-cri"),
+    }
 }
 
 /// Fails when the berth-cri binary is absent. The fixture calls it when
