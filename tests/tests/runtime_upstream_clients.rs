@@ -427,7 +427,6 @@ impl Drop for Podman {
 }
 
 #[test]
-
 fn podman_runs_containers_through_berth_runtime() {
     let dir = TempDir::new("berth-upstream-podman").unwrap();
     let runtime = LoggingRuntime::new(&dir);
