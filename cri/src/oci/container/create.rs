@@ -156,10 +156,17 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         !HookKind::Prestart.select(h).is_empty() || !HookKind::CreateRuntime.select(h).is_empty()
     });
     let clone_flags = if plan.single_clone() {
-        plan.new & !CloneFlags::CLONE_NEWCGROUP
+        plan.new & !(CloneFlags::CLONE_NEWCGROUP | crate::oci::timens::CLONE_NEWTIME)
     } else {
         CloneFlags::empty()
     };
+    let idmapped = crate::oci::rootfs::idmap::prepare(&spec)?
+        .into_iter()
+        .map(|mut m| {
+            m.tree = relocate(m.tree, above)?;
+            Ok(m)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let rootfs = RootfsConfig {
         rootfs: spec::rootfs(&spec),
         no_pivot: options.no_pivot,
@@ -167,6 +174,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
             || plan.joins(CloneFlags::CLONE_NEWUSER),
         cgroup_ns: plan.creates(CloneFlags::CLONE_NEWCGROUP)
             || plan.joins(CloneFlags::CLONE_NEWCGROUP),
+        idmapped,
     };
 
     let seccomp_listener = linux
@@ -282,6 +290,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         owner: String::new(),
         process: Some(process),
         seccomp: linux.seccomp().clone(),
+        resources: linux.resources().clone(),
     };
     store.save(&state)?;
     if let Some(pid_file) = &options.pid_file {
