@@ -163,3 +163,26 @@ fn unknown_rlimit_is_refused() {
     let stderr = create_fails(&Bundle::busybox(spec).unwrap());
     assert!(stderr.contains("rlimit_bogus"), "{stderr}");
 }
+
+#[test]
+fn time_offsets_without_a_time_namespace_or_with_an_unknown_clock_are_refused() {
+    let offsets = |clock: &str| json!({ clock: {"secs": 10} });
+    let no_ns = Spec::new().set("/linux/timeOffsets", offsets("boottime"));
+    let stderr = create_fails(&Bundle::busybox(no_ns).unwrap());
+    assert!(stderr.contains("linux.timeoffsets"), "{stderr}");
+    let bad_clock = Spec::new()
+        .namespace("time")
+        .set("/linux/timeOffsets", offsets("realtime"));
+    let stderr = create_fails(&Bundle::busybox(bad_clock).unwrap());
+    assert!(stderr.contains("linux.timeoffsets.realtime"), "{stderr}");
+}
+
+#[test]
+fn idmapped_mount_with_half_its_mappings_is_refused() {
+    let spec = Spec::new().mount(json!({
+        "destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind"],
+        "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
+    }));
+    let stderr = create_fails(&Bundle::busybox(spec).unwrap());
+    assert!(stderr.contains("gidmappings"), "{stderr}");
+}

@@ -270,6 +270,21 @@ fn update_changes_limits_of_a_running_container() {
         cgroup::read("pids", &path, "pids.max").as_deref(),
         Some("42")
     );
+
+    // The limits in force are remembered in the container's state: each
+    // update's changes on top of the spec's, not just the last update's.
+    if !runtime.is_runc() {
+        let state: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(runtime.root().join(bundle.id()).join("state.json")).unwrap(),
+        )
+        .unwrap();
+        let resources = &state["resources"];
+        assert_eq!(resources["memory"]["limit"], 134217728, "{resources}");
+        assert_eq!(resources["pids"]["limit"], 42, "{resources}");
+        assert_eq!(resources["cpu"]["shares"], 256, "{resources}");
+        assert_eq!(resources["cpu"]["quota"], 30000, "{resources}");
+        assert_eq!(resources["cpu"]["period"], 100000, "{resources}");
+    }
 }
 
 #[test]

@@ -260,3 +260,62 @@ fn spec_devices_are_created_and_allowed_by_the_device_cgroup() {
     assert_eq!(lines[1], "wrote", "{out}");
     assert!(lines[2].contains("Operation not permitted"), "{out}");
 }
+
+/// Ids as `stat -c %u:%g` prints them for every path in `paths`.
+fn owners(spec: Spec, paths: &[&str]) -> Vec<String> {
+    let out = run_ok(spec.shell(&format!("stat -c %u:%g {}", paths.join(" "))));
+    out.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn idmapped_bind_mount_shows_files_under_the_mapped_ids() {
+    let data = TempDir::new("berth-idmap").unwrap();
+    std::fs::set_permissions(
+        data.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    std::fs::write(data.join("by-root"), "r").unwrap();
+    std::fs::write(data.join("by-7"), "7").unwrap();
+    std::os::unix::fs::chown(data.join("by-7"), Some(7), Some(8)).unwrap();
+    let map = |host: u32| json!([{"containerID": 0, "hostID": host, "size": 100}]);
+    let idmapped = Spec::new().mount(json!({
+        "destination": "/data", "type": "bind", "source": data.path(),
+        "options": ["rbind"], "uidMappings": map(1000), "gidMappings": map(2000)
+    }));
+    assert_eq!(
+        owners(idmapped.clone(), &["/data/by-root", "/data/by-7"]),
+        ["1000:2000", "1007:2008"]
+    );
+    // Files made through the mount by a mapped id land on disk unmapped.
+    let writer = idmapped
+        .user(1005, 2005)
+        .shell("echo w > /data/made-inside");
+    run_ok(writer);
+    let made = std::fs::metadata(data.join("made-inside")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((made.uid(), made.gid()), (5, 5));
+    // The host's view of the source is unchanged.
+    let host = std::fs::metadata(data.join("by-7")).unwrap();
+    assert_eq!((host.uid(), host.gid()), (7, 8));
+}
+
+#[test]
+fn idmap_option_maps_a_mount_with_the_containers_user_namespace() {
+    let data = TempDir::new("berth-idmap-userns").unwrap();
+    std::fs::write(data.join("by-root"), "r").unwrap();
+    // Mounted on a directory the image has: the container's root may not
+    // create one in a rootfs owned by the host's root.
+    let in_userns = Spec::new().namespace("user").id_mapping(100_000, 65_536);
+    let plain = in_userns.clone().mount(json!({
+        "destination": "/tmp", "type": "bind", "source": data.path(), "options": ["rbind"]
+    }));
+    let idmapped = in_userns.mount(json!({
+        "destination": "/tmp", "type": "bind", "source": data.path(),
+        "options": ["rbind", "idmap"]
+    }));
+    // Host root is unmapped in the container's user namespace...
+    assert_eq!(owners(plain, &["/tmp/by-root"]), ["65534:65534"]);
+    // ...but through the idmapped mount the file belongs to the container's root.
+    assert_eq!(owners(idmapped, &["/tmp/by-root"]), ["0:0"]);
+}

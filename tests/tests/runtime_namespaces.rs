@@ -250,3 +250,35 @@ fn a_container_joins_the_namespaces_of_a_running_sandbox() {
         "{out}"
     );
 }
+
+/// Seconds since boot as the first field of /proc/uptime.
+fn uptime_of(text: &str) -> f64 {
+    text.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn time_namespace_shifts_the_boot_clock_by_the_spec_offset() {
+    const OFFSET: f64 = 10.0 * 86400.0;
+    let runtime = Runtime::from_env().unwrap();
+    let spec = Spec::new()
+        .namespace("time")
+        .set(
+            "/linux/timeOffsets",
+            serde_json::json!({
+                "boottime": {"secs": OFFSET as i64, "nanosecs": 0},
+                "monotonic": {"secs": 3600}
+            }),
+        )
+        .shell("cat /proc/uptime; readlink /proc/self/ns/time");
+    let bundle = Bundle::busybox(spec).unwrap();
+    let before = uptime_of(&std::fs::read_to_string("/proc/uptime").unwrap());
+    let out = runtime.run_ok(&bundle).unwrap();
+    let after = uptime_of(&std::fs::read_to_string("/proc/uptime").unwrap());
+    let mut lines = out.lines();
+    let inside = uptime_of(lines.next().unwrap()) - OFFSET;
+    assert!(
+        before <= inside + 0.01 && inside <= after + 0.01,
+        "container uptime minus the offset {inside} is not within the host's {before}..{after}"
+    );
+    assert_ne!(lines.next(), Some(host_ns("time").as_str()), "{out}");
+}

@@ -17,5 +17,6 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod spec;
 pub mod state;
+pub mod timens;
 
 pub use error::{OciError, Result};

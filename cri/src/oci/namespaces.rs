@@ -21,19 +21,20 @@ pub fn clone_flag(typ: LinuxNamespaceType) -> CloneFlags {
         LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
         LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
         LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
-        LinuxNamespaceType::Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+        LinuxNamespaceType::Time => super::timens::CLONE_NEWTIME,
     }
 }
 
 /// Order for joining: the user namespace first (it grants the rights to join the
 /// others it owns), the mount namespace last (paths are opened beforehand anyway).
-const JOIN_ORDER: [CloneFlags; 7] = [
+const JOIN_ORDER: [CloneFlags; 8] = [
     CloneFlags::CLONE_NEWUSER,
     CloneFlags::CLONE_NEWIPC,
     CloneFlags::CLONE_NEWUTS,
     CloneFlags::CLONE_NEWNET,
     CloneFlags::CLONE_NEWPID,
     CloneFlags::CLONE_NEWCGROUP,
+    super::timens::CLONE_NEWTIME,
     CloneFlags::CLONE_NEWNS,
 ];
 
@@ -78,6 +79,7 @@ impl NamespacePlan {
             ("net", CloneFlags::CLONE_NEWNET),
             ("pid", CloneFlags::CLONE_NEWPID),
             ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+            ("time", super::timens::CLONE_NEWTIME),
             ("mnt", CloneFlags::CLONE_NEWNS),
         ] {
             let theirs = format!("/proc/{pid}/ns/{name}");
@@ -112,7 +114,8 @@ impl NamespacePlan {
 
     /// Whether everything can be created by the clone(2) itself (nothing to join).
     /// The cgroup namespace is never made at clone time: it must be unshared after
-    /// the parent has moved the process into the container's cgroup.
+    /// the parent has moved the process into the container's cgroup; nor is the
+    /// time namespace, whose offsets must be written before anyone enters it.
     pub fn single_clone(&self) -> bool {
         self.join.is_empty()
     }

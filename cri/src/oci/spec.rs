@@ -145,11 +145,13 @@ pub fn validate(spec: &Spec) -> Result<()> {
         }
     }
     let private = |typ: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == typ);
-    if linux.time_offsets().as_ref().is_some_and(|o| !o.is_empty()) {
-        return Err(invalid(
-            "linux.timeOffsets",
-            "time namespace offsets are not supported",
-        ));
+    if let Some(offsets) = linux.time_offsets() {
+        let time = |path: bool| {
+            namespaces
+                .iter()
+                .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_some() == path)
+        };
+        crate::oci::timens::validate(offsets, time(false), time(true))?;
     }
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !private(LinuxNamespaceType::Uts)
     {
@@ -205,13 +207,8 @@ pub fn validate(spec: &Spec) -> Result<()> {
                 "must not be empty",
             ));
         }
-        if mount.uid_mappings().is_some() || mount.gid_mappings().is_some() {
-            return Err(invalid(
-                format!("mounts[{i}].uidMappings"),
-                "idmapped mounts are not supported",
-            ));
-        }
     }
+    crate::oci::rootfs::idmap::validate(spec)?;
     for (i, device) in linux.devices().iter().flatten().enumerate() {
         if !device.path().starts_with("/dev") {
             return Err(invalid(
@@ -325,14 +322,14 @@ mod tests {
     }
 
     #[test]
-    fn idmapped_mounts_are_refused_by_name() {
+    fn idmapped_mounts_need_both_mappings() {
         let json = spec_json("").replace(
             r#""ociVersion""#,
             r#""mounts":[{"destination":"/data","type":"bind","source":"/tmp","uidMappings":[{"containerID":0,"hostID":1000,"size":1}]}],"ociVersion""#,
         );
         let (spec, _): (Spec, _) = parse(json.as_bytes(), "c").unwrap();
         let err = validate(&spec).unwrap_err().to_string();
-        assert!(err.starts_with("mounts[0].uidMappings"), "{err}");
+        assert!(err.starts_with("mounts[0].gidMappings"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct ContainerState {
     /// Exec'd processes get the container's seccomp filter too.
     #[serde(default)]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// linux.resources in force: the spec's, as changed by `update` since.
+    #[serde(default)]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
 }
 
 /// The OCI state document (hook stdin, `state` output), in runc's field order.
@@ -320,6 +323,7 @@ mod tests {
             owner: String::new(),
             process: None,
             seccomp: None,
+            resources: None,
         };
         store.save(&state).unwrap();
         assert_eq!(store.load("c1").unwrap().bundle, PathBuf::from("/b"));

@@ -11,10 +11,10 @@ use crate::oci::state::StateStore;
 pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     let store = StateStore::new(&cli.root);
     let systemd = cli.systemd_cgroup;
-    let rootless = cli.rootless.as_deref().is_some_and(|v| v == "true");
+    let rootless = super::rootless::Rootless::resolve(cli.rootless, systemd);
     match cli.command {
         Command::Create(args) => {
-            container::create::create(&store, &create_options(&args, systemd))?;
+            container::create::create(&store, &create_options(&args, systemd, rootless))?;
             Ok(0)
         }
         Command::Start { id } => {
@@ -25,7 +25,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
             create,
             detach,
             keep,
-        } => run(&store, &create, systemd, detach, keep),
+        } => run(&store, &create, systemd, rootless, detach, keep),
         Command::State { id } => {
             let state = container::state::state(&store, &id)?;
             println!("{}", serde_json::to_string_pretty(&state)?);
@@ -104,7 +104,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-fn create_options(args: &CreateArgs, systemd_cgroup: bool) -> CreateOptions {
+fn create_options(args: &CreateArgs, systemd_cgroup: bool, rootless: bool) -> CreateOptions {
     let (preserve_fds, extra_env) = listen_fds(args.preserve_fds);
     CreateOptions {
         id: args.id.clone(),
@@ -117,6 +117,7 @@ fn create_options(args: &CreateArgs, systemd_cgroup: bool) -> CreateOptions {
         preserve_fds,
         systemd_cgroup,
         extra_env,
+        rootless,
     }
 }
 
@@ -169,13 +170,14 @@ fn run(
     store: &StateStore,
     args: &CreateArgs,
     systemd: bool,
+    rootless: bool,
     detach: bool,
     keep: bool,
 ) -> anyhow::Result<i32> {
     if !detach {
         become_subreaper()?;
     }
-    let mut options = create_options(args, systemd);
+    let mut options = create_options(args, systemd, rootless);
     let terminal = bundle_wants_terminal(&args.bundle);
     let own_console = own_console(store, &args.id, terminal, &args.console_socket, detach)?;
     if let Some(console) = &own_console {

@@ -242,13 +242,7 @@ pub fn update_resources(args: &UpdateArgs) -> anyhow::Result<LinuxResources> {
 
 pub fn update(store: &StateStore, args: &UpdateArgs) -> anyhow::Result<i32> {
     let resources = update_resources(args)?;
-    let state = store.load(&args.id)?;
-    anyhow::ensure!(
-        state.status(&store.dir(&args.id)) != Status::Stopped,
-        "container {} is not running",
-        args.id
-    );
-    state.cgroup_manager()?.update(&resources)?;
+    crate::oci::container::update::update(store, &args.id, &resources)?;
     Ok(0)
 }
 
@@ -293,12 +287,13 @@ pub fn features() -> anyhow::Result<i32> {
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": crate::oci::rootfs::mounts::known_options(),
         "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": capabilities,
             "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": false},
             "seccomp": {"enabled": true},
             "apparmor": {"enabled": true},
             "selinux": {"enabled": true},
+            "mountExtensions": {"idmap": {"enabled": true}},
         },
         "annotations": {},
     });

@@ -6,6 +6,7 @@ mod commands;
 mod info;
 mod logging;
 mod process;
+mod rootless;
 mod wait;
 
 use std::path::PathBuf;
@@ -38,9 +39,16 @@ pub struct Cli {
     /// Use systemd transient units for cgroups (cgroupsPath is "slice:prefix:name").
     #[arg(long = "systemd-cgroup", global = true)]
     pub systemd_cgroup: bool,
-    /// Rootless mode: true, false or auto (accepted for compatibility).
-    #[arg(long, global = true, num_args = 0..=1, default_missing_value = "true")]
-    pub rootless: Option<String>,
+    /// Rootless mode: true, false or auto (default: rootless when not root or
+    /// in a user namespace); skips cgroups the runtime may not create.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    pub rootless: Option<rootless::Rootless>,
     /// Accepted for compatibility with runc callers; checkpointing is not supported.
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,
@@ -251,7 +259,7 @@ mod tests {
             "c",
         ]);
         assert_eq!(cli.root, PathBuf::from(DEFAULT_ROOT));
-        assert_eq!(cli.rootless.as_deref(), Some("auto"));
+        assert_eq!(cli.rootless, Some(rootless::Rootless::Auto));
         let Command::Create(args) = cli.command else {
             panic!("not create")
         };

@@ -44,6 +44,19 @@ impl CgroupError {
         }
     }
 
+    /// Whether the kernel refused us access (EACCES, EPERM, EROFS): what an
+    /// unprivileged or user-namespaced runtime gets from the host's cgroups.
+    pub fn is_access_denied(&self) -> bool {
+        let source = match self {
+            CgroupError::Apply { source, .. } | CgroupError::Io { source, .. } => source,
+            _ => return false,
+        };
+        matches!(
+            source.raw_os_error(),
+            Some(libc::EACCES | libc::EPERM | libc::EROFS)
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CgroupError::Io {
             path: path.into(),

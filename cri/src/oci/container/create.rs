@@ -42,6 +42,9 @@ pub struct CreateOptions {
     pub systemd_cgroup: bool,
     /// Added to the process environment (e.g. LISTEN_FDS).
     pub extra_env: Vec<String>,
+    /// Rootless mode (runc's): without linux.cgroupsPath, a cgroup the runtime
+    /// may not create is skipped, unless the spec asks for limits.
+    pub rootless: bool,
 }
 
 /// Undoes a half-made create: kills the init, removes the cgroup and state dir.
@@ -125,8 +128,25 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         .as_ref()
         .map(|p| p.to_string_lossy().into_owned());
     let manager = cgroups::new_manager(cgroups_path.as_deref(), &options.id, driver)?;
-    manager.create(linux.resources().as_ref())?;
-    cleanup.cgroup = Some(manager);
+    match manager.create(linux.resources().as_ref()) {
+        Ok(()) => cleanup.cgroup = Some(manager),
+        Err(e) if options.rootless && cgroups_path.is_none() && e.is_access_denied() => {
+            if let Err(e) = manager.destroy() {
+                tracing::debug!("container {}: {e}", options.id);
+            }
+            if let Some(field) = linux.resources().as_ref().and_then(first_limit) {
+                return Err(crate::oci::error::invalid(
+                    format!("linux.resources.{field}"),
+                    format!("cannot set limits: the container could not create its cgroup ({e})"),
+                ));
+            }
+            tracing::warn!(
+                "container {}: running without a cgroup (rootless): {e}",
+                options.id
+            );
+        }
+        Err(e) => return Err(e.into()),
+    }
 
     let above = 3 + options.preserve_fds;
     let exec_fifo = if options.start_immediately {
@@ -156,10 +176,17 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         !HookKind::Prestart.select(h).is_empty() || !HookKind::CreateRuntime.select(h).is_empty()
     });
     let clone_flags = if plan.single_clone() {
-        plan.new & !CloneFlags::CLONE_NEWCGROUP
+        plan.new & !(CloneFlags::CLONE_NEWCGROUP | crate::oci::timens::CLONE_NEWTIME)
     } else {
         CloneFlags::empty()
     };
+    let idmapped = crate::oci::rootfs::idmap::prepare(&spec)?
+        .into_iter()
+        .map(|mut m| {
+            m.tree = relocate(m.tree, above)?;
+            Ok(m)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let rootfs = RootfsConfig {
         rootfs: spec::rootfs(&spec),
         no_pivot: options.no_pivot,
@@ -167,6 +194,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
             || plan.joins(CloneFlags::CLONE_NEWUSER),
         cgroup_ns: plan.creates(CloneFlags::CLONE_NEWCGROUP)
             || plan.joins(CloneFlags::CLONE_NEWCGROUP),
+        idmapped,
     };
 
     let seccomp_listener = linux
@@ -282,6 +310,7 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
         owner: String::new(),
         process: Some(process),
         seccomp: linux.seccomp().clone(),
+        resources: linux.resources().clone(),
     };
     store.save(&state)?;
     if let Some(pid_file) = &options.pid_file {
@@ -289,6 +318,17 @@ pub fn create(store: &StateStore, options: &CreateOptions) -> Result<ContainerSt
     }
     cleanup.armed = false;
     Ok(state)
+}
+
+/// The first resource the spec limits, ignoring device rules (a rootless
+/// container without a cgroup cannot enforce it; device rules are not
+/// expected to work there, as with runc).
+fn first_limit(resources: &oci_spec::runtime::LinuxResources) -> Option<String> {
+    let json = serde_json::to_value(resources).ok()?;
+    json.as_object()?
+        .iter()
+        .find(|(name, value)| *name != "devices" && !value.is_null())
+        .map(|(name, _)| name.clone())
 }
 
 /// The exec fifo, writable by the container's root (which the init runs as when
@@ -384,5 +424,20 @@ fn absolutize_bind_sources(spec: &mut Spec, bundle: &Path) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_rules_are_not_limits_but_the_rest_are() {
+        let devices: oci_spec::runtime::LinuxResources =
+            serde_json::from_str(r#"{"devices":[{"allow":false,"access":"rwm"}]}"#).unwrap();
+        assert_eq!(first_limit(&devices), None);
+        let memory: oci_spec::runtime::LinuxResources =
+            serde_json::from_str(r#"{"devices":[],"memory":{"limit":1000000}}"#).unwrap();
+        assert_eq!(first_limit(&memory).as_deref(), Some("memory"));
     }
 }

@@ -7,6 +7,7 @@ pub mod kill;
 pub mod pause;
 pub mod start;
 pub mod state;
+pub mod update;
 
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;

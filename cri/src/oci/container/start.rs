@@ -17,18 +17,23 @@ pub fn start(store: &StateStore, id: &str) -> Result<()> {
         id: id.into(),
         reason: reason.into(),
     };
+    // The pidfd is taken before anything can release the init: once the fifo
+    // is open the init may exec, finish and be reaped at once (a short command
+    // under load), and a pid looked up after that is gone or someone else's.
+    // Taken first and checked against the recorded start time, it names our
+    // init for good.
+    let pidfd = super::pidfd(state.pid);
     match state.status(&dir) {
         Status::Created => {}
         Status::Stopped => return Err(invalid("cannot start a container that has stopped")),
         _ => return Err(invalid("cannot start an already running container")),
     }
+    let pidfd = pidfd.ok_or_else(|| invalid("cannot start a container that has stopped"))?;
     let fifo_path = dir.join(EXEC_FIFO);
     // O_RDWR never blocks on a fifo; the init's pending O_WRONLY open then
     // completes and it writes one byte. Its pidfd tells us if it died instead.
     let fifo = open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| format!("opening {}", fifo_path.display()))?;
-    let pidfd = super::pidfd(state.pid)
-        .ok_or_else(|| invalid("cannot start a container that has stopped"))?;
     let mut fds = [
         PollFd::new(fifo.as_fd(), PollFlags::POLLIN),
         PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),

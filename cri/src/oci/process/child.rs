@@ -23,6 +23,7 @@ use crate::oci::namespaces::NamespacePlan;
 use crate::oci::rootfs::{self, RootfsConfig};
 use crate::oci::seccomp::CompiledFilter;
 use crate::oci::state::{OciState, Status};
+use crate::oci::timens;
 
 /// What the child becomes.
 pub enum Role<'a> {
@@ -118,7 +119,8 @@ fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
     let single_clone = matches!(config.role, Role::Init { .. }) && plan.single_clone();
     if !single_clone {
         plan.join_all()?;
-        let late = plan.new & !(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP);
+        let late = plan.new
+            & !(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWCGROUP | timens::CLONE_NEWTIME);
         if !late.is_empty() {
             unshare(late).context(|| format!("unshare({late:?})"))?;
         }
@@ -159,6 +161,16 @@ fn setup_and_exec(config: &mut ChildConfig) -> Result<Never> {
         // Become the namespace's root (if mapped) for the setup that follows.
         let _ = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0));
         let _ = nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0));
+    }
+    if let Role::Init { spec, rootfs, .. } = &config.role {
+        if plan.creates(timens::CLONE_NEWTIME) {
+            let offsets = spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.time_offsets().clone())
+                .unwrap_or_default();
+            timens::unshare_with_offsets(&offsets, rootfs.in_user_ns)?;
+        }
     }
     let process = config.process;
     setup::set_exec_labels(process, HostLsm::detect())?;

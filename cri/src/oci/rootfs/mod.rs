@@ -2,6 +2,7 @@
 //! the rootfs bind, the spec's mounts, /dev, pivot_root, masked and read-only paths.
 
 pub mod devices;
+pub mod idmap;
 pub mod mountinfo;
 pub mod mounts;
 pub mod paths;
@@ -22,7 +23,7 @@ use mounts::{MountOptions, parse_options, parse_propagation};
 use paths::{ensure_target, open_in_root, proc_fd_path};
 
 /// How the rootfs is to be set up (the parts not in the spec).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct RootfsConfig {
     pub rootfs: PathBuf,
     pub no_pivot: bool,
@@ -31,6 +32,8 @@ pub struct RootfsConfig {
     /// Whether the container has its own cgroup namespace (decides how cgroup
     /// mounts are made).
     pub cgroup_ns: bool,
+    /// Idmapped trees the runtime prepared, moved into place here.
+    pub idmapped: Vec<idmap::IdmappedMount>,
 }
 
 /// Everything up to (not including) pivot_root. Runs in the container's mount
@@ -76,7 +79,7 @@ pub fn prepare(
         if matches!(m.typ().as_deref(), Some("cgroup" | "cgroup2")) {
             before_cgroup_mount()?;
         }
-        mount_one(root.as_fd(), m, config).map_err(|e| match e {
+        mount_one(root.as_fd(), index, m, config).map_err(|e| match e {
             crate::oci::error::OciError::Io { context, source } => {
                 crate::oci::error::OciError::Io {
                     context: format!("mounts[{index}] ({}): {context}", m.destination().display()),
@@ -200,7 +203,7 @@ fn has_bind(m: &Mount) -> bool {
         .any(|o| o == "bind" || o == "rbind")
 }
 
-fn mount_one(root: BorrowedFd, m: &Mount, config: &RootfsConfig) -> Result<()> {
+fn mount_one(root: BorrowedFd, index: usize, m: &Mount, config: &RootfsConfig) -> Result<()> {
     let options = parse_options(m.options().as_deref().unwrap_or_default());
     let typ = m.typ().as_deref().unwrap_or("");
     let destination = m.destination();
@@ -212,14 +215,18 @@ fn mount_one(root: BorrowedFd, m: &Mount, config: &RootfsConfig) -> Result<()> {
         let is_file = !source.is_dir();
         let target = ensure_target(root, destination, is_file)?;
         let rec = options.flags & MsFlags::MS_REC;
-        mount(
-            Some(&source),
-            proc_fd_path(&target).as_str(),
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .context(|| format!("bind-mounting {}", source.display()))?;
+        match config.idmapped.iter().find(|t| t.index == index) {
+            Some(idmapped) => idmap::attach(&idmapped.tree, &target)
+                .context(|| format!("moving the idmapped {} into place", source.display()))?,
+            None => mount(
+                Some(&source),
+                proc_fd_path(&target).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | rec,
+                None::<&str>,
+            )
+            .context(|| format!("bind-mounting {}", source.display()))?,
+        }
         let remount = options.bind_remount_flags();
         if !remount.is_empty() {
             remount_bind(root, destination, remount | rec, config.in_user_ns)?;
@@ -287,27 +294,40 @@ fn apply_propagation_and_attrs(
     Ok(())
 }
 
-/// mount_setattr(AT_RECURSIVE): attributes for the mount and everything under
-/// it. Hand-written: neither nix nor libc wrap mount_setattr.
+/// mount_setattr(AT_RECURSIVE): attributes for the mount and everything under it.
 fn set_recursive_attrs(
     fd: &OwnedFd,
     attrs: mounts::RecursiveAttrs,
 ) -> std::result::Result<(), Errno> {
-    use std::os::fd::AsRawFd;
     let attr = libc::mount_attr {
         attr_set: attrs.set,
         attr_clr: attrs.clear,
         propagation: 0,
         userns_fd: 0,
     };
+    mount_setattr(fd, &attr, true)
+}
+
+/// mount_setattr(2) on the mount `fd` refers to (and, `recursive`, every mount
+/// under it). Hand-written: neither nix nor libc wrap it.
+fn mount_setattr(
+    fd: &OwnedFd,
+    attr: &libc::mount_attr,
+    recursive: bool,
+) -> std::result::Result<(), Errno> {
+    use std::os::fd::AsRawFd;
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
     // SAFETY: valid fd, NUL-terminated empty path and a mount_attr of the size passed.
     let rc = unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
             fd.as_raw_fd(),
             c"".as_ptr(),
-            libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
-            &attr as *const libc::mount_attr,
+            flags,
+            attr as *const libc::mount_attr,
             std::mem::size_of::<libc::mount_attr>(),
         )
     };

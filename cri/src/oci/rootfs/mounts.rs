@@ -188,7 +188,8 @@ pub fn parse_options(options: &[String]) -> MountOptions {
             || option == "ridmap"
             || option.starts_with("x-")
         {
-            // Accepted for compatibility; userspace-only or not supported here.
+            // Userspace-only or not supported here; idmap/ridmap are read by
+            // the idmapped mount setup (rootfs::idmap).
             tracing::debug!("mount option {option} ignored");
         } else {
             parsed.data.push(option.clone());
