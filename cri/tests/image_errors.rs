@@ -5,7 +5,8 @@ mod image_common;
 
 use berth_cri::image::{Credentials, ImageError};
 use berth_tests::registry::{
-    Blob, ImageBuilder, LayerBuilder, LayerCompression, OCI_MANIFEST, RegistryOptions,
+    Blob, ImageBuilder, LayerBuilder, LayerCompression, OCI_MANIFEST, Proxy, RegistryOptions,
+    ScriptedAnswer,
 };
 use image_common::{Env, assert_registry_status, list_dir, pull_anonymously};
 
@@ -181,54 +182,19 @@ async fn diff_id_mismatch_is_refused() {
     );
 }
 
-/// A loopback proxy in front of the registry that answers the first `failures`
-/// connections with `status` (and closes them), then forwards everything.
-struct FlakyProxy {
-    port: u16,
-}
-
-impl FlakyProxy {
-    fn start(upstream: String, status: &'static str, failures: usize) -> FlakyProxy {
-        use std::io::{Read, Write};
-        use std::net::{TcpListener, TcpStream};
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        std::thread::spawn(move || {
-            for (n, conn) in listener.incoming().enumerate() {
-                let Ok(mut client) = conn else { continue };
-                if n < failures {
-                    let mut buf = [0u8; 4096];
-                    let _ = client.read(&mut buf);
-                    let _ = write!(
-                        client,
-                        "HTTP/1.1 {status}\r\nContent-Length: 0\r\nRetry-After: 0\r\nConnection: close\r\n\r\n"
-                    );
-                    continue;
-                }
-                let Ok(server) = TcpStream::connect(&upstream) else {
-                    continue;
-                };
-                let (mut from_client, mut to_server) =
-                    (client.try_clone().unwrap(), server.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut from_client, &mut to_server);
-                    let _ = to_server.shutdown(std::net::Shutdown::Write);
-                });
-                std::thread::spawn(move || {
-                    let (mut from_server, mut to_client) = (server, client);
-                    let _ = std::io::copy(&mut from_server, &mut to_client);
-                });
-            }
-        });
-        FlakyProxy { port }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-fn hosts_for_proxy(env: &Env, proxy: &FlakyProxy) {
+/// A proxy in front of the registry answering the first `failures` requests with
+/// `status` (and `Retry-After: 0`), then forwarding everything.
+fn flaky_proxy(env: &Env, status: &'static str, failures: usize) -> Proxy {
+    let proxy = Proxy::http(
+        &env.registry.host(),
+        vec![ScriptedAnswer {
+            path_contains: "/v2/".into(),
+            status,
+            headers: vec![("Retry-After".into(), "0".into())],
+            times: failures,
+        }],
+    )
+    .unwrap();
     let dir = env.hosts.path().join(proxy.host());
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -236,6 +202,7 @@ fn hosts_for_proxy(env: &Env, proxy: &FlakyProxy) {
         format!("server = \"http://{}\"\n", proxy.host()),
     )
     .unwrap();
+    proxy
 }
 
 #[tokio::test]
@@ -243,8 +210,7 @@ async fn too_many_requests_is_retried_until_the_registry_serves() {
     let env = Env::start(RegistryOptions::default());
     let image = small_image("retry");
     env.push("test/flaky", "v1", &image).await;
-    let proxy = FlakyProxy::start(env.registry.host(), "429 Too Many Requests", 2);
-    hosts_for_proxy(&env, &proxy);
+    let proxy = flaky_proxy(&env, "429 Too Many Requests", 2);
     let store = env.store();
     let record = store
         .pull(
@@ -260,8 +226,7 @@ async fn too_many_requests_is_retried_until_the_registry_serves() {
 #[tokio::test]
 async fn persistent_server_errors_fail_with_the_status_and_leave_nothing() {
     let env = Env::start(RegistryOptions::default());
-    let proxy = FlakyProxy::start(env.registry.host(), "503 Service Unavailable", usize::MAX);
-    hosts_for_proxy(&env, &proxy);
+    let proxy = flaky_proxy(&env, "503 Service Unavailable", usize::MAX);
     let store = env.store();
     let err = store
         .pull(

@@ -333,7 +333,7 @@ async fn tls_registry_with_custom_ca_from_hosts_toml() {
     let err = pull_anonymously(&untrusting, &env.reference("test/tls:v1"))
         .await
         .unwrap_err();
-    assert!(matches!(err, ImageError::Registry { .. }), "{err}");
+    assert!(matches!(err, ImageError::Tls { .. }), "{err}");
 }
 
 #[tokio::test]

@@ -18,6 +18,14 @@ pub enum ImageError {
         /// HTTP status when the registry answered with one (401, 404, 429, 5xx...).
         status: Option<u16>,
     },
+    /// A TLS failure that repeats on every attempt: an untrusted server certificate or
+    /// a handshake the server refused (a missing client certificate).
+    #[error("image {image}: registry {endpoint}: {reason}")]
+    Tls {
+        image: String,
+        endpoint: String,
+        reason: String,
+    },
     #[error("image {image}: blob {digest}: {reason}")]
     Blob {
         image: String,

@@ -1,7 +1,7 @@
 //! Registry host configuration in containerd's `hosts.toml` layout, so operators reuse
 //! their existing config dirs: `<dir>/<host[:port]>/hosts.toml` (or `<dir>/_default/`)
 //! with `server` and `[host."<url>"]` tables (`capabilities`, `override_path`,
-//! `skip_verify`, `ca`, `client`, `header`).
+//! `skip_verify`, `ca`, `client` certificates for mutual TLS, extra request `header`s).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,18 @@ pub struct Endpoint {
     pub can_resolve: bool,
     pub skip_verify: bool,
     pub ca_files: Vec<PathBuf>,
+    /// TLS client identities to offer (mutual TLS), in configured order.
+    pub client_certs: Vec<ClientCertificate>,
+    /// Extra headers sent with every request to this endpoint (name, value).
+    pub headers: Vec<(String, String)>,
+}
+
+/// A client certificate (chain) and its private key, both PEM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientCertificate {
+    pub cert: PathBuf,
+    /// None: the key is in the certificate file.
+    pub key: Option<PathBuf>,
 }
 
 impl Endpoint {
@@ -157,7 +169,7 @@ fn endpoint_from_url(url: &str, table: &HostTable, base: Option<&Path>) -> Resul
     if host.is_empty() {
         return Err(bad("URL has no host".into()));
     }
-    // oci-client always builds `<registry>/v2/<repo>/...`, so an overridden path is split at
+    // Requests are built as `<registry>/v2/<repo>/...`, so an overridden path is split at
     // its `/v2` segment: what precedes it joins the registry, what follows prefixes the repo.
     let (registry_path, repository_prefix) = if table.override_path {
         let Some(v2) = path.find("/v2").filter(|&i| {
@@ -183,18 +195,18 @@ fn endpoint_from_url(url: &str, table: &HostTable, base: Option<&Path>) -> Resul
             return Err(bad(format!("capabilities: unknown capability {cap:?}")));
         }
     }
-    if table.client.is_some() {
-        // oci-client exposes no way to present a client identity on its connections.
-        return Err(bad(
-            "client: TLS client certificates are not supported".into()
-        ));
-    }
-    if table.header.as_ref().is_some_and(|h| !h.is_empty()) {
-        // oci-client builds its requests internally and takes no extra headers.
-        return Err(bad(
-            "header: custom request headers are not supported".into()
-        ));
-    }
+    let resolve = |p: &str| match base {
+        Some(base) if Path::new(p).is_relative() => base.join(p),
+        _ => PathBuf::from(p),
+    };
+    let client_certs = match &table.client {
+        Some(value) => {
+            client_certificates(value, &resolve).map_err(|r| bad(format!("client: {r}")))?
+        }
+        None => Vec::new(),
+    };
+    let headers =
+        request_headers(table.header.as_ref()).map_err(|r| bad(format!("header: {r}")))?;
     let ca_files = table
         .ca
         .as_ref()
@@ -203,11 +215,8 @@ fn endpoint_from_url(url: &str, table: &HostTable, base: Option<&Path>) -> Resul
             OneOrMany::Many(v) => v.clone(),
         })
         .unwrap_or_default()
-        .into_iter()
-        .map(|p| match base {
-            Some(base) if Path::new(&p).is_relative() => base.join(p),
-            _ => PathBuf::from(p),
-        })
+        .iter()
+        .map(|p| resolve(p))
         .collect();
     Ok(Endpoint {
         url: url.to_string(),
@@ -217,7 +226,78 @@ fn endpoint_from_url(url: &str, table: &HostTable, base: Option<&Path>) -> Resul
         can_resolve: capabilities.iter().any(|c| c == "resolve"),
         skip_verify: table.skip_verify,
         ca_files,
+        client_certs,
+        headers,
     })
+}
+
+/// `client` as containerd reads it: a path, or a list whose entries are a path or a
+/// `[certificate, key]` pair. A lone path (or an empty key) holds certificate and key.
+fn client_certificates(
+    value: &toml::Value,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> std::result::Result<Vec<ClientCertificate>, String> {
+    let from_path = |cert: &str| ClientCertificate {
+        cert: resolve(cert),
+        key: None,
+    };
+    let entries = match value {
+        toml::Value::String(path) => return Ok(vec![from_path(path)]),
+        toml::Value::Array(entries) => entries,
+        other => {
+            return Err(format!(
+                "must be a path or a list, not a {}",
+                other.type_str()
+            ));
+        }
+    };
+    entries
+        .iter()
+        .map(|entry| match entry {
+            toml::Value::String(path) => Ok(from_path(path)),
+            toml::Value::Array(pair) => {
+                let paths = pair
+                    .iter()
+                    .map(|p| p.as_str().ok_or("pair entries must be strings"))
+                    .collect::<std::result::Result<Vec<_>, _>>()?;
+                match paths.as_slice() {
+                    [cert] | [cert, ""] => Ok(from_path(cert)),
+                    [cert, key] => Ok(ClientCertificate {
+                        cert: resolve(cert),
+                        key: Some(resolve(key)),
+                    }),
+                    _ => Err(format!("{entry} is not a [certificate, key] pair")),
+                }
+            }
+            other => Err(format!(
+                "entry {other} is neither a path nor a [certificate, key] pair"
+            )),
+        })
+        .collect()
+}
+
+/// `header` entries, each value (or each of a list of values) sent as its own line;
+/// names and values are checked here so a typo fails at config time, naming it.
+fn request_headers(
+    table: Option<&BTreeMap<String, OneOrMany<String>>>,
+) -> std::result::Result<Vec<(String, String)>, String> {
+    let mut headers = Vec::new();
+    for (name, values) in table.into_iter().flatten() {
+        if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(format!("{name:?} is not a valid header name"));
+        }
+        let values = match values {
+            OneOrMany::One(v) => std::slice::from_ref(v),
+            OneOrMany::Many(v) => v.as_slice(),
+        };
+        for value in values {
+            if reqwest::header::HeaderValue::from_str(value).is_err() {
+                return Err(format!("{name}: {value:?} is not a valid header value"));
+            }
+            headers.push((name.clone(), value.clone()));
+        }
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]
@@ -282,6 +362,56 @@ server = "https://registry.k8s.io"
             .unwrap();
         assert!(eps[0].skip_verify);
         assert_eq!(eps[0].ca_files, vec![dir.join("example.com/ca.pem")]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn client_takes_containerd_forms_and_header_keeps_every_value() {
+        let dir = temp_dir("client");
+        write_hosts(
+            &dir,
+            "example.com",
+            r#"
+[host."https://a"]
+  client = "both.pem"
+[host."https://b"]
+  client = [["/etc/c.crt", "/etc/c.key"], "d.pem", ["e.pem", ""]]
+[host."https://b".header]
+  x-one = "1"
+  x-many = ["a", "b"]
+"#,
+        );
+        let eps = HostsConfig::new(Some(dir.clone()))
+            .endpoints("example.com")
+            .unwrap();
+        let base = dir.join("example.com");
+        let pem = |name: &str| ClientCertificate {
+            cert: base.join(name),
+            key: None,
+        };
+        assert_eq!(eps[0].client_certs, vec![pem("both.pem")]);
+        assert_eq!(
+            eps[1].client_certs,
+            vec![
+                ClientCertificate {
+                    cert: "/etc/c.crt".into(),
+                    key: Some("/etc/c.key".into()),
+                },
+                pem("d.pem"),
+                pem("e.pem"),
+            ]
+        );
+        assert_eq!(
+            eps[1].headers,
+            [("x-many", "a"), ("x-many", "b"), ("x-one", "1")]
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+        );
+        write_hosts(&dir, "example.com", "[host.\"https://a\"]\nclient = 3\n");
+        let err = HostsConfig::new(Some(dir.clone()))
+            .endpoints("example.com")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client") && err.contains("https://a"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -12,12 +12,13 @@
 //! a record is written only after everything it names exists.
 //!
 //! Registry endpoints come from a containerd-style hosts dir (see [`hosts`]); the
-//! protocol is oci-client's, wrapped in `registry.rs` (what it does not cover is said
-//! there). Containers lease their image through [`Snapshotter::prepare`]; callers that
+//! distribution protocol is in `registry.rs` (authentication in `auth.rs`, HTTP and TLS
+//! setup in `transport.rs`); oci-client only parses references. Containers lease their image through [`Snapshotter::prepare`]; callers that
 //! hold an image otherwise use [`ImageStore::acquire`] / [`ImageStore::release`].
 
 mod archive;
 mod atomic;
+mod auth;
 mod content;
 pub mod digest;
 mod error;
@@ -29,6 +30,7 @@ mod record;
 mod registry;
 mod snapshot;
 mod store;
+mod transport;
 pub mod unpack;
 
 pub use digest::Digest;

@@ -30,13 +30,7 @@ impl Inner {
         let _shared = self.gc_lock.read().await;
         let image = reference.whole();
         tracing::info!(%image, %platform, "pulling image");
-        let session = Session::new(
-            &self.hosts,
-            &reference,
-            credentials,
-            self.options.max_concurrent_downloads,
-        )
-        .await?;
+        let session = Session::new(&self.hosts, &reference, credentials).await?;
         let wanted = reference
             .digest()
             .or(reference.tag())

@@ -1,29 +1,25 @@
-//! Talking to registries: oci-client does the distribution protocol (token and basic
-//! auth handshakes, manifest and blob GETs with digest verification); this module picks
-//! the endpoints from the hosts config, builds one client per endpoint and pull (so one
-//! pull's credentials never leak into another's token cache), retries transient
-//! failures, and turns oci-client's errors into ones naming the image and endpoint.
-//!
-//! Gaps of oci-client that this wrapper covers: it knows no mirrors with overridden
-//! paths (handled by rewriting registry and repository, see hosts.rs), it never retries
-//! (done here), and it does not check blob sizes (done here). Not covered: it hides the
-//! Retry-After header of a 429, so the retry uses its own backoff.
+//! Talking to registries (the OCI distribution protocol, pull side): picks the
+//! endpoints from the hosts config, builds one HTTP client per endpoint and pull (so one
+//! pull's credentials never leak into another's tokens), answers authentication
+//! challenges, fetches manifests and blobs (checking digests and sizes while they
+//! stream), retries transient failures (honouring Retry-After) and turns failures into
+//! errors naming the image and endpoint.
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderValue};
+use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::auth::{self, AuthFailure, Credential};
 use super::digest::Digest;
 use super::error::{ImageError, Result};
 use super::hosts::{Endpoint, HostsConfig};
 use super::media::{self, Descriptor};
+use super::transport::{self, EndpointClient};
 
 /// Registry credentials as the CRI AuthConfig carries them (from image pull secrets).
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -32,7 +28,7 @@ pub struct Credentials {
     pub password: String,
     /// base64 of `username:password`, as in a docker config.json.
     pub auth: String,
-    /// An OAuth refresh token; oci-client cannot exchange it, so it is refused.
+    /// An OAuth2 refresh token, exchanged at the registry's token server.
     pub identity_token: String,
     /// A bearer token to send as is.
     pub registry_token: String,
@@ -72,53 +68,26 @@ impl Credentials {
         .concat();
         Digest::of_bytes(joined.as_bytes())
     }
-
-    fn to_registry_auth(&self, image: &str) -> Result<RegistryAuth> {
-        let bad = |reason: &str| ImageError::InvalidReference {
-            reference: image.to_string(),
-            reason: format!("credentials: {reason}"),
-        };
-        if !self.registry_token.is_empty() {
-            return Ok(RegistryAuth::Bearer(self.registry_token.clone()));
-        }
-        if !self.auth.is_empty() {
-            let decoded = base64::engine::general_purpose::STANDARD
-                .decode(self.auth.trim())
-                .map_err(|_| bad("auth is not base64"))?;
-            let decoded = String::from_utf8(decoded).map_err(|_| bad("auth is not UTF-8"))?;
-            let (user, pass) = decoded
-                .split_once(':')
-                .ok_or_else(|| bad("auth is not base64 of username:password"))?;
-            return Ok(RegistryAuth::Basic(user.into(), pass.into()));
-        }
-        if !self.username.is_empty() {
-            return Ok(RegistryAuth::Basic(
-                self.username.clone(),
-                self.password.clone(),
-            ));
-        }
-        if !self.identity_token.is_empty() {
-            return Err(bad("identity_token (OAuth refresh token) is not supported"));
-        }
-        Ok(RegistryAuth::Anonymous)
-    }
-}
-
-/// A repository at one endpoint, with a client holding this pull's credentials.
-pub(crate) struct Remote {
-    pub endpoint: Endpoint,
-    client: Client,
-    /// The repository as named at this endpoint; tag/digest set per request.
-    registry: String,
-    repository: String,
-    image: String,
 }
 
 /// The endpoints serving one image reference during one pull.
 pub(crate) struct Session {
     remotes: Vec<Remote>,
-    auth: RegistryAuth,
     image: String,
+}
+
+/// A repository at one endpoint, with a client holding this pull's credentials.
+struct Remote {
+    endpoint: Endpoint,
+    http: EndpointClient,
+    /// `<scheme>://<registry>/v2/<repository>`: requests append `/manifests/..` or `/blobs/..`.
+    base: String,
+    /// The repository as named at this endpoint (for token scopes).
+    repository: String,
+    image: String,
+    credential: Credential,
+    /// The Authorization header that last worked, reused by later requests.
+    authorization: Mutex<Option<HeaderValue>>,
 }
 
 /// A manifest (or index) as the registry returned it.
@@ -128,43 +97,63 @@ pub(crate) struct FetchedManifest {
     pub media_type: String,
 }
 
+/// Manifests are small; a registry sending more is broken or hostile (containerd's
+/// limit too).
+const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+const RETRY_ATTEMPTS: u32 = 4;
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// The longest Retry-After honoured; a registry asking for more gets retried sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// How soon a failed request may be tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    Never,
+    Backoff,
+    After(Duration),
+}
+
+/// A failed attempt: the error to report if no retry follows.
+struct Failure {
+    error: ImageError,
+    retry: Retry,
+}
+
 impl Session {
     pub async fn new(
         hosts: &HostsConfig,
-        reference: &Reference,
+        reference: &oci_client::Reference,
         credentials: &Credentials,
-        max_concurrent_downloads: usize,
     ) -> Result<Session> {
         let image = reference.whole();
-        let auth = credentials.to_registry_auth(&image)?;
+        let credential = Credential::from_credentials(credentials).map_err(|reason| {
+            ImageError::InvalidReference {
+                reference: image.clone(),
+                reason: format!("credentials: {reason}"),
+            }
+        })?;
         let mut remotes = Vec::new();
         for endpoint in hosts.endpoints(reference.registry())? {
-            let client = build_client(&endpoint, max_concurrent_downloads)?;
-            let remote = Remote {
-                registry: endpoint.registry.clone(),
-                repository: endpoint.repository(reference.repository()),
-                endpoint,
-                client,
+            let repository = endpoint.repository(reference.repository());
+            let scheme = if endpoint.plain_http { "http" } else { "https" };
+            remotes.push(Remote {
+                http: transport::http_client(&endpoint)?,
+                base: format!("{scheme}://{}/v2/{repository}", endpoint.registry),
+                repository,
                 image: image.clone(),
-            };
-            remote
-                .client
-                .store_auth_if_needed(&remote.registry, &auth)
-                .await;
-            remotes.push(remote);
+                authorization: Mutex::new(credential.preemptive()),
+                credential: credential.clone(),
+                endpoint,
+            });
         }
-        Ok(Session {
-            remotes,
-            auth,
-            image,
-        })
+        Ok(Session { remotes, image })
     }
 
     /// Fetches a manifest by tag or digest, trying each resolving endpoint in turn.
     pub async fn manifest(&self, tag_or_digest: &str) -> Result<FetchedManifest> {
         let mut last = None;
         for remote in self.remotes.iter().filter(|r| r.endpoint.can_resolve) {
-            match remote.manifest(tag_or_digest, &self.auth).await {
+            match retry(|| remote.manifest(tag_or_digest)).await {
                 Ok(m) => return Ok(m),
                 Err(e) => {
                     tracing::debug!(image = %self.image, endpoint = %remote.endpoint.url, error = %e, "manifest fetch failed, trying next endpoint");
@@ -203,163 +192,368 @@ impl Session {
 }
 
 impl Remote {
-    fn reference(&self, tag_or_digest: &str) -> Reference {
-        if tag_or_digest.contains(':') {
-            Reference::with_digest(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag_or_digest.into(),
-            )
-        } else {
-            Reference::with_tag(
-                self.registry.clone(),
-                self.repository.clone(),
-                tag_or_digest.into(),
-            )
-        }
-    }
-
-    async fn manifest(&self, tag_or_digest: &str, auth: &RegistryAuth) -> Result<FetchedManifest> {
-        let reference = self.reference(tag_or_digest);
-        let (body, digest) = retry(|| async {
-            self.client
-                .pull_manifest_raw(&reference, auth, media::ACCEPTED_MANIFESTS)
-                .await
-                .map_err(|e| self.error(e, tag_or_digest))
-        })
-        .await?;
-        let digest = Digest::parse(&digest).map_err(|reason| ImageError::Manifest {
-            image: self.image.clone(),
-            digest: digest.clone(),
-            reason,
-        })?;
-        let media_type = media::declared_media_type(&body, "");
-        Ok(FetchedManifest {
-            body,
-            digest,
-            media_type,
-        })
-    }
-
-    async fn blob(&self, desc: &Descriptor, dest: &Path) -> Result<()> {
-        let reference = self.reference(&desc.digest);
-        let file = tokio::fs::File::create(dest)
-            .await
-            .map_err(ImageError::io(dest))?;
-        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
-        let oci_desc = OciDescriptor {
-            media_type: desc.media_type.clone(),
-            digest: desc.digest.clone(),
-            size: desc.size,
-            ..Default::default()
-        };
-        self.client
-            .pull_blob(&reference, &oci_desc, &mut out)
-            .await
-            .map_err(|e| self.error(e, &desc.digest))?;
-        out.flush().await.map_err(ImageError::io(dest))?;
-        let file = out.into_inner();
-        let len = file.metadata().await.map_err(ImageError::io(dest))?.len();
-        if len != desc.size as u64 {
-            return Err(ImageError::Blob {
-                image: self.image.clone(),
-                digest: desc.digest.clone(),
-                reason: format!("size mismatch: descriptor says {}, got {len}", desc.size),
+    async fn manifest(&self, tag_or_digest: &str) -> Result<FetchedManifest, Failure> {
+        let what = format!("manifest {tag_or_digest}");
+        let url = format!("{}/manifests/{tag_or_digest}", self.base);
+        let response = self
+            .get(&url, Some(&media::ACCEPTED_MANIFESTS.join(", ")), &what)
+            .await?;
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = self.read_manifest_body(response, &what).await?;
+        let digest = Digest::of_bytes(&body);
+        if tag_or_digest.contains(':') && digest.as_str() != tag_or_digest {
+            return Err(Failure {
+                error: ImageError::Manifest {
+                    image: self.image.clone(),
+                    digest: tag_or_digest.to_string(),
+                    reason: format!("content hashes to {digest}"),
+                },
+                retry: Retry::Never,
             });
         }
-        file.sync_all().await.map_err(ImageError::io(dest))
+        Ok(FetchedManifest {
+            media_type: media::declared_media_type(&body, &content_type),
+            body,
+            digest,
+        })
     }
 
-    fn error(&self, e: OciDistributionError, what: &str) -> ImageError {
-        let status = match &e {
-            OciDistributionError::ServerError { code, .. } => Some(*code),
-            OciDistributionError::UnauthorizedError { .. }
-            | OciDistributionError::AuthenticationFailure(_) => Some(401),
-            OciDistributionError::ImageManifestNotFoundError(_) => Some(404),
-            OciDistributionError::RegistryError { envelope, .. } => {
-                envelope.errors.first().map(|err| match err.code {
-                    OciErrorCode::BlobUnknown
-                    | OciErrorCode::ManifestUnknown
-                    | OciErrorCode::NameUnknown
-                    | OciErrorCode::NotFound => 404,
-                    OciErrorCode::Unauthorized => 401,
-                    OciErrorCode::Denied => 403,
-                    OciErrorCode::Toomanyrequests => 429,
-                    _ => 400,
-                })
-            }
-            OciDistributionError::DigestError(_) => {
-                return ImageError::Blob {
-                    image: self.image.clone(),
-                    digest: what.to_string(),
-                    reason: format!("content does not match its digest: {e}"),
-                };
-            }
-            // Writing the download failed (a full disk): ours, not the registry's, and
-            // not worth retrying.
-            OciDistributionError::IoError(io) => {
-                return ImageError::Blob {
-                    image: self.image.clone(),
-                    digest: what.to_string(),
-                    reason: format!("writing to the store: {io}"),
-                };
-            }
-            _ => None,
+    async fn read_manifest_body(
+        &self,
+        mut response: reqwest::Response,
+        what: &str,
+    ) -> Result<bytes::Bytes, Failure> {
+        let too_big = || Failure {
+            error: ImageError::Manifest {
+                image: self.image.clone(),
+                digest: what.to_string(),
+                reason: format!("larger than {MAX_MANIFEST_SIZE} bytes"),
+            },
+            retry: Retry::Never,
         };
+        if response
+            .content_length()
+            .is_some_and(|l| l > MAX_MANIFEST_SIZE)
+        {
+            return Err(too_big());
+        }
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.request_failure(e, what))?
+        {
+            if (body.len() + chunk.len()) as u64 > MAX_MANIFEST_SIZE {
+                return Err(too_big());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    /// Streams a blob into `dest`, hashing as it goes; fails at the first byte beyond
+    /// the descriptor's size.
+    async fn blob(&self, desc: &Descriptor, dest: &Path) -> Result<(), Failure> {
+        let what = format!("blob {}", desc.digest);
+        let url = format!("{}/blobs/{}", self.base, desc.digest);
+        let mut response = self.get(&url, None, &what).await?;
+        let blob_error = |reason: String| Failure {
+            error: ImageError::Blob {
+                image: self.image.clone(),
+                digest: desc.digest.clone(),
+                reason,
+            },
+            retry: Retry::Never,
+        };
+        let expected = u64::try_from(desc.size)
+            .map_err(|_| blob_error(format!("descriptor has negative size {}", desc.size)))?;
+        // Writing the download failing (a full disk) is ours, not the registry's, and
+        // not worth retrying.
+        let write_error = |e: std::io::Error| blob_error(format!("writing to the store: {e}"));
+        let file = tokio::fs::File::create(dest).await.map_err(write_error)?;
+        let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Sha256::new();
+        let mut received = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| self.request_failure(e, &what))?
+        {
+            received += chunk.len() as u64;
+            if received > expected {
+                return Err(blob_error(format!(
+                    "size mismatch: descriptor says {expected}, registry sent more"
+                )));
+            }
+            hasher.update(&chunk);
+            out.write_all(&chunk).await.map_err(write_error)?;
+        }
+        if received != expected {
+            return Err(blob_error(format!(
+                "size mismatch: descriptor says {expected}, got {received}"
+            )));
+        }
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != desc.digest {
+            return Err(blob_error(format!(
+                "content does not match its digest: it hashes to {actual}"
+            )));
+        }
+        out.flush().await.map_err(write_error)?;
+        out.into_inner().sync_all().await.map_err(write_error)
+    }
+
+    /// GETs `url`, answering one authentication challenge if the registry sends one;
+    /// any status but success is a failure.
+    async fn get(
+        &self,
+        url: &str,
+        accept: Option<&str>,
+        what: &str,
+    ) -> Result<reqwest::Response, Failure> {
+        let mut authorization = self.current_authorization();
+        let mut challenged = false;
+        loop {
+            let mut request = self.http.get(url);
+            if let Some(value) = &authorization {
+                request = request.header(header::AUTHORIZATION, value.clone());
+            }
+            if let Some(accept) = accept {
+                request = request.header(header::ACCEPT, accept);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| self.request_failure(e, what))?;
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenges: Vec<_> = response
+                    .headers()
+                    .get_all(header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(auth::parse_challenges)
+                    .collect();
+                let value =
+                    auth::authorize(&self.http, &self.credential, &challenges, &self.repository)
+                        .await
+                        .map_err(|f| self.auth_failure(f, what))?;
+                self.remember_authorization(&value);
+                authorization = Some(value);
+                continue;
+            }
+            if status.is_success() {
+                return Ok(response);
+            }
+            return Err(self.status_failure(response, what).await);
+        }
+    }
+
+    fn current_authorization(&self) -> Option<HeaderValue> {
+        self.authorization
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    fn remember_authorization(&self, value: &HeaderValue) {
+        *self
+            .authorization
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(value.clone());
+    }
+
+    fn registry_error(&self, reason: String, status: Option<u16>) -> ImageError {
         ImageError::Registry {
             image: self.image.clone(),
             endpoint: self.endpoint.url.clone(),
-            reason: format!("{what}: {e}"),
+            reason,
             status,
         }
     }
-}
 
-fn build_client(endpoint: &Endpoint, max_concurrent_downloads: usize) -> Result<Client> {
-    let mut extra_root_certificates = Vec::new();
-    for path in &endpoint.ca_files {
-        let data = std::fs::read(path).map_err(ImageError::io(path))?;
-        extra_root_certificates.push(Certificate {
-            encoding: CertificateEncoding::Pem,
-            data,
-        });
+    /// A request that got no (complete) answer: a TLS failure that will repeat fails at
+    /// once; network trouble is retried.
+    fn request_failure(&self, e: reqwest::Error, what: &str) -> Failure {
+        if let Some(reason) = transport::permanent_tls_failure(&e) {
+            return Failure {
+                error: ImageError::Tls {
+                    image: self.image.clone(),
+                    endpoint: self.endpoint.url.clone(),
+                    reason,
+                },
+                retry: Retry::Never,
+            };
+        }
+        Failure {
+            error: self.registry_error(format!("{what}: {}", error_chain(&e)), None),
+            retry: Retry::Backoff,
+        }
     }
-    Ok(Client::new(ClientConfig {
-        protocol: if endpoint.plain_http {
-            ClientProtocol::Http
+
+    fn auth_failure(&self, f: AuthFailure, what: &str) -> Failure {
+        let retry = if f.transient {
+            Retry::Backoff
         } else {
-            ClientProtocol::Https
-        },
-        accept_invalid_certificates: endpoint.skip_verify,
-        extra_root_certificates,
-        platform_resolver: None,
-        max_concurrent_download: max_concurrent_downloads,
-        connect_timeout: Some(Duration::from_secs(30)),
-        read_timeout: Some(Duration::from_secs(120)),
-        ..Default::default()
-    }))
+            Retry::Never
+        };
+        let error = match f.into_error(&self.image, &self.endpoint.url) {
+            ImageError::Registry {
+                image,
+                endpoint,
+                reason,
+                status,
+            } => ImageError::Registry {
+                image,
+                endpoint,
+                reason: format!("{what}: {reason}"),
+                status,
+            },
+            other => other,
+        };
+        Failure { error, retry }
+    }
+
+    /// An answer with an error status: 429 and 5xx are retried (after Retry-After when
+    /// given), the rest fail with the registry's own message.
+    async fn status_failure(&self, response: reqwest::Response, what: &str) -> Failure {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| retry_after(v, SystemTime::now()));
+        let retry = match retry_after {
+            _ if !(status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) => {
+                Retry::Never
+            }
+            Some(wait) => Retry::After(wait),
+            None => Retry::Backoff,
+        };
+        let detail = response
+            .bytes()
+            .await
+            .ok()
+            .and_then(|body| registry_message(&body))
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        Failure {
+            error: self.registry_error(format!("{what}: {status}{detail}"), Some(status.as_u16())),
+            retry,
+        }
+    }
 }
 
-const RETRY_ATTEMPTS: u32 = 4;
+/// The `errors` of a distribution error body, as `CODE: message; ...`.
+fn registry_message(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        errors: Vec<Entry>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let envelope: Envelope = serde_json::from_slice(body).ok()?;
+    let parts: Vec<String> = envelope
+        .errors
+        .into_iter()
+        .map(|e| {
+            [e.code, e.message]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .collect();
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
 
-/// Runs `op` again after transient failures (429, 5xx, connection errors) with
-/// exponential backoff; other errors return at once.
+/// `e` with its causes: reqwest's own message alone rarely says what failed.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// A Retry-After value: delay seconds or an HTTP-date (RFC 9110 section 10.2.3).
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(value).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// Runs `op` again after transient failures, at most RETRY_ATTEMPTS times: after the
+/// registry's Retry-After (capped at MAX_RETRY_AFTER) when it gave one, else with
+/// exponential backoff.
 async fn retry<T, F, Fut>(mut op: F) -> Result<T>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T>>,
+    Fut: std::future::Future<Output = Result<T, Failure>>,
 {
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = FIRST_BACKOFF;
     let mut attempt = 1;
     loop {
-        match op().await {
-            Err(e) if e.is_transient() && attempt < RETRY_ATTEMPTS => {
-                tracing::info!(error = %e, attempt, "transient registry error, retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 3;
-                attempt += 1;
+        let failure = match op().await {
+            Ok(value) => return Ok(value),
+            Err(failure) => failure,
+        };
+        let delay = match failure.retry {
+            _ if attempt >= RETRY_ATTEMPTS => return Err(failure.error),
+            Retry::Never => return Err(failure.error),
+            Retry::Backoff => {
+                let delay = backoff;
+                backoff *= 3;
+                delay
             }
-            other => return other,
-        }
+            Retry::After(wait) => wait.min(MAX_RETRY_AFTER),
+        };
+        tracing::info!(error = %failure.error, attempt, ?delay, "transient registry error, retrying");
+        tokio::time::sleep(delay).await;
+        attempt += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after("3", now), Some(Duration::from_secs(3)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(7));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(7)));
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(7));
+        assert_eq!(retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("soon", now), None);
+    }
+
+    #[test]
+    fn registry_error_bodies_become_messages() {
+        let body = br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#;
+        assert_eq!(
+            registry_message(body).as_deref(),
+            Some("MANIFEST_UNKNOWN: manifest unknown")
+        );
+        assert_eq!(registry_message(b"<html>"), None);
     }
 }

@@ -1,8 +1,10 @@
 //! Registry fixture: a real distribution server on loopback, a builder of test image
-//! content (layers with every tar entry kind, busybox images, indexes) and a pusher.
+//! content (layers with every tar entry kind, busybox images, indexes), a pusher and a
+//! recording proxy.
 
 mod image;
 mod layer;
+mod proxy;
 mod push;
 mod server;
 mod token;
@@ -15,5 +17,6 @@ pub use layer::{
     Layer, LayerBuilder, LayerCompression, busybox_layer, compress, pseudo_random_bytes,
     sha256_digest,
 };
+pub use proxy::{Proxy, ScriptedAnswer, SeenRequest};
 pub use push::Pusher;
 pub use server::{Registry, RegistryOptions};

@@ -1,6 +1,7 @@
 //! A real registry for tests: Debian's docker-registry (the CNCF distribution server)
 //! on 127.0.0.1 at a free port, storage in a temp dir, optionally behind htpasswd basic
-//! auth and/or TLS with a CA made for the run. Killed by PID and removed on drop.
+//! auth, bearer tokens and/or TLS (optionally mutual) with a CA made for the run. Killed
+//! by PID and removed on drop.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -26,33 +27,60 @@ pub struct RegistryOptions {
     /// Require bearer tokens from a token server (started alongside) that hands them
     /// out for this user and password. Exclusive with `basic_auth`.
     pub token_auth: Option<(String, String)>,
+    /// With `token_auth`: an OAuth2 refresh token the token server also exchanges
+    /// (`POST` with `grant_type=refresh_token`).
+    pub token_refresh: Option<String>,
+    /// With `tls`: require client certificates signed by the registry's CA.
+    pub client_auth: bool,
 }
 
 pub struct Registry {
     child: Child,
-    _token_server: Option<TokenServer>,
+    token_server: Option<TokenServer>,
     dir: tempfile::TempDir,
+    /// Storage root (another registry's when this one is a front for it).
+    data: PathBuf,
     port: u16,
     options: RegistryOptions,
 }
 
 impl Registry {
     pub fn start(options: RegistryOptions) -> anyhow::Result<Registry> {
+        Self::start_on(options, None)
+    }
+
+    /// Another registry serving this one's storage with `options`: content pushed here
+    /// is pulled there (for modes the pusher cannot speak, such as mutual TLS).
+    pub fn start_front(&self, options: RegistryOptions) -> anyhow::Result<Registry> {
+        Self::start_on(options, Some(self.data.clone()))
+    }
+
+    fn start_on(options: RegistryOptions, data: Option<PathBuf>) -> anyhow::Result<Registry> {
         let dir = tempfile::Builder::new()
             .prefix("berth-registry-")
             .tempdir()?;
+        let data = data.unwrap_or_else(|| dir.path().join("data"));
         let port = free_port()?;
         let mut config = format!(
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().join("data").display()
+            data.display()
         );
+        if options.client_auth && !options.tls {
+            bail!("client_auth needs tls");
+        }
         if options.tls {
-            make_tls(dir.path())?;
+            make_tls(dir.path(), options.client_auth)?;
             config.push_str(&format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
                 dir.path().join("server.crt").display(),
                 dir.path().join("server.key").display()
             ));
+            if options.client_auth {
+                config.push_str(&format!(
+                    "    clientcas:\n      - {}\n",
+                    dir.path().join("ca.crt").display()
+                ));
+            }
         }
         if let Some((user, password)) = &options.basic_auth {
             let out = Command::new("htpasswd")
@@ -73,7 +101,12 @@ impl Registry {
                 bail!("basic_auth and token_auth are exclusive")
             }
             Some((user, password)) => {
-                let server = TokenServer::start(dir.path(), user, password)?;
+                let server = TokenServer::start(
+                    dir.path(),
+                    user,
+                    password,
+                    options.token_refresh.as_deref(),
+                )?;
                 config.push_str(&format!(
                     "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
                     server.realm(),
@@ -96,8 +129,9 @@ impl Registry {
             .with_context(|| format!("start {REGISTRY_BIN}"))?;
         let mut registry = Registry {
             child,
-            _token_server: token_server,
+            token_server,
             dir,
+            data,
             port,
             options,
         };
@@ -117,6 +151,38 @@ impl Registry {
 
     pub fn ca_cert(&self) -> Option<PathBuf> {
         self.options.tls.then(|| self.dir.path().join("ca.crt"))
+    }
+
+    /// With `client_auth`: a client certificate and its key (PEM files) the registry
+    /// accepts, and one file holding both.
+    pub fn client_identity(&self) -> Option<(PathBuf, PathBuf, PathBuf)> {
+        self.options.client_auth.then(|| {
+            let d = self.dir.path();
+            (
+                d.join("client.crt"),
+                d.join("client.key"),
+                d.join("client.pem"),
+            )
+        })
+    }
+
+    /// What the token server was asked for so far, one entry per request:
+    /// `"<METHOD> <grant>"` with grant `basic`, `anonymous` or `refresh_token`, and
+    /// ` denied` appended when it refused.
+    pub fn token_requests(&self) -> Vec<String> {
+        self.token_server
+            .as_ref()
+            .map(TokenServer::requests)
+            .unwrap_or_default()
+    }
+
+    /// A pull token for `repository` from the token server (with `token_auth`).
+    pub fn fetch_pull_token(&self, repository: &str) -> anyhow::Result<String> {
+        let (Some(server), Some((user, password))) = (&self.token_server, &self.options.token_auth)
+        else {
+            bail!("registry runs without token_auth");
+        };
+        server.fetch_token(user, password, &format!("repository:{repository}:pull"))
     }
 
     pub fn pid(&self) -> u32 {
@@ -227,8 +293,9 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl.
-fn make_tls(dir: &Path) -> anyhow::Result<()> {
+/// A CA and a server certificate for 127.0.0.1 signed by it, made with openssl; with
+/// `client`, also a client certificate (`client.crt`, `client.key`, both in `client.pem`).
+fn make_tls(dir: &Path, client: bool) -> anyhow::Result<()> {
     let run = |args: &[&str]| -> anyhow::Result<()> {
         let out = Command::new("openssl")
             .current_dir(dir)
@@ -291,5 +358,47 @@ fn make_tls(dir: &Path) -> anyhow::Result<()> {
         "san.ext",
         "-out",
         "server.crt",
-    ])
+    ])?;
+    if !client {
+        return Ok(());
+    }
+    run(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-subj",
+        "/CN=berth test client",
+        "-keyout",
+        "client.key",
+        "-out",
+        "client.csr",
+    ])?;
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "client.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "client.ext",
+        "-out",
+        "client.crt",
+    ])?;
+    let mut pem = std::fs::read(dir.join("client.crt"))?;
+    pem.extend(std::fs::read(dir.join("client.key"))?);
+    std::fs::write(dir.join("client.pem"), pem)?;
+    Ok(())
 }

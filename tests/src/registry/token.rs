@@ -1,15 +1,16 @@
 //! A bearer-token server for the registry's `auth: token` mode (the Docker registry
-//! token protocol): it checks basic credentials on `GET /token?service=..&scope=..` and
+//! token protocol): it checks basic credentials on `GET /token?service=..&scope=..`, or
+//! an OAuth2 refresh token on `POST /token` (form `grant_type=refresh_token`), and
 //! answers with an RS256 JWT granting the requested scopes, signed with a key whose
 //! certificate the registry trusts. Signing goes through the openssl CLI, so the test
 //! support needs no crypto crate.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -22,12 +23,18 @@ pub const ISSUER: &str = "berth-token-issuer";
 pub struct TokenServer {
     port: u16,
     stop: Arc<AtomicBool>,
+    requests: Arc<Mutex<Vec<String>>>,
     /// The certificate the registry verifies tokens with.
     pub cert: PathBuf,
 }
 
 impl TokenServer {
-    pub fn start(dir: &Path, user: &str, password: &str) -> anyhow::Result<TokenServer> {
+    pub fn start(
+        dir: &Path,
+        user: &str,
+        password: &str,
+        refresh_token: Option<&str>,
+    ) -> anyhow::Result<TokenServer> {
         let key = dir.join("token.key");
         let cert = dir.join("token.crt");
         let out = Command::new("openssl")
@@ -51,7 +58,10 @@ impl TokenServer {
             key,
             x5c: STANDARD.encode(der.stdout),
             basic: format!("Basic {}", STANDARD.encode(format!("{user}:{password}"))),
+            refresh_token: refresh_token.map(str::to_string),
+            requests: Arc::new(Mutex::new(Vec::new())),
         };
+        let requests = signer.requests.clone();
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let stop = Arc::new(AtomicBool::new(false));
@@ -66,7 +76,38 @@ impl TokenServer {
                 }
             }
         });
-        Ok(TokenServer { port, stop, cert })
+        Ok(TokenServer {
+            port,
+            stop,
+            requests,
+            cert,
+        })
+    }
+
+    /// A token for `scope` fetched with basic credentials, as a client would (for tests
+    /// that hand a ready token to the puller).
+    pub fn fetch_token(&self, user: &str, password: &str, scope: &str) -> anyhow::Result<String> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(
+            conn,
+            "GET /token?service={SERVICE}&scope={scope} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {}\r\nConnection: close\r\n\r\n",
+            STANDARD.encode(format!("{user}:{password}"))
+        )?;
+        let mut response = String::new();
+        conn.read_to_string(&mut response)?;
+        let (_, body) = response
+            .split_once("\r\n\r\n")
+            .context("token server answer has no body")?;
+        let answer: serde_json::Value = serde_json::from_str(body)?;
+        answer["token"]
+            .as_str()
+            .map(str::to_string)
+            .with_context(|| format!("no token in {body}"))
+    }
+
+    /// One `"<METHOD> <grant>[ denied]"` entry per request so far.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     pub fn realm(&self) -> String {
@@ -86,6 +127,8 @@ struct Signer {
     key: PathBuf,
     x5c: String,
     basic: String,
+    refresh_token: Option<String>,
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Signer {
@@ -93,17 +136,56 @@ impl Signer {
         let mut reader = BufReader::new(conn.try_clone()?);
         let mut request_line = String::new();
         reader.read_line(&mut request_line)?;
-        let mut authorized = false;
+        let mut authorization = None;
+        let mut content_length = 0;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 || line.trim().is_empty() {
                 break;
             }
             if let Some((name, value)) = line.split_once(':') {
-                if name.eq_ignore_ascii_case("authorization") && value.trim() == self.basic {
-                    authorized = true;
+                if name.eq_ignore_ascii_case("authorization") {
+                    authorization = Some(value.trim().to_string());
+                }
+                if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.trim().parse()?;
                 }
             }
+        }
+        let mut body = vec![0; content_length];
+        reader.read_exact(&mut body)?;
+        let method = request_line.split_whitespace().next().unwrap_or_default();
+        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
+        // GET carries its parameters in the query, the OAuth POST in a form body.
+        let params = if method == "POST" {
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            target
+                .split_once('?')
+                .map(|(_, q)| q.to_string())
+                .unwrap_or_default()
+        };
+        let param = |name: &str| {
+            params
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| percent_decode(v))
+        };
+        let (grant, authorized) = match (method, param("grant_type").as_deref()) {
+            ("POST", Some("refresh_token")) => (
+                "refresh_token",
+                self.refresh_token.is_some() && param("refresh_token") == self.refresh_token,
+            ),
+            ("POST", _) => ("unsupported", false),
+            _ => match &authorization {
+                Some(a) => ("basic", *a == self.basic),
+                None => ("anonymous", false),
+            },
+        };
+        if let Ok(mut requests) = self.requests.lock() {
+            let denied = if authorized { "" } else { " denied" };
+            requests.push(format!("{method} {grant}{denied}"));
         }
         if !authorized {
             conn.write_all(
@@ -111,9 +193,7 @@ impl Signer {
             )?;
             return Ok(());
         }
-        let target = request_line.split_whitespace().nth(1).unwrap_or_default();
-        let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
-        let access: Vec<serde_json::Value> = query
+        let access: Vec<serde_json::Value> = params
             .split('&')
             .filter_map(|kv| kv.strip_prefix("scope="))
             .map(percent_decode)
