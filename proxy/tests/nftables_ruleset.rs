@@ -165,7 +165,7 @@ fn check_golden(name: &str, actual: &str) {
 
 fn sync(ns: &NetNs, snapshot: Snapshot, full: bool) {
     ns.enter(move || {
-        let mut p = NftProxier::new(SystemNft::default(), options());
+        let mut p = NftProxier::new(SystemNft, options());
         p.sync(&snapshot, full).unwrap();
     });
 }
@@ -184,7 +184,7 @@ fn partial_syncs_end_in_the_same_table_as_a_full_sync() {
     let changing = NetNs::new("nftinc");
     let snapshots = changing.enter(|| {
         let mut t = tracker();
-        let mut p = NftProxier::new(SystemNft::default(), options());
+        let mut p = NftProxier::new(SystemNft, options());
         p.sync(&t.snapshot(), true).unwrap();
         // An endpoint moves, a Service loses its endpoints, one is deleted, one gains
         // affinity, and a new one appears.
@@ -285,7 +285,7 @@ fn restart_and_tampering_are_repaired_by_a_full_sync() {
     // The table is deleted behind a running proxy's back: it notices and rewrites it.
     let table_gone = ns.enter(|| {
         let mut t = tracker();
-        let mut p = NftProxier::new(SystemNft::default(), options());
+        let mut p = NftProxier::new(SystemNft, options());
         p.sync(&t.snapshot(), true).unwrap();
         assert!(!p.tampered(), "nothing changed yet");
         let deleted = std::process::Command::new("nft")
@@ -329,7 +329,7 @@ fn interface_detection_and_node_port_addresses_program_the_reference_table() {
         let ns = NetNs::new("nftvar");
         let snapshot = tracker().snapshot();
         ns.enter(move || {
-            let mut p = NftProxier::new(SystemNft::default(), opts);
+            let mut p = NftProxier::new(SystemNft, opts);
             p.sync(&snapshot, true).unwrap();
         });
         check_golden(&format!("{name}-ip"), &listing(&ns, "ip"));
