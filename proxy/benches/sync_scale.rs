@@ -165,6 +165,8 @@ fn main() -> anyhow::Result<()> {
         "the change did not go through a partial sync"
     );
 
+    // Taken before the listing below, whose JSON is far larger than the proxy's state.
+    let peak_rss = peak_rss_mib();
     let kernel = if mode == "nftables" {
         let (chains, rules, elements) = kernel_counts("ip")?;
         format!(" kernel_chains={chains} kernel_rules={rules} kernel_elements={elements}")
@@ -177,7 +179,7 @@ fn main() -> anyhow::Result<()> {
         model_time.as_secs_f64(),
         full.as_secs_f64(),
         one.as_secs_f64() * 1000.0,
-        peak_rss_mib()
+        peak_rss
     );
     Ok(())
 }
