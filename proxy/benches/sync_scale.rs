@@ -64,6 +64,25 @@ fn peak_rss_mib() -> f64 {
     kb / 1024.0
 }
 
+/// Chains, rules and set elements in `family`'s kube-proxy table, as `nft` lists them
+/// (anonymous sets inside rules are not counted as elements).
+fn kernel_counts(family: &str) -> anyhow::Result<(usize, usize, usize)> {
+    let out = Command::new("nft")
+        .args(["-j", "list", "table", family, "kube-proxy"])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "nft -j list table failed");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let objects = json["nftables"].as_array().cloned().unwrap_or_default();
+    let count = |kind: &str| objects.iter().filter(|o| o.get(kind).is_some()).count();
+    let elements: usize = objects
+        .iter()
+        .filter_map(|o| o.get("set").or_else(|| o.get("map")))
+        .filter_map(|s| s["elem"].as_array())
+        .map(Vec::len)
+        .sum();
+    Ok((count("chain"), count("rule"), elements))
+}
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args()
         .skip(1)
@@ -146,13 +165,21 @@ fn main() -> anyhow::Result<()> {
         "the change did not go through a partial sync"
     );
 
+    // Taken before the listing below, whose JSON is far larger than the proxy's state.
+    let peak_rss = peak_rss_mib();
+    let kernel = if mode == "nftables" {
+        let (chains, rules, elements) = kernel_counts("ip")?;
+        format!(" kernel_chains={chains} kernel_rules={rules} kernel_elements={elements}")
+    } else {
+        String::new()
+    };
     println!(
-        "mode={mode} services={services} endpoints_per_service={endpoints} rules={} model_build={:.3}s full_sync={:.3}s one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
+        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s full_sync={:.3}s one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
         report.rules,
         model_time.as_secs_f64(),
         full.as_secs_f64(),
         one.as_secs_f64() * 1000.0,
-        peak_rss_mib()
+        peak_rss
     );
     Ok(())
 }

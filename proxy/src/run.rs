@@ -187,6 +187,22 @@ fn tune_conntrack(cfg: &ProxyConfig) {
     }
 }
 
+/// The backend, or the sync that has it on a blocking thread.
+enum BackendSlot {
+    /// Not built yet (waiting for the initial lists), or being moved.
+    Missing,
+    Idle(Box<dyn Backend>),
+    Syncing(tokio::task::JoinHandle<SyncDone>),
+}
+
+/// A finished sync, handing the backend back.
+struct SyncDone {
+    backend: Box<dyn Backend>,
+    snapshot: crate::model::Snapshot,
+    result: Result<crate::backend::SyncReport, crate::backend::SyncError>,
+    took: Duration,
+}
+
 /// Runs until the watch streams end (they do not, normally) or `shutdown` resolves.
 pub async fn run(
     cfg: ProxyConfig,
@@ -232,11 +248,13 @@ pub async fn run(
     let mut stream = watch_streams(&client, &cfg.hostname);
     tokio::pin!(shutdown);
 
-    let mut backend: Option<Box<dyn Backend>> = None;
+    let mut backend = BackendSlot::Missing;
     let mut node = NodeFacts::default();
     let mut synced = (false, false, false);
     let mut buffers: (Vec<Service>, Vec<EndpointSlice>) = (Vec::new(), Vec::new());
     let mut last_state = DesiredState::new();
+    // When the last sync started: minSyncPeriod counts from there, as upstream's does,
+    // so a long sync is followed at once by the changes that came in meanwhile.
     let mut last_sync = Instant::now() - cfg.min_sync_period;
     let mut next_full = Instant::now() + cfg.sync_period;
     let mut force_full = true;
@@ -254,13 +272,12 @@ pub async fn run(
 
     loop {
         let ready = synced.0 && synced.1 && (synced.2 || node_grace.is_elapsed());
-        if ready && backend.is_none() {
-            backend = Some(build_backend(&cfg, &node)?);
-            if let Some(b) = backend.as_mut() {
-                b.set_node_ips(node.ips.clone());
-            }
+        if ready && matches!(backend, BackendSlot::Missing) {
+            let mut b = build_backend(&cfg, &node)?;
+            b.set_node_ips(node.ips.clone());
+            backend = BackendSlot::Idle(b);
         }
-        let due = ready;
+        let idle = matches!(backend, BackendSlot::Idle(_));
         let wanted = if tracker.has_changes() || force_full {
             Instant::now()
         } else {
@@ -268,23 +285,43 @@ pub async fn run(
         };
         let sync_at = (last_sync + cfg.min_sync_period).max(wanted).max(retry_at);
         // Biased: a due sync goes before more events and before tamper checks, so a
-        // stream of changes or slow checks cannot starve it.
+        // stream of changes or slow checks cannot starve it. A sync runs on a blocking
+        // thread while this loop keeps reading the watches, so events that arrive
+        // during a long sync are taken in at once and go into the next one.
         tokio::select! {
             biased;
             _ = &mut shutdown => break,
-            _ = tokio::time::sleep_until(sync_at), if due => {
-                let Some(b) = backend.as_mut() else { continue };
+            _ = tokio::time::sleep_until(sync_at), if idle => {
+                let BackendSlot::Idle(mut b) = std::mem::replace(&mut backend, BackendSlot::Missing) else { continue };
                 let full = force_full || Instant::now() >= next_full;
                 let snapshot = tracker.snapshot();
-                let started = Instant::now();
-                let result = tokio::task::block_in_place(|| b.sync(&snapshot, full));
                 last_sync = Instant::now();
+                backend = BackendSlot::Syncing(tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let result = b.sync(&snapshot, full);
+                    SyncDone { backend: b, snapshot, result, took: started.elapsed() }
+                }));
+            }
+            done = async {
+                match &mut backend {
+                    BackendSlot::Syncing(task) => task.await,
+                    _ => std::future::pending().await,
+                }
+            } => {
+                let done = done.map_err(|e| RunError::Backend(format!("sync task: {e}")))?;
+                let SyncDone { backend: mut b, snapshot, result, took } = done;
+                // The node's addresses may have changed while the backend was busy.
+                b.set_node_ips(node.ips.clone());
+                backend = BackendSlot::Idle(b);
                 match result {
                     Ok(report) => {
-                        let took = started.elapsed();
                         tracing::info!(full = report.full, rules = report.rules, changed = snapshot.changed.len(), took_ms = took.as_millis() as u64, "synced proxy rules");
                         metrics.synced(took, report.full, report.rules);
                         health.updated();
+                        if tracker.has_changes() {
+                            // Changes that came in during the sync are still pending.
+                            health.queued();
+                        }
                         force_full = false;
                         if report.full {
                             next_full = last_sync + cfg.sync_period;
@@ -334,7 +371,7 @@ pub async fn run(
                         watcher::Event::Apply(n) | watcher::Event::InitApply(n) => {
                             node = node_facts(&n);
                             tracker.set_node_zone(node.zone.clone());
-                            if let Some(b) = backend.as_mut() {
+                            if let BackendSlot::Idle(b) = &mut backend {
                                 b.set_node_ips(node.ips.clone());
                             }
                         }
@@ -347,10 +384,12 @@ pub async fn run(
                 }
             }
             // Only rules that were once in place can be tampered with.
-            _ = tamper_check.tick(), if backend.is_some() && !force_full => {
-                if backend.as_mut().is_some_and(|b| b.tampered()) {
-                    tracing::warn!("proxy rules were changed from outside; doing a full sync");
-                    force_full = true;
+            _ = tamper_check.tick(), if idle && !force_full => {
+                if let BackendSlot::Idle(b) = &mut backend {
+                    if tokio::task::block_in_place(|| b.tampered()) {
+                        tracing::warn!("proxy rules were changed from outside; doing a full sync");
+                        force_full = true;
+                    }
                 }
             }
 

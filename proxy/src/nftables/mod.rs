@@ -1,18 +1,27 @@
-//! nftables mode: one `kube-proxy` table per IP family, applied with `nft -f` as one
-//! transaction per sync. Like the iptables mode, the proxier remembers what it applied
-//! per Service port and sends only differences; a full sync (start, timer, failure, or
-//! the table found missing) rewrites everything and removes leftovers.
+//! nftables mode: one `kube-proxy` table per IP family, programmed over nf_tables
+//! netlink as one transaction per sync. Like the iptables mode, the proxier remembers
+//! what it applied per Service port and sends only differences; a full sync (start,
+//! timer, failure, or the table found missing) rewrites everything and removes
+//! leftovers.
 
 mod exec;
+mod expr;
+mod netlink;
+mod ops;
+mod plan;
 mod ruleset;
-mod script;
+mod skeleton;
 
-pub use exec::{Nft, SystemNft};
+pub use exec::{FAMILY_IP, FAMILY_IP6, Nft, NftError, SystemNft};
+pub use netlink::Batch;
 pub use ruleset::{Element, NftContext, ServiceRuleset, service_chain, service_ruleset};
 
 use crate::backend::{Backend, SyncError, SyncReport};
 use crate::config::{LocalDetector, NodePortAddresses};
 use crate::model::{ServicePortName, Snapshot, entries, port_names};
+use crate::net::Cidr;
+use ruleset::Programmed;
+use skeleton::NodePortMatch;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -53,9 +62,19 @@ pub struct NftOptions {
 
 struct Family {
     ctx: NftContext,
-    programmed: BTreeMap<ServicePortName, ServiceRuleset>,
-    counts: script::ElementCounts,
+    programmed: BTreeMap<ServicePortName, Programmed>,
+    counts: plan::ElementCounts,
     needs_full: bool,
+}
+
+impl Family {
+    fn nfproto(&self) -> u8 {
+        if self.ctx.v6 { FAMILY_IP6 } else { FAMILY_IP }
+    }
+
+    fn rule_count(&self) -> usize {
+        self.programmed.values().map(Programmed::rule_count).sum()
+    }
 }
 
 pub struct NftProxier<N: Nft> {
@@ -100,42 +119,126 @@ impl<N: Nft> NftProxier<N> {
         &mut self.nft
     }
 
-    fn skeleton(&self, v6: bool) -> String {
-        let kw = if v6 { "ip6" } else { "ip" };
-        let node_port_match = match &self.options.node_port_addresses {
-            NodePortAddresses::All => "fib daddr type local".to_string(),
-            NodePortAddresses::Primary => {
-                let ips: Vec<String> = self
-                    .node_ips
-                    .iter()
-                    .filter(|ip| ip.is_ipv6() == v6)
-                    .map(IpAddr::to_string)
-                    .collect();
-                if ips.is_empty() {
-                    "fib daddr type local".to_string()
-                } else {
-                    format!("{kw} daddr {{ {} }}", ips.join(", "))
-                }
-            }
+    /// Where NodePorts answer, for one family: the configured addresses of that
+    /// family, or any local address if there are none.
+    fn node_port_match(&self, v6: bool) -> NodePortMatch {
+        let cidrs: Vec<Cidr> = match &self.options.node_port_addresses {
+            NodePortAddresses::All => Vec::new(),
+            NodePortAddresses::Primary => self
+                .node_ips
+                .iter()
+                .filter(|ip| ip.is_ipv6() == v6)
+                .map(|&addr| Cidr {
+                    addr,
+                    prefix: if v6 { 128 } else { 32 },
+                })
+                .collect(),
             NodePortAddresses::Cidrs(c) => {
-                let c: Vec<String> = c
-                    .iter()
-                    .filter(|c| c.is_ipv6() == v6)
-                    .map(|c| c.to_string())
-                    .collect();
-                if c.is_empty() {
-                    "fib daddr type local".to_string()
-                } else {
-                    format!("{kw} daddr {{ {} }}", c.join(", "))
-                }
+                c.iter().filter(|c| c.is_ipv6() == v6).copied().collect()
             }
         };
-        script::skeleton(
-            kw,
+        if cidrs.is_empty() {
+            NodePortMatch::Local
+        } else {
+            NodePortMatch::Cidrs(cidrs)
+        }
+    }
+
+    /// Sends only what changed since the last sync. Err means the family needs a
+    /// full sync.
+    fn sync_partial(&mut self, index: usize, snapshot: &Snapshot) -> Result<(), NftError> {
+        let fam = &self.families[index];
+        let mut updates: Vec<(ServicePortName, Option<ServiceRuleset>)> = Vec::new();
+        for svc in &snapshot.changed {
+            let wanted = port_names(&snapshot.state, svc);
+            updates.extend(
+                fam.programmed
+                    .keys()
+                    .filter(|k| {
+                        k.namespace == svc.namespace && k.name == svc.name && !wanted.contains(k)
+                    })
+                    .map(|k| (k.clone(), None)),
+            );
+            for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
+                let r = service_ruleset(entry, &fam.ctx);
+                updates.push((entry.port.name.clone(), (r.rule_count() > 0).then_some(r)));
+            }
+        }
+        let mut counts = fam.counts.clone();
+        let changes: Vec<plan::Change> = updates
+            .iter()
+            .map(|(k, new)| plan::Change {
+                old: fam.programmed.get(k),
+                new: new.as_ref(),
+            })
+            .collect();
+        let mut batch = Batch::new(fam.nfproto());
+        plan::partial(&mut batch, TABLE, fam.ctx.v6, &mut counts, &changes);
+        self.nft.commit(batch)?;
+        let fam = &mut self.families[index];
+        fam.counts = counts;
+        for (k, new) in updates {
+            match new {
+                Some(r) => fam.programmed.insert(k, r.summary()),
+                None => fam.programmed.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
+    fn sync_full(&mut self, index: usize, snapshot: &Snapshot) -> Result<(), NftError> {
+        let v6 = self.families[index].ctx.v6;
+        let node_ports = self.node_port_match(v6);
+        let nfproto = self.families[index].nfproto();
+        let kernel_chains = self.nft.list(nfproto, TABLE, false)?;
+        let kernel_sets = self.nft.list(nfproto, TABLE, true)?;
+        let fam = &mut self.families[index];
+        fam.needs_full = true;
+        let mut batch = Batch::new(nfproto);
+        skeleton::add(
+            &mut batch,
             TABLE,
-            &format!("{:#x}", 1u32 << self.options.masquerade_bit),
-            &node_port_match,
-        )
+            v6,
+            1u32 << self.options.masquerade_bit,
+            &node_ports,
+        );
+        let ctx = &fam.ctx;
+        let rulesets = entries(&snapshot.state).filter_map(|e| {
+            let r = service_ruleset(e, ctx);
+            (r.rule_count() > 0).then_some((&e.port.name, r))
+        });
+        let stale = |programmed: &BTreeMap<ServicePortName, Programmed>| {
+            let chains: BTreeSet<&str> = programmed
+                .values()
+                .flat_map(|p| p.chains.iter().map(|(c, _)| c.as_str()))
+                .collect();
+            let sets: BTreeSet<&str> = programmed
+                .values()
+                .flat_map(|p| p.affinity_sets.iter().map(|(s, _)| s.as_str()))
+                .collect();
+            let keep = |owned: &BTreeSet<&str>, n: &String| {
+                !is_per_service(n) || owned.contains(n.as_str())
+            };
+            (
+                kernel_chains
+                    .iter()
+                    .filter(|c| !keep(&chains, c))
+                    .cloned()
+                    .collect(),
+                kernel_sets
+                    .iter()
+                    .filter(|s| !keep(&sets, s))
+                    .cloned()
+                    .collect(),
+            )
+        };
+        let (programmed, counts) = plan::full(&mut batch, TABLE, v6, rulesets, stale);
+        self.nft.commit(batch)?;
+        let fam = &mut self.families[index];
+        fam.programmed = programmed;
+        fam.counts = counts;
+        fam.needs_full = false;
+        Ok(())
     }
 
     fn sync_family(
@@ -144,107 +247,26 @@ impl<N: Nft> NftProxier<N> {
         snapshot: &Snapshot,
         full: bool,
     ) -> Result<SyncReport, SyncError> {
-        let v6 = self.families[index].ctx.v6;
-        let skeleton = self.skeleton(v6);
-        let fam = &mut self.families[index];
-        let t = format!("{} {TABLE}", fam.ctx.family());
-        let mut updates: Vec<(ServicePortName, Option<ServiceRuleset>)> = Vec::new();
-        for svc in &snapshot.changed {
-            let wanted = port_names(&snapshot.state, svc);
-            let stale: Vec<ServicePortName> = fam
-                .programmed
-                .keys()
-                .filter(|k| {
-                    k.namespace == svc.namespace && k.name == svc.name && !wanted.contains(k)
-                })
-                .cloned()
-                .collect();
-            updates.extend(stale.into_iter().map(|k| (k, None)));
-            for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
-                let r = service_ruleset(entry, &fam.ctx);
-                updates.push((entry.port.name.clone(), (r.rule_count() > 0).then_some(r)));
-            }
-        }
-        if !(full || fam.needs_full) {
-            let mut counts = fam.counts.clone();
-            let changes: Vec<(Option<&ServiceRuleset>, Option<&ServiceRuleset>)> = updates
-                .iter()
-                .map(|(k, new)| (fam.programmed.get(k), new.as_ref()))
-                .collect();
-            let applied = match script::partial(&t, v6, &mut counts, &changes) {
-                None => Ok(()),
-                Some(text) => self.nft.apply(&text),
-            };
-            match applied {
+        if !(full || self.families[index].needs_full) {
+            match self.sync_partial(index, snapshot) {
                 Ok(()) => {
-                    fam.counts = counts;
-                    for (k, new) in updates {
-                        match new {
-                            Some(r) => fam.programmed.insert(k, r),
-                            None => fam.programmed.remove(&k),
-                        };
-                    }
-                    let rules = fam
-                        .programmed
-                        .values()
-                        .map(ServiceRuleset::rule_count)
-                        .sum();
-                    return Ok(SyncReport { full: false, rules });
+                    return Ok(SyncReport {
+                        full: false,
+                        rules: self.families[index].rule_count(),
+                    });
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, ipv6 = v6, "partial nftables sync failed; doing a full sync")
-                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    ipv6 = self.families[index].ctx.v6,
+                    "partial nftables sync failed; doing a full sync"
+                ),
             }
         }
-        fam.needs_full = true;
-        fam.programmed = entries(&snapshot.state)
-            .filter_map(|e| {
-                let r = service_ruleset(e, &fam.ctx);
-                (r.rule_count() > 0).then(|| (e.port.name.clone(), r))
-            })
-            .collect();
-        let family = fam.ctx.family();
-        let owned_chains: BTreeSet<&String> = fam
-            .programmed
-            .values()
-            .flat_map(|r| r.chains.keys())
-            .collect();
-        let owned_sets: BTreeSet<&String> = fam
-            .programmed
-            .values()
-            .flat_map(|r| r.affinity_sets.keys())
-            .collect();
-        let per_service = |n: &String| is_per_service(n);
-        let stale_chains: Vec<String> = self
-            .nft
-            .list(family, TABLE, false)
-            .map_err(sync_error)?
-            .into_iter()
-            .filter(|c| per_service(c) && !owned_chains.contains(c))
-            .collect();
-        let stale_sets: Vec<String> = self
-            .nft
-            .list(family, TABLE, true)
-            .map_err(sync_error)?
-            .into_iter()
-            .filter(|s| per_service(s) && !owned_sets.contains(s))
-            .collect();
-        let text = script::full(
-            &t,
-            &skeleton,
-            fam.programmed.values(),
-            &stale_chains,
-            &stale_sets,
-        );
-        self.nft.apply(&text).map_err(sync_error)?;
-        fam.counts = script::count_elements(fam.programmed.values());
-        fam.needs_full = false;
-        let rules = fam
-            .programmed
-            .values()
-            .map(ServiceRuleset::rule_count)
-            .sum();
-        Ok(SyncReport { full: true, rules })
+        self.sync_full(index, snapshot).map_err(sync_error)?;
+        Ok(SyncReport {
+            full: true,
+            rules: self.families[index].rule_count(),
+        })
     }
 }
 
@@ -264,7 +286,7 @@ impl<N: Nft> Backend for NftProxier<N> {
     fn tampered(&mut self) -> bool {
         let mut tampered = false;
         for i in 0..self.families.len() {
-            let family = self.families[i].ctx.family();
+            let family = self.families[i].nfproto();
             if !self.nft.table_exists(family, TABLE) {
                 self.families[i].needs_full = true;
                 tampered = true;
@@ -284,16 +306,16 @@ impl<N: Nft> Backend for NftProxier<N> {
 
     fn cleanup(&mut self) -> Result<(), SyncError> {
         for i in 0..self.families.len() {
-            let family = self.families[i].ctx.family();
-            // `add` first makes the delete succeed whether or not the table exists.
-            self.nft
-                .apply(&format!(
-                    "add table {family} {TABLE}\ndelete table {family} {TABLE}\n"
-                ))
-                .map_err(sync_error)?;
-            self.families[i].programmed.clear();
-            self.families[i].counts.clear();
-            self.families[i].needs_full = true;
+            let family = self.families[i].nfproto();
+            // Adding first makes the delete succeed whether or not the table exists.
+            let mut batch = Batch::new(family);
+            ops::add_table(&mut batch, TABLE, "rules for kube-proxy");
+            ops::delete_table(&mut batch, TABLE);
+            self.nft.commit(batch).map_err(sync_error)?;
+            let f = &mut self.families[i];
+            f.programmed.clear();
+            f.counts.clear();
+            f.needs_full = true;
         }
         Ok(())
     }

@@ -2,37 +2,184 @@
 //! one `kube-proxy` table per family, verdict maps keyed by address . protocol . port
 //! (O(1) dispatch however many Services) and a chain per Service port and policy that
 //! DNATs through a numgen map. Unlike upstream there is no chain per endpoint (except
-//! for ClientIP affinity, which needs a dynamic set per endpoint): nft transactions
-//! slow down with the number of chains in the table, and at 10,000 Services the
-//! per-endpoint chains made every sync several times slower.
+//! for ClientIP affinity, which needs a dynamic set per endpoint): nf_tables
+//! transactions slow down with the number of chains in the table, and at 10,000
+//! Services the per-endpoint chains made every sync several times slower.
 
+use super::expr::{self, Cmp, Expr, Verdict, ip_bytes, padded};
 use crate::config::LocalDetector;
 use crate::iptables::names::hash;
-use crate::model::{Endpoint, ServiceEntry};
+use crate::model::{Endpoint, Protocol, ServiceEntry};
 use crate::net::Cidr;
 use std::collections::BTreeMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+
+/// The table's shared sets and maps that Service ports add elements to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SharedSet {
+    HairpinEndpoints,
+    ClusterIps,
+    ServiceIps,
+    ServiceNodeports,
+    NoEndpointServices,
+    NoEndpointNodeports,
+}
+
+impl SharedSet {
+    pub const ALL: [SharedSet; 6] = [
+        SharedSet::HairpinEndpoints,
+        SharedSet::ClusterIps,
+        SharedSet::ServiceIps,
+        SharedSet::ServiceNodeports,
+        SharedSet::NoEndpointServices,
+        SharedSet::NoEndpointNodeports,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SharedSet::HairpinEndpoints => "hairpin-endpoints",
+            SharedSet::ClusterIps => "cluster-ips",
+            SharedSet::ServiceIps => "service-ips",
+            SharedSet::ServiceNodeports => "service-nodeports",
+            SharedSet::NoEndpointServices => "no-endpoint-services",
+            SharedSet::NoEndpointNodeports => "no-endpoint-nodeports",
+        }
+    }
+
+    /// Key type (nft data types) and length in bytes, and whether values are verdicts.
+    pub fn key(self, v6: bool) -> (u32, u32, bool) {
+        use expr::types::{INET_PROTO, INET_SERVICE, addr, concat};
+        let alen = if v6 { 16 } else { 4 };
+        match self {
+            SharedSet::HairpinEndpoints => (concat(&[addr(v6), addr(v6)]), 2 * alen, false),
+            SharedSet::ClusterIps => (addr(v6), alen, false),
+            SharedSet::ServiceIps | SharedSet::NoEndpointServices => (
+                concat(&[addr(v6), INET_PROTO, INET_SERVICE]),
+                alen + 8,
+                true,
+            ),
+            SharedSet::ServiceNodeports | SharedSet::NoEndpointNodeports => {
+                (concat(&[INET_PROTO, INET_SERVICE]), 8, true)
+            }
+        }
+    }
+}
+
+/// The key of a shared set element.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ElementKey {
+    /// `10.96.0.1`
+    Addr(IpAddr),
+    /// `10.244.1.2 . 10.244.1.2` (an endpoint reaching itself)
+    SameAddrPair(IpAddr),
+    /// `10.96.0.1 . tcp . 80`
+    AddrProtoPort(IpAddr, Protocol, u16),
+    /// `tcp . 30080`
+    ProtoPort(Protocol, u16),
+}
+
+pub fn proto_number(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => 6,
+        Protocol::Udp => 17,
+        Protocol::Sctp => 132,
+    }
+}
+
+impl ElementKey {
+    /// The key as the kernel stores it: each concatenated part padded to 4 bytes.
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            ElementKey::Addr(ip) => ip_bytes(*ip),
+            ElementKey::SameAddrPair(ip) => [ip_bytes(*ip), ip_bytes(*ip)].concat(),
+            ElementKey::AddrProtoPort(ip, p, port) => {
+                padded(&[&ip_bytes(*ip), &[proto_number(*p)], &port.to_be_bytes()])
+            }
+            ElementKey::ProtoPort(p, port) => padded(&[&[proto_number(*p)], &port.to_be_bytes()]),
+        }
+    }
+}
+
+impl std::fmt::Display for ElementKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ElementKey::Addr(ip) => write!(f, "{ip}"),
+            ElementKey::SameAddrPair(ip) => write!(f, "{ip} . {ip}"),
+            ElementKey::AddrProtoPort(ip, p, port) => write!(f, "{ip} . {} . {port}", p.lower()),
+            ElementKey::ProtoPort(p, port) => write!(f, "{} . {port}", p.lower()),
+        }
+    }
+}
 
 /// A shared set or map element a Service port contributes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Element {
-    pub set: &'static str,
-    /// `key` or `key : verdict`.
-    pub element: String,
+    pub set: SharedSet,
+    pub key: ElementKey,
+    pub verdict: Option<Verdict>,
 }
 
-/// What one Service port programs.
+impl std::fmt::Display for Element {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {{ {}", self.set.name(), self.key)?;
+        if let Some(v) = &self.verdict {
+            write!(f, " : {v}")?;
+        }
+        write!(f, " }}")
+    }
+}
+
+pub type Rule = Vec<Expr>;
+
+/// What one Service port programs (built for a sync, then summarized).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceRuleset {
     pub elements: Vec<Element>,
-    pub chains: BTreeMap<String, Vec<String>>,
+    pub chains: BTreeMap<String, Vec<Rule>>,
     /// Affinity sets: name -> timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+}
+
+/// What the proxier remembers of a programmed Service port: enough to tell what
+/// changed, without keeping the rules themselves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Programmed {
+    pub elements: Vec<Element>,
+    /// Chain name and a fingerprint of its rules.
+    pub chains: Vec<(String, u64)>,
+    pub affinity_sets: Vec<(String, u32)>,
 }
 
 impl ServiceRuleset {
     pub fn rule_count(&self) -> usize {
         self.elements.len() + self.chains.values().map(Vec::len).sum::<usize>()
+    }
+
+    pub fn summary(&self) -> Programmed {
+        Programmed {
+            elements: self.elements.clone(),
+            chains: self
+                .chains
+                .iter()
+                .map(|(name, rules)| {
+                    let mut h = DefaultHasher::new();
+                    rules.hash(&mut h);
+                    (name.clone(), h.finish())
+                })
+                .collect(),
+            affinity_sets: self
+                .affinity_sets
+                .iter()
+                .map(|(n, t)| (n.clone(), *t))
+                .collect(),
+        }
+    }
+}
+
+impl Programmed {
+    pub fn rule_count(&self) -> usize {
+        self.elements.len() + self.chains.len()
     }
 }
 
@@ -49,25 +196,17 @@ impl NftContext {
         if self.v6 { "ip6" } else { "ip" }
     }
 
-    fn addr_kw(&self) -> &'static str {
-        if self.v6 { "ip6" } else { "ip" }
-    }
-
-    /// Match for traffic not from local pods, if local traffic can be told apart.
-    fn not_local(&self) -> Option<String> {
+    /// Match for traffic (not) from local pods, if local traffic can be told apart.
+    fn local_match(&self, op: Cmp) -> Option<Rule> {
         match &self.local {
             LocalDetector::None => None,
             LocalDetector::Cidrs(c) => c
                 .iter()
                 .find(|c| c.is_ipv6() == self.v6)
-                .map(|c| format!("{} saddr != {c}", self.addr_kw())),
-            LocalDetector::BridgeInterface(b) => Some(format!("iifname != \"{b}\"")),
-            LocalDetector::InterfaceNamePrefix(p) => Some(format!("iifname != \"{p}*\"")),
+                .map(|c| expr::addr_match(true, c, op)),
+            LocalDetector::BridgeInterface(b) => Some(expr::iifname(b, op)),
+            LocalDetector::InterfaceNamePrefix(p) => Some(expr::iifname(&format!("{p}*"), op)),
         }
-    }
-
-    fn is_local(&self) -> Option<String> {
-        self.not_local().map(|m| m.replace(" != ", " "))
     }
 }
 
@@ -109,11 +248,12 @@ pub fn service_chain(entry: &ServiceEntry) -> String {
     format!("service-{}", base(entry))
 }
 
-fn dnat_target(ep: SocketAddr) -> String {
-    match ep {
-        SocketAddr::V4(a) => a.to_string(),
-        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
-    }
+fn goto(chain: &str) -> Verdict {
+    Verdict::Goto(chain.to_string())
+}
+
+fn jump_masquerade() -> Expr {
+    expr::verdict(Verdict::Jump("mark-for-masquerade".to_string()))
 }
 
 pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset {
@@ -142,8 +282,8 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset
         format!("external-{b}"),
         format!("firewall-{b}"),
     );
-    let proto = port.name.protocol.lower();
-    let key = |ip: IpAddr, p: u16| format!("{ip} . {proto} . {p}");
+    let proto = port.name.protocol;
+    let key = |ip: IpAddr| ElementKey::AddrProtoPort(ip, proto, port.port);
     let ext_ips: Vec<IpAddr> = port
         .external_ips
         .iter()
@@ -163,35 +303,33 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset
     let no_endpoints = cluster_eps.is_empty() && local_eps.is_empty();
     let blocked = |policy_local: bool| {
         if policy_local && !no_endpoints {
-            "drop"
+            Verdict::Drop
         } else {
-            "goto reject-chain"
+            goto("reject-chain")
         }
     };
+    let mut element = |set, key, verdict| {
+        out.elements.push(Element { set, key, verdict });
+    };
 
-    out.elements.push(Element {
-        set: "cluster-ips",
-        element: cluster_ip.to_string(),
-    });
+    element(SharedSet::ClusterIps, ElementKey::Addr(cluster_ip), None);
     let (internal_ok, internal_chain) = if port.internal_policy_local {
         (!local_eps.is_empty(), &local_chain)
     } else {
         (!cluster_eps.is_empty(), &svc_chain)
     };
     if internal_ok {
-        out.elements.push(Element {
-            set: "service-ips",
-            element: format!("{} : goto {internal_chain}", key(cluster_ip, port.port)),
-        });
+        element(
+            SharedSet::ServiceIps,
+            key(cluster_ip),
+            Some(goto(internal_chain)),
+        );
     } else {
-        out.elements.push(Element {
-            set: "no-endpoint-services",
-            element: format!(
-                "{} : {}",
-                key(cluster_ip, port.port),
-                blocked(port.internal_policy_local)
-            ),
-        });
+        element(
+            SharedSet::NoEndpointServices,
+            key(cluster_ip),
+            Some(blocked(port.internal_policy_local)),
+        );
     }
 
     let external_ok = if port.external_policy_local {
@@ -212,48 +350,42 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset
     {
         if external_ok {
             let target = if via_firewall { &fw_chain } else { &ext_chain };
-            out.elements.push(Element {
-                set: "service-ips",
-                element: format!("{} : goto {target}", key(ip, port.port)),
-            });
+            element(SharedSet::ServiceIps, key(ip), Some(goto(target)));
         } else {
-            out.elements.push(Element {
-                set: "no-endpoint-services",
-                element: format!(
-                    "{} : {}",
-                    key(ip, port.port),
-                    blocked(port.external_policy_local)
-                ),
-            });
+            element(
+                SharedSet::NoEndpointServices,
+                key(ip),
+                Some(blocked(port.external_policy_local)),
+            );
         }
     }
     if port.node_port != 0 {
-        let k = format!("{proto} . {}", port.node_port);
+        let k = ElementKey::ProtoPort(proto, port.node_port);
         if external_ok {
-            out.elements.push(Element {
-                set: "service-nodeports",
-                element: format!("{k} : goto {ext_chain}"),
-            });
+            element(SharedSet::ServiceNodeports, k, Some(goto(&ext_chain)));
         } else {
-            out.elements.push(Element {
-                set: "no-endpoint-nodeports",
-                element: format!("{k} : {}", blocked(port.external_policy_local)),
-            });
+            element(
+                SharedSet::NoEndpointNodeports,
+                k,
+                Some(blocked(port.external_policy_local)),
+            );
         }
     }
 
     let masq = if ctx.masquerade_all {
-        Some(String::new())
+        Some(Vec::new())
     } else {
-        ctx.not_local().map(|m| format!(" {m}"))
+        ctx.local_match(Cmp::Neq)
     };
     if uses_cluster {
+        // ip daddr <cluster IP> <proto> dport <port> [not local] jump mark-for-masquerade
         let masq_rule = masq.map(|m| {
-            format!(
-                "{} daddr {cluster_ip} {proto} dport {}{m} jump mark-for-masquerade",
-                ctx.addr_kw(),
-                port.port
-            )
+            let mut r = expr::addr_match(false, &host(cluster_ip), Cmp::Eq);
+            r.extend(expr::l4proto(proto_number(proto)));
+            r.extend(expr::dport(port.port));
+            r.extend(m);
+            r.push(jump_masquerade());
+            r
         });
         out.chains.insert(
             svc_chain.clone(),
@@ -281,99 +413,88 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset
         // Hairpin (an endpoint reaching itself through the Service) is masqueraded in
         // postrouting by source . destination lookup, so no per-endpoint chain is needed.
         out.elements.push(Element {
-            set: "hairpin-endpoints",
-            element: format!("{0} . {0}", ep.addr.ip()),
+            set: SharedSet::HairpinEndpoints,
+            key: ElementKey::SameAddrPair(ep.addr.ip()),
+            verdict: None,
         });
         // Per-endpoint chains exist only for ClientIP affinity, which needs a set per
-        // endpoint. Tens of thousands of chains make every nft transaction slow.
+        // endpoint. Tens of thousands of chains make every transaction slow.
         let Some(timeout) = port.affinity_timeout else {
             continue;
         };
         let eb = endpoint_base(entry, ep.addr);
         let set = format!("affinity-{eb}");
-        let rules = vec![
-            format!("update @{set} {{ {} saddr }}", ctx.addr_kw()),
-            format!("meta l4proto {proto} dnat to {}", dnat_target(ep.addr)),
-        ];
+        let mut dnat = expr::l4proto(proto_number(proto));
+        dnat.extend(expr::dnat_to(ep.addr.ip(), ep.addr.port()));
+        let rules = vec![expr::update_saddr(ctx.v6, &set), dnat];
         out.affinity_sets.insert(set, timeout);
         out.chains.insert(format!("endpoint-{eb}"), rules);
     }
     if has_external && external_ok {
         let rules = if port.external_policy_local {
             let mut r = Vec::new();
-            if let Some(local) = ctx.is_local() {
-                r.push(format!("{local} goto {svc_chain}"));
+            if let Some(mut local) = ctx.local_match(Cmp::Eq) {
+                local.push(expr::verdict(goto(&svc_chain)));
+                r.push(local);
             }
-            r.push("fib saddr type local jump mark-for-masquerade".to_string());
-            r.push(format!("fib saddr type local goto {svc_chain}"));
-            r.push(format!("goto {local_chain}"));
+            let mut masq = expr::fib_local(true);
+            masq.push(jump_masquerade());
+            r.push(masq);
+            let mut to_svc = expr::fib_local(true);
+            to_svc.push(expr::verdict(goto(&svc_chain)));
+            r.push(to_svc);
+            r.push(vec![expr::verdict(goto(&local_chain))]);
             r
         } else {
             vec![
-                "jump mark-for-masquerade".to_string(),
-                format!("goto {svc_chain}"),
+                vec![jump_masquerade()],
+                vec![expr::verdict(goto(&svc_chain))],
             ]
         };
         out.chains.insert(ext_chain.clone(), rules);
         if !lb_ips.is_empty() && !source_ranges.is_empty() {
-            let ranges: Vec<String> = source_ranges.iter().map(Cidr::to_string).collect();
-            out.chains.insert(
-                fw_chain,
-                vec![
-                    format!(
-                        "{} saddr {{ {} }} goto {ext_chain}",
-                        ctx.addr_kw(),
-                        ranges.join(", ")
-                    ),
-                    "drop".to_string(),
-                ],
-            );
+            let mut allowed = expr::addr_in(true, ctx.v6, &source_ranges);
+            allowed.push(expr::verdict(goto(&ext_chain)));
+            out.chains
+                .insert(fw_chain, vec![allowed, vec![expr::verdict(Verdict::Drop)]]);
         }
     }
     out
+}
+
+fn host(ip: IpAddr) -> Cidr {
+    Cidr {
+        addr: ip,
+        prefix: if ip.is_ipv6() { 128 } else { 32 },
+    }
 }
 
 /// The policy chain: masquerade check, affinity lookups, then a random endpoint.
 fn balancing_rules(
     entry: &ServiceEntry,
     eps: &[Endpoint],
-    masq: Option<String>,
+    masq: Option<Rule>,
     ctx: &NftContext,
-) -> Vec<String> {
-    let mut rules: Vec<String> = masq.into_iter().collect();
+) -> Vec<Rule> {
+    let mut rules: Vec<Rule> = masq.into_iter().collect();
     if entry.port.affinity_timeout.is_some() {
+        let mut targets = Vec::new();
         for ep in eps {
             let eb = endpoint_base(entry, ep.addr);
-            rules.push(format!(
-                "{} saddr @affinity-{eb} goto endpoint-{eb}",
-                ctx.addr_kw()
-            ));
+            let mut sticky = expr::saddr_in_set(ctx.v6, &format!("affinity-{eb}"));
+            sticky.push(expr::verdict(goto(&format!("endpoint-{eb}"))));
+            rules.push(sticky);
+            targets.push(goto(&format!("endpoint-{eb}")));
         }
-    }
-    if entry.port.affinity_timeout.is_some() {
-        let targets: Vec<String> = eps
-            .iter()
-            .enumerate()
-            .map(|(i, ep)| format!("{i} : goto endpoint-{}", endpoint_base(entry, ep.addr)))
-            .collect();
-        rules.push(format!(
-            "numgen random mod {} vmap {{ {} }}",
-            eps.len(),
-            targets.join(", ")
-        ));
+        rules.push(expr::numgen_vmap(targets));
     } else {
-        let targets: Vec<String> = eps
+        let targets: Vec<(IpAddr, u16)> = eps
             .iter()
-            .enumerate()
-            .map(|(i, ep)| format!("{i} : {} . {}", ep.addr.ip(), ep.addr.port()))
+            .map(|ep| (ep.addr.ip(), ep.addr.port()))
             .collect();
-        rules.push(format!(
-            "meta l4proto {} dnat {} addr . port to numgen random mod {} map {{ {} }}",
-            entry.port.name.protocol.lower(),
-            ctx.addr_kw(),
-            eps.len(),
-            targets.join(", ")
-        ));
+        let mut r = expr::l4proto(proto_number(entry.port.name.protocol));
+        r.extend(expr::dnat_numgen(ctx.v6, &targets));
+        rules.push(r);
     }
     rules
 }

@@ -1,7 +1,9 @@
-//! nftables script generation and sync planning against a recording double.
+//! Sync planning against a recording double: which objects and elements each
+//! transaction touches. What the rules look like in the kernel is checked by the
+//! integration tests against `nft list` output.
 
+use super::ruleset::SharedSet;
 use super::*;
-use crate::iptables::ExecError;
 use crate::model::{ChangeTracker, SERVICE_NAME_LABEL};
 use crate::net::Cidr;
 use k8s_openapi::api::core::v1::Service;
@@ -10,32 +12,36 @@ use serde_json::json;
 
 #[derive(Default)]
 struct Recorder {
-    scripts: Vec<String>,
+    transactions: Vec<Vec<String>>,
     kernel_chains: Vec<String>,
     fail_next: bool,
 }
 
 impl Nft for Recorder {
-    fn apply(&mut self, script: &str) -> Result<(), ExecError> {
+    fn commit(&mut self, batch: Batch) -> Result<(), NftError> {
         if std::mem::take(&mut self.fail_next) {
-            return Err(ExecError::Failed {
-                program: "nft".into(),
-                status: "1".into(),
-                stderr: "Error".into(),
-            });
+            return Err(NftError::Protocol("refused".into()));
         }
-        self.scripts.push(script.to_string());
+        if !batch.is_empty() {
+            self.transactions.push(batch.log.clone());
+        }
         Ok(())
     }
-    fn list(&mut self, _: &str, _: &str, sets: bool) -> Result<Vec<String>, ExecError> {
+    fn list(&mut self, _: u8, _: &str, sets: bool) -> Result<Vec<String>, NftError> {
         Ok(if sets {
             vec![]
         } else {
             self.kernel_chains.clone()
         })
     }
-    fn table_exists(&mut self, _: &str, _: &str) -> bool {
+    fn table_exists(&mut self, _: u8, _: &str) -> bool {
         true
+    }
+}
+
+impl NftProxier<Recorder> {
+    fn last(&mut self) -> Vec<String> {
+        self.nft().transactions.last().cloned().unwrap_or_default()
     }
 }
 
@@ -66,8 +72,17 @@ fn slice(svc: &str, ips: &[&str]) -> EndpointSlice {
     .unwrap()
 }
 
-fn lines<'a>(script: &'a str, needle: &str) -> Vec<&'a str> {
-    script.lines().filter(|l| l.contains(needle)).collect()
+fn with<'a>(log: &'a [String], needle: &str) -> Vec<&'a str> {
+    log.iter()
+        .map(String::as_str)
+        .filter(|l| l.contains(needle))
+        .collect()
+}
+
+fn position(log: &[String], prefix: &str) -> usize {
+    log.iter()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} in {log:#?}"))
 }
 
 #[test]
@@ -87,55 +102,68 @@ fn full_sync_builds_the_table_with_verdict_maps() {
         options(),
     );
     assert!(p.sync(&t.snapshot(), false).unwrap().full);
-    let s = p.nft().scripts[0].clone();
-    assert!(s.starts_with("add table ip kube-proxy { comment \"rules for kube-proxy\" ; }\n"));
-    assert!(s.contains("add map ip kube-proxy service-ips { type ipv4_addr . inet_proto . inet_service : verdict ; }"));
-    assert!(s.contains(
-        "add rule ip kube-proxy services ip daddr . meta l4proto . th dport vmap @service-ips"
-    ));
-    assert!(s.contains(
-        "add chain ip kube-proxy nat-prerouting { type nat hook prerouting priority -100 ; }"
-    ));
-    let svc_chain = lines(
+    let s = p.last();
+    assert_eq!(s[0], "add table kube-proxy");
+    for set in SharedSet::ALL {
+        assert!(s.contains(&format!("add set {}", set.name())), "{s:#?}");
+        assert!(s.contains(&format!("flush set {}", set.name())), "{s:#?}");
+    }
+    for chain in ["services", "nat-prerouting", "masquerading", "filter-input"] {
+        assert!(s.contains(&format!("add chain {chain}")));
+        assert!(s.contains(&format!("flush chain {chain}")));
+    }
+    let dispatch = with(
         &s,
-        "add element ip kube-proxy service-ips { 198.19.0.10 . tcp . 80 : goto service-",
+        "add element service-ips { 198.19.0.10 . tcp . 80 : goto service-",
     );
-    assert_eq!(svc_chain.len(), 1, "{s}");
-    let chain = svc_chain[0]
+    assert_eq!(dispatch.len(), 1, "{s:#?}");
+    let chain = dispatch[0]
         .split("goto ")
         .nth(1)
         .unwrap()
         .trim_end_matches(" }");
     assert!(chain.ends_with("-ns/web/tcp/http"), "{chain}");
-    let rules = lines(&s, &format!("add rule ip kube-proxy {chain} "));
     assert_eq!(
-        rules[0],
-        format!(
-            "add rule ip kube-proxy {chain} ip daddr 198.19.0.10 tcp dport 80 ip saddr != 10.244.0.0/16 jump mark-for-masquerade"
-        )
-    );
-    assert_eq!(
-        rules[1],
-        format!(
-            "add rule ip kube-proxy {chain} meta l4proto tcp dnat ip addr . port to numgen random mod 2 map {{ 0 : 10.244.1.2 . 8080, 1 : 10.244.1.3 . 8080 }}"
-        )
+        with(&s, &format!("add rule {chain} ")).len(),
+        2,
+        "masquerade check and DNAT"
     );
     assert!(
-        !s.contains("chain ip kube-proxy endpoint-"),
+        position(&s, &format!("add chain {chain}")) < position(&s, &format!("add rule {chain}"))
+    );
+    assert!(
+        position(&s, &format!("add rule {chain}")) < position(&s, "add element service-ips"),
+        "chains exist before elements point to them"
+    );
+    assert!(
+        with(&s, "chain endpoint-").is_empty(),
         "no per-endpoint chains without affinity"
     );
-    assert!(s.contains("add element ip kube-proxy hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }"));
-    assert!(s.contains("add rule ip kube-proxy masquerading ct status dnat ip saddr . ip daddr @hairpin-endpoints masquerade fully-random"));
-    assert!(
-        s.contains("add element ip kube-proxy service-nodeports { tcp . 30080 : goto external-")
+    assert!(s.contains(&"add element hairpin-endpoints { 10.244.1.2 . 10.244.1.2 }".to_string()));
+    assert_eq!(
+        with(
+            &s,
+            "add element service-nodeports { tcp . 30080 : goto external-"
+        )
+        .len(),
+        1
     );
-    assert!(s.contains("add element ip kube-proxy no-endpoint-services { 198.19.0.11 . tcp . 80 : goto reject-chain }"));
-    assert!(s.contains("add element ip kube-proxy cluster-ips { 198.19.0.11 }"));
     assert!(
-        s.contains("delete chain ip kube-proxy service-OLDAAAAA-ns/gone/tcp/http"),
+        s.contains(
+            &"add element no-endpoint-services { 198.19.0.11 . tcp . 80 : goto reject-chain }"
+                .to_string()
+        )
+    );
+    assert!(s.contains(&"add element cluster-ips { 198.19.0.11 }".to_string()));
+    assert!(
+        s.contains(&"delete chain service-OLDAAAAA-ns/gone/tcp/http".to_string()),
         "leftover chains are removed"
     );
-    assert!(!s.contains("delete chain ip kube-proxy services"));
+    assert!(
+        position(&s, "flush chain service-OLDAAAAA")
+            < position(&s, "delete chain service-OLDAAAAA")
+    );
+    assert!(!s.contains(&"delete chain services".to_string()));
 }
 
 #[test]
@@ -150,37 +178,58 @@ fn partial_sync_sends_only_the_difference() {
 
     t.apply_slice(&slice("a", &["10.244.1.2", "10.244.1.9"]));
     assert!(!p.sync(&t.snapshot(), false).unwrap().full);
-    let s = p.nft().scripts.last().unwrap().clone();
-    assert!(!s.contains("ns/b/"), "b untouched:\n{s}");
+    let s = p.last();
+    assert!(with(&s, "ns/b/").is_empty(), "b untouched:\n{s:#?}");
+    assert!(with(&s, "add table").is_empty() && with(&s, "flush set").is_empty());
     assert_eq!(
-        lines(&s, "element"),
-        ["add element ip kube-proxy hairpin-endpoints { 10.244.1.9 . 10.244.1.9 }"],
-        "only the new endpoint's hairpin entry; the dispatch did not change:\n{s}"
+        with(&s, " element "),
+        ["add element hairpin-endpoints { 10.244.1.9 . 10.244.1.9 }"],
+        "only the new endpoint's hairpin entry; the dispatch did not change:\n{s:#?}"
     );
-    assert!(s.contains("numgen random mod 2 map { 0 : 10.244.1.2 . 8080, 1 : 10.244.1.9 . 8080 }"));
+    assert_eq!(
+        with(&s, "add rule service-").len(),
+        2,
+        "only the changed chain is rewritten (masquerade check and DNAT):\n{s:#?}"
+    );
 
-    // One port loses its endpoints... the ClusterIP stays in cluster-ips (shared with "alt").
+    // Nothing changed: nothing is sent.
+    t.apply_slice(&slice("a", &["10.244.1.2", "10.244.1.9"]));
+    let before = p.nft().transactions.len();
+    p.sync(&t.snapshot(), false).unwrap();
+    assert_eq!(p.nft().transactions.len(), before);
+
+    // The Service loses its endpoints; the ClusterIP stays in cluster-ips.
     t.apply_slice(&slice("a", &[]));
     p.sync(&t.snapshot(), false).unwrap();
-    let s = p.nft().scripts.last().unwrap().clone();
-    assert!(
-        s.contains("delete element ip kube-proxy service-ips { 198.19.0.10 . tcp . 80 }"),
-        "{s}"
+    let s = p.last();
+    assert_eq!(
+        with(
+            &s,
+            "delete element service-ips { 198.19.0.10 . tcp . 80 : goto service-"
+        )
+        .len(),
+        1,
+        "{s:#?}"
     );
-    assert!(s.contains("add element ip kube-proxy no-endpoint-services { 198.19.0.10 . tcp . 80 : goto reject-chain }"));
-    assert!(!s.contains("cluster-ips"), "{s}");
     assert!(
-        s.find("delete element").unwrap() < s.find("delete chain").unwrap(),
+        s.contains(
+            &"add element no-endpoint-services { 198.19.0.10 . tcp . 80 : goto reject-chain }"
+                .to_string()
+        )
+    );
+    assert!(with(&s, "cluster-ips").is_empty(), "{s:#?}");
+    assert!(
+        position(&s, "delete element") < position(&s, "delete chain"),
         "references go before chains"
     );
+    assert!(position(&s, "flush chain") < position(&s, "delete chain"));
 
     t.delete_service(&service("a", "198.19.0.10", json!({})));
     p.sync(&t.snapshot(), false).unwrap();
-    let s = p.nft().scripts.last().unwrap().clone();
     assert_eq!(
-        lines(&s, "cluster-ips").len(),
-        1,
-        "the shared ClusterIP goes once both ports are gone:\n{s}"
+        with(&p.last(), "cluster-ips"),
+        ["delete element cluster-ips { 198.19.0.10 }"],
+        "the shared ClusterIP goes once both ports are gone"
     );
 }
 
@@ -191,19 +240,18 @@ fn affinity_uses_dynamic_sets_and_failure_falls_back_to_full() {
     t.apply_slice(&slice("s", &["10.244.1.2"]));
     let mut p = NftProxier::new(Recorder::default(), options());
     p.sync(&t.snapshot(), false).unwrap();
-    let s = p.nft().scripts[0].clone();
-    let set_line = lines(&s, "add set ip kube-proxy affinity-")[0].to_string();
-    assert!(
-        set_line.ends_with("{ type ipv4_addr ; flags dynamic,timeout ; timeout 30s ; }"),
-        "{set_line}"
-    );
-    let set = set_line.split_whitespace().nth(4).unwrap();
-    assert!(s.contains(&format!("update @{set} {{ ip saddr }}")));
-    assert!(s.contains(&format!("ip saddr @{set} goto endpoint-")));
+    let s = p.last();
+    let set_line = with(&s, "add set affinity-")[0].to_string();
+    assert!(set_line.ends_with(" timeout 30s"), "{set_line}");
+    assert!(set_line.contains("__10.244.1.2/8080"), "{set_line}");
+    assert_eq!(with(&s, "add rule endpoint-").len(), 2, "{s:#?}");
 
     t.apply_slice(&slice("s", &["10.244.1.3"]));
     p.nft().fail_next = true;
     assert!(p.sync(&t.snapshot(), false).unwrap().full);
+    let s = p.last();
+    assert_eq!(with(&s, "add set affinity-").len(), 1);
+    assert!(with(&s, "add set affinity-")[0].contains("__10.244.1.3/8080"));
 }
 
 #[test]
@@ -217,7 +265,7 @@ fn only_per_service_names_count_as_leftovers() {
 }
 
 #[test]
-fn ipv6_table_uses_ip6_syntax() {
+fn ipv6_elements_use_ipv6_keys() {
     let svc: Service = serde_json::from_value(json!({"metadata": {"namespace": "ns", "name": "v6"},
         "spec": {"clusterIP": "fd00:96::10", "clusterIPs": ["fd00:96::10"], "ports": [{"name": "http", "port": 80, "protocol": "UDP"}]}}))
     .unwrap();
@@ -232,12 +280,60 @@ fn ipv6_table_uses_ip6_syntax() {
     opts.local = LocalDetector::Cidrs(vec![Cidr::parse("fd00:244::/64").unwrap()]);
     let mut p = NftProxier::new(Recorder::default(), opts);
     p.sync(&t.snapshot(), false).unwrap();
-    let s = p.nft().scripts[0].clone();
-    assert!(s.starts_with("add table ip6 kube-proxy"));
-    assert!(s.contains("add map ip6 kube-proxy service-ips { type ipv6_addr . inet_proto . inet_service : verdict ; }"));
-    assert!(s.contains(
-        "add element ip6 kube-proxy service-ips { fd00:96::10 . udp . 80 : goto service-"
-    ));
-    assert!(s.contains("ip6 saddr != fd00:244::/64 jump mark-for-masquerade"));
-    assert!(s.contains("meta l4proto udp dnat ip6 addr . port to numgen random mod 1 map { 0 : fd00:244::5 . 5353 }"), "{s}");
+    let s = p.last();
+    assert_eq!(
+        with(
+            &s,
+            "add element service-ips { fd00:96::10 . udp . 80 : goto service-"
+        )
+        .len(),
+        1,
+        "{s:#?}"
+    );
+    assert!(s.contains(&"add element hairpin-endpoints { fd00:244::5 . fd00:244::5 }".to_string()));
+}
+
+#[test]
+fn many_elements_are_split_across_messages() {
+    let mut t = ChangeTracker::new("node-a");
+    let ips: Vec<String> = (0..5000)
+        .map(|i| format!("10.244.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let refs: Vec<&str> = ips.iter().map(String::as_str).collect();
+    t.apply_service(&service("big", "198.19.0.10", json!({})));
+    t.apply_slice(&slice("big", &refs));
+    let mut batch = Batch::new(FAMILY_IP);
+    let snapshot = t.snapshot();
+    let ctx = NftContext {
+        v6: false,
+        masquerade_all: false,
+        local: LocalDetector::None,
+    };
+    let r = service_ruleset(entries(&snapshot.state).next().unwrap(), &ctx);
+    let hairpin: Vec<&Element> = r
+        .elements
+        .iter()
+        .filter(|e| e.set == SharedSet::HairpinEndpoints)
+        .collect();
+    assert_eq!(hairpin.len(), 5000);
+    ops::elements(
+        &mut batch,
+        TABLE,
+        SharedSet::HairpinEndpoints,
+        true,
+        hairpin,
+    );
+    assert!(batch.messages > 1, "one attribute holds at most 64 KiB");
+    let (bytes, offsets, _) = batch.finish();
+    for &o in &offsets[1..] {
+        let o = o as usize;
+        let len = u32::from_ne_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+        for (ty, data) in netlink::attrs(&bytes[o..o + len]) {
+            assert!(
+                data.len() < 65_535,
+                "attribute {ty} of {} bytes",
+                data.len()
+            );
+        }
+    }
 }

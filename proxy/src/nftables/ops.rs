@@ -1,0 +1,268 @@
+//! The messages of a transaction on the `kube-proxy` table: tables, chains, sets,
+//! elements and rules, appended to a [`Batch`].
+
+use super::expr::{AnonSet, Data, Expr, SetRef, set_flags, types, value};
+use super::netlink::{Batch, MsgType};
+use super::ruleset::{Element, SharedSet};
+
+/// Elements per message are bounded by the 64 KiB length of a netlink attribute.
+const MAX_ELEMENTS_BYTES: usize = 60_000;
+
+/// `add table <family> <name> { comment "..." ; }`
+pub fn add_table(batch: &mut Batch, table: &str, comment: &str) {
+    let m = batch.begin(MsgType::NewTable);
+    batch.w.str(1, table);
+    batch.w.u32(2, 0);
+    // NFTA_TABLE_USERDATA: nft's comment record (type 0, length, NUL-terminated text).
+    let mut udata = vec![0u8, comment.len() as u8 + 1];
+    udata.extend_from_slice(comment.as_bytes());
+    udata.push(0);
+    batch.w.attr(6, &udata);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("add table {table}"));
+}
+
+pub fn delete_table(batch: &mut Batch, table: &str) {
+    let m = batch.begin(MsgType::DelTable);
+    batch.w.str(1, table);
+    batch.end(m);
+}
+
+/// A base chain's hook: type, hook number and priority.
+pub struct Hook {
+    pub kind: &'static str,
+    pub hook: u32,
+    pub priority: i32,
+}
+
+/// `add chain`, a base chain if `hook` is given.
+pub fn add_chain(batch: &mut Batch, table: &str, chain: &str, hook: Option<&Hook>) {
+    let m = batch.begin(MsgType::NewChain);
+    batch.w.str(1, table);
+    batch.w.str(3, chain);
+    if let Some(h) = hook {
+        let n = batch.w.begin_nest(4);
+        batch.w.u32(1, h.hook);
+        batch.w.u32(2, h.priority as u32);
+        batch.w.end_nest(n);
+        batch.w.str(7, h.kind);
+    }
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("add chain {chain}"));
+}
+
+/// `flush chain`: a rule deletion naming only the chain removes all its rules.
+pub fn flush_chain(batch: &mut Batch, table: &str, chain: &str) {
+    let m = batch.begin(MsgType::DelRule);
+    batch.w.str(1, table);
+    batch.w.str(2, chain);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("flush chain {chain}"));
+}
+
+pub fn delete_chain(batch: &mut Batch, table: &str, chain: &str) {
+    let m = batch.begin(MsgType::DelChain);
+    batch.w.str(1, table);
+    batch.w.str(3, chain);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("delete chain {chain}"));
+}
+
+/// `add set|map` for one of the shared sets.
+pub fn add_shared_set(batch: &mut Batch, table: &str, set: SharedSet, v6: bool) {
+    let (key_type, key_len, verdicts) = set.key(v6);
+    let m = batch.begin(MsgType::NewSet);
+    batch.w.str(1, table);
+    batch.w.str(2, set.name());
+    batch.w.u32(3, if verdicts { set_flags::MAP } else { 0 });
+    batch.w.u32(4, key_type);
+    batch.w.u32(5, key_len);
+    if verdicts {
+        batch.w.u32(6, types::VERDICT_DATA);
+        batch.w.u32(7, 0);
+    }
+    let id = batch.set_id();
+    batch.w.u32(10, id);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("add set {}", set.name()));
+}
+
+/// `add set <name> { type ipv4_addr ; flags dynamic,timeout ; timeout <t>s ; }`
+pub fn add_affinity_set(batch: &mut Batch, table: &str, name: &str, v6: bool, timeout_s: u32) {
+    let m = batch.begin(MsgType::NewSet);
+    batch.w.str(1, table);
+    batch.w.str(2, name);
+    batch.w.u32(3, set_flags::TIMEOUT | set_flags::EVAL);
+    batch.w.u32(4, types::addr(v6));
+    batch.w.u32(5, if v6 { 16 } else { 4 });
+    let id = batch.set_id();
+    batch.w.u32(10, id);
+    batch.w.u64(11, timeout_s as u64 * 1000);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("add set {name} timeout {timeout_s}s"));
+}
+
+pub fn delete_set(batch: &mut Batch, table: &str, name: &str) {
+    let m = batch.begin(MsgType::DelSet);
+    batch.w.str(1, table);
+    batch.w.str(2, name);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("delete set {name}"));
+}
+
+/// `flush set|map`: an element deletion naming only the set removes all elements.
+pub fn flush_set(batch: &mut Batch, table: &str, set: &str) {
+    let m = batch.begin(MsgType::DelSetElem);
+    batch.w.str(1, table);
+    batch.w.str(2, set);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("flush set {set}"));
+}
+
+/// Adds (or, without `add`, deletes by key) elements of one shared set, in as many
+/// messages as their size needs.
+pub fn elements<'a>(
+    batch: &mut Batch,
+    table: &str,
+    set: SharedSet,
+    add: bool,
+    elements: impl IntoIterator<Item = &'a Element>,
+) {
+    let ty = if add {
+        MsgType::NewSetElem
+    } else {
+        MsgType::DelSetElem
+    };
+    let mut open: Option<(super::netlink::Msg, usize)> = None;
+    for e in elements {
+        let (m, list) = match open.take() {
+            Some(o) => o,
+            None => {
+                let m = batch.begin(ty);
+                batch.w.str(1, table);
+                batch.w.str(2, set.name());
+                let list = batch.w.begin_nest(3);
+                (m, list)
+            }
+        };
+        let el = batch.w.begin_nest(1);
+        value(&mut batch.w, 1, &e.key.bytes());
+        if let (true, Some(v)) = (add, &e.verdict) {
+            let n = batch.w.begin_nest(2);
+            v.encode(&mut batch.w);
+            batch.w.end_nest(n);
+        }
+        batch.w.end_nest(el);
+        #[cfg(test)]
+        batch.note(format!(
+            "{} element {e}",
+            if add { "add" } else { "delete" }
+        ));
+        if batch.w.since(list) > MAX_ELEMENTS_BYTES {
+            batch.w.end_nest(list);
+            batch.end(m);
+        } else {
+            open = Some((m, list));
+        }
+    }
+    if let Some((m, list)) = open {
+        batch.w.end_nest(list);
+        batch.end(m);
+    }
+}
+
+pub fn anon_name(a: &AnonSet) -> &'static str {
+    if a.data.is_some() {
+        "__map%d"
+    } else {
+        "__set%d"
+    }
+}
+
+/// Adds a rule (and first its anonymous set, if any) to `batch`.
+pub fn add_rule(batch: &mut Batch, table: &str, chain: &str, exprs: &[Expr]) {
+    let anon = exprs.iter().find_map(|e| match e {
+        Expr::Lookup {
+            set: SetRef::Anonymous(a),
+            ..
+        } => Some(a),
+        _ => None,
+    });
+    let anon_id = anon.map(|a| add_anon_set(batch, table, a));
+    let m = batch.begin(MsgType::NewRule);
+    batch.w.str(1, table);
+    batch.w.str(2, chain);
+    let list = batch.w.begin_nest(4);
+    for e in exprs {
+        let el = batch.w.begin_nest(1);
+        batch.w.str(1, e.name());
+        let data = batch.w.begin_nest(2);
+        e.encode_data(&mut batch.w, anon_id);
+        batch.w.end_nest(data);
+        batch.w.end_nest(el);
+    }
+    batch.w.end_nest(list);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("add rule {chain} {exprs:?}"));
+}
+
+fn add_anon_set(batch: &mut Batch, table: &str, a: &AnonSet) -> u32 {
+    let id = batch.set_id();
+    let name = anon_name(a);
+    let m = batch.begin(MsgType::NewSet);
+    batch.w.str(1, table);
+    batch.w.str(2, name);
+    batch.w.u32(3, a.flags);
+    batch.w.u32(4, a.key_type);
+    batch.w.u32(5, a.key_len);
+    if let Some((ty, len)) = a.data {
+        batch.w.u32(6, ty);
+        batch.w.u32(7, len);
+    }
+    let desc = batch.w.begin_nest(9);
+    batch.w.u32(1, a.elements.len() as u32); // NFTA_SET_DESC_SIZE
+    batch.w.end_nest(desc);
+    batch.w.u32(10, id);
+    if a.key_type == types::INTEGER {
+        // NFTA_SET_USERDATA: nft's key byte order record (type 0, 4 bytes, host
+        // endian = 1). Without it `nft list` shows numgen keys byte-swapped.
+        let mut udata = vec![0u8, 4];
+        udata.extend_from_slice(&1u32.to_ne_bytes());
+        batch.w.attr(13, &udata);
+    }
+    batch.end(m);
+    let m = batch.begin(MsgType::NewSetElem);
+    batch.w.str(1, table);
+    batch.w.str(2, name);
+    batch.w.u32(4, id);
+    let list = batch.w.begin_nest(3);
+    for e in &a.elements {
+        let el = batch.w.begin_nest(1);
+        value(&mut batch.w, 1, &e.key);
+        match &e.data {
+            Some(Data::Verdict(v)) => {
+                let n = batch.w.begin_nest(2);
+                v.encode(&mut batch.w);
+                batch.w.end_nest(n);
+            }
+            Some(Data::Value(d)) => value(&mut batch.w, 2, d),
+            None => {}
+        }
+        if e.interval_end {
+            batch.w.u32(3, 1); // NFT_SET_ELEM_INTERVAL_END
+        }
+        batch.w.end_nest(el);
+    }
+    batch.w.end_nest(list);
+    batch.end(m);
+    id
+}

@@ -1,0 +1,193 @@
+//! What a sync sends: everything (a full sync) or the difference since the last sync,
+//! as messages appended to one transaction.
+
+use super::netlink::Batch;
+use super::ops;
+use super::ruleset::{Element, Programmed, ServiceRuleset, SharedSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Element counts: several Service ports can share one element (a ClusterIP, or an
+/// endpoint's hairpin entry).
+pub type ElementCounts = BTreeMap<Element, usize>;
+
+fn add_elements(batch: &mut Batch, t: &str, add: bool, all: &[&Element]) {
+    for set in SharedSet::ALL {
+        let of_set = all.iter().copied().filter(|e| e.set == set);
+        if of_set.clone().next().is_some() {
+            ops::elements(batch, t, set, add, of_set);
+        }
+    }
+}
+
+/// Declares the chains and affinity sets of `r` (chains emptied), then adds its rules.
+fn write_service(batch: &mut Batch, t: &str, v6: bool, r: &ServiceRuleset) {
+    for (set, timeout) in &r.affinity_sets {
+        ops::add_affinity_set(batch, t, set, v6, *timeout);
+    }
+    declare_chains(batch, t, r.chains.keys());
+    fill_chains(batch, t, r, None);
+}
+
+/// Adds the chains, emptied.
+fn declare_chains<'a>(batch: &mut Batch, t: &str, chains: impl Iterator<Item = &'a String>) {
+    for chain in chains {
+        ops::add_chain(batch, t, chain, None);
+        ops::flush_chain(batch, t, chain);
+    }
+}
+
+/// Adds the rules of `r`'s chains (those in `only`, if given).
+fn fill_chains(batch: &mut Batch, t: &str, r: &ServiceRuleset, only: Option<&BTreeSet<&str>>) {
+    let wanted = |c: &str| only.is_none_or(|o| o.contains(c));
+    for (chain, rules) in r.chains.iter().filter(|(c, _)| wanted(c)) {
+        for rule in rules {
+            ops::add_rule(batch, t, chain, rule);
+        }
+    }
+}
+
+/// Chains being deleted may jump to each other: empty them all before deleting any.
+fn delete_chains(batch: &mut Batch, t: &str, chains: &[String]) {
+    for c in chains {
+        ops::flush_chain(batch, t, c);
+    }
+    for c in chains {
+        ops::delete_chain(batch, t, c);
+    }
+}
+
+/// Everything after the skeleton: the shared sets emptied and refilled, every Service
+/// port's chains rewritten, and `stale_chains` / `stale_sets` (in the kernel but no
+/// longer wanted) removed. Returns what was programmed and the element counts.
+pub fn full<'a>(
+    batch: &mut Batch,
+    t: &str,
+    v6: bool,
+    rulesets: impl Iterator<Item = (&'a crate::model::ServicePortName, ServiceRuleset)>,
+    stale: impl Fn(&BTreeMap<crate::model::ServicePortName, Programmed>) -> (Vec<String>, Vec<String>),
+) -> (
+    BTreeMap<crate::model::ServicePortName, Programmed>,
+    ElementCounts,
+) {
+    for set in SharedSet::ALL {
+        ops::flush_set(batch, t, set.name());
+    }
+    let mut programmed = BTreeMap::new();
+    let mut counts = ElementCounts::new();
+    for (name, r) in rulesets {
+        write_service(batch, t, v6, &r);
+        for e in &r.elements {
+            *counts.entry(e.clone()).or_insert(0) += 1;
+        }
+        programmed.insert(name.clone(), r.summary());
+    }
+    let (stale_chains, stale_sets) = stale(&programmed);
+    // Stale chains may still be referenced by rules of other stale chains: flush first.
+    for c in &stale_chains {
+        ops::flush_chain(batch, t, c);
+    }
+    let all: Vec<&Element> = counts.keys().collect();
+    add_elements(batch, t, true, &all);
+    for c in &stale_chains {
+        ops::delete_chain(batch, t, c);
+    }
+    for s in &stale_sets {
+        ops::delete_set(batch, t, s);
+    }
+    (programmed, counts)
+}
+
+/// One Service port's change: what was programmed and what is wanted now.
+pub struct Change<'a> {
+    pub old: Option<&'a Programmed>,
+    pub new: Option<&'a ServiceRuleset>,
+}
+
+/// The difference for changed Service ports; `counts` is updated to the new state.
+pub fn partial(
+    batch: &mut Batch,
+    t: &str,
+    v6: bool,
+    counts: &mut ElementCounts,
+    changes: &[Change<'_>],
+) {
+    let empty_old = Programmed::default();
+    let empty_new = ServiceRuleset::default();
+    let (mut removed, mut added): (Vec<Element>, Vec<Element>) = (Vec::new(), Vec::new());
+    let mut gone_chains: Vec<String> = Vec::new();
+    let mut gone_sets: Vec<String> = Vec::new();
+    let mut declared: Vec<(&ServiceRuleset, BTreeSet<&str>)> = Vec::new();
+    for c in changes {
+        let (old, new) = (c.old.unwrap_or(&empty_old), c.new.unwrap_or(&empty_new));
+        for e in &old.elements {
+            if let Some(n) = counts.get_mut(e) {
+                *n -= 1;
+                if *n == 0 {
+                    counts.remove(e);
+                    removed.push(e.clone());
+                }
+            }
+        }
+        for e in &new.elements {
+            let n = counts.entry(e.clone()).or_insert(0);
+            *n += 1;
+            if *n == 1 {
+                added.push(e.clone());
+            }
+        }
+        let summary = new.summary();
+        let changed: BTreeSet<&str> = summary
+            .chains
+            .iter()
+            .filter(|c| !old.chains.contains(c))
+            .filter_map(|(name, _)| new.chains.get_key_value(name).map(|(k, _)| k.as_str()))
+            .collect();
+        let new_sets: Vec<(String, u32)> = summary
+            .affinity_sets
+            .iter()
+            .filter(|s| !old.affinity_sets.contains(s))
+            .cloned()
+            .collect();
+        for (set, _) in &new_sets {
+            ops::add_affinity_set(batch, t, set, v6, new.affinity_sets[set]);
+        }
+        gone_chains.extend(
+            old.chains
+                .iter()
+                .filter(|(n, _)| !new.chains.contains_key(n))
+                .map(|(n, _)| n.clone()),
+        );
+        gone_sets.extend(
+            old.affinity_sets
+                .iter()
+                .filter(|(n, _)| !new.affinity_sets.contains_key(n))
+                .map(|(n, _)| n.clone()),
+        );
+        declare_chains(
+            batch,
+            t,
+            new.chains.keys().filter(|c| changed.contains(c.as_str())),
+        );
+        declared.push((new, changed));
+    }
+    // An element both removed and re-added (same key and value) needs nothing.
+    let readded: BTreeSet<Element> = removed
+        .iter()
+        .filter(|e| added.contains(e))
+        .cloned()
+        .collect();
+    removed.retain(|e| !readded.contains(e));
+    added.retain(|e| !readded.contains(e));
+    // Elements go before the chains they point to are deleted, and after new chains exist.
+    let removed: Vec<&Element> = removed.iter().collect();
+    add_elements(batch, t, false, &removed);
+    for (r, changed) in &declared {
+        fill_chains(batch, t, r, Some(changed));
+    }
+    let added: Vec<&Element> = added.iter().collect();
+    add_elements(batch, t, true, &added);
+    delete_chains(batch, t, &gone_chains);
+    for s in &gone_sets {
+        ops::delete_set(batch, t, s);
+    }
+}
