@@ -1,14 +1,17 @@
 //! Sync time and rule count at scale, in a network namespace of its own.
 //!
-//!   cargo bench -p berth-proxy --bench sync_scale -- <iptables|nftables> [services] [endpoints]
+//!   cargo bench -p berth-proxy --bench sync_scale -- <mode> [services] [endpoints] [runs]
 //!
-//! Builds the model for `services` Services (the first 1000 NodePort, the rest ClusterIP) with `endpoints` ready
-//! endpoints each, times a full sync, then one endpoint change (a partial sync), and
-//! prints the rule count and the process's peak RSS. Runs as root; the namespace is
-//! deleted at the end.
+//! `mode`: iptables (the host's iptables-restore), iptables-legacy, iptables-nft, nftables.
+//! Builds the model for `services` Services (the first 1000 NodePort, the rest ClusterIP)
+//! with `endpoints` ready endpoints each, times the first full sync, then `runs` times
+//! (default 3) a one-endpoint change (a partial sync) and a full resync as the sync timer
+//! does, and prints medians, the rule count and the process's peak RSS. Runs as root in a
+//! network namespace of its own, deleted at the end.
 
 use berth_proxy::backend::Backend;
 use berth_proxy::config::{LocalDetector, NodePortAddresses};
+use berth_proxy::iptables::IptablesVariant;
 use berth_proxy::model::{ChangeTracker, SERVICE_NAME_LABEL};
 use berth_proxy::net::Cidr;
 use k8s_openapi::api::core::v1::Service;
@@ -95,6 +98,7 @@ fn main() -> anyhow::Result<()> {
         .to_string();
     let services: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(10_000);
     let endpoints: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(10);
+    let runs: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
 
     let name = format!("bpxbench{}", std::process::id());
     anyhow::ensure!(
@@ -123,16 +127,23 @@ fn main() -> anyhow::Result<()> {
         Cidr::parse("10.128.0.0/10").map_err(anyhow::Error::msg)?,
     ]);
     let mut backend: Box<dyn Backend> = match mode.as_str() {
-        "iptables" => Box::new(berth_proxy::iptables::IptablesProxier::new(
-            berth_proxy::iptables::SystemNetfilter,
-            berth_proxy::iptables::IptablesOptions {
-                families: vec![false],
-                masquerade_all: false,
-                masquerade_bit: 14,
-                local,
-                node_port_addresses: NodePortAddresses::All,
-            },
-        )),
+        "iptables" | "iptables-legacy" | "iptables-nft" => {
+            Box::new(berth_proxy::iptables::IptablesProxier::new(
+                berth_proxy::iptables::SystemNetfilter::new(match mode.as_str() {
+                    "iptables-legacy" => IptablesVariant::Legacy,
+                    "iptables-nft" => IptablesVariant::Nft,
+                    _ => IptablesVariant::System,
+                }),
+                berth_proxy::iptables::IptablesOptions {
+                    families: vec![false],
+                    masquerade_all: false,
+                    masquerade_bit: 14,
+                    local,
+                    node_port_addresses: NodePortAddresses::All,
+                    localhost_node_ports: true,
+                },
+            ))
+        }
         "nftables" => Box::new(berth_proxy::nftables::NftProxier::new(
             berth_proxy::nftables::SystemNft,
             berth_proxy::nftables::NftOptions {
@@ -143,27 +154,45 @@ fn main() -> anyhow::Result<()> {
                 node_port_addresses: NodePortAddresses::All,
             },
         )),
-        other => anyhow::bail!("unknown mode {other}: iptables or nftables"),
+        other => anyhow::bail!(
+            "unknown mode {other}: iptables, iptables-legacy, iptables-nft or nftables"
+        ),
     };
 
     let t = Instant::now();
     let report = backend.sync(&snapshot, true)?;
     let full = t.elapsed();
 
-    // One endpoint of one Service changes address.
-    let mut changed = slice(services / 2, endpoints, 0);
-    if let Some(eps) = changed.endpoints.as_mut() {
-        eps[0].addresses = vec!["10.255.255.1".to_string()];
+    let mut partials = Vec::new();
+    let mut fulls = Vec::new();
+    for run in 0..runs {
+        // One endpoint of one Service changes address (and back, on the next run).
+        let mut changed = slice(services / 2, endpoints, 0);
+        if let Some(eps) = changed.endpoints.as_mut() {
+            if run % 2 == 0 {
+                eps[0].addresses = vec!["10.255.255.1".to_string()];
+            }
+        }
+        tracker.apply_slice(&changed);
+        let snapshot = tracker.snapshot();
+        let t = Instant::now();
+        let partial = backend.sync(&snapshot, false)?;
+        partials.push(t.elapsed());
+        anyhow::ensure!(
+            !partial.full,
+            "the change did not go through a partial sync"
+        );
+        let snapshot = tracker.snapshot();
+        let t = Instant::now();
+        backend.sync(&snapshot, true)?;
+        fulls.push(t.elapsed());
     }
-    tracker.apply_slice(&changed);
-    let snapshot = tracker.snapshot();
-    let t = Instant::now();
-    let partial = backend.sync(&snapshot, false)?;
-    let one = t.elapsed();
-    anyhow::ensure!(
-        !partial.full,
-        "the change did not go through a partial sync"
-    );
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let one = median(&mut partials);
+    let resync = median(&mut fulls);
 
     // Taken before the listing below, whose JSON is far larger than the proxy's state.
     let peak_rss = peak_rss_mib();
@@ -174,10 +203,11 @@ fn main() -> anyhow::Result<()> {
         String::new()
     };
     println!(
-        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s full_sync={:.3}s one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
+        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s runs={runs} median_full_resync={:.3}s median_one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
         report.rules,
         model_time.as_secs_f64(),
         full.as_secs_f64(),
+        resync.as_secs_f64(),
         one.as_secs_f64() * 1000.0,
         peak_rss
     );

@@ -128,9 +128,10 @@ pub fn build_backend(cfg: &ProxyConfig, node: &NodeFacts) -> Result<Box<dyn Back
                 masquerade_bit: cfg.masquerade_bit,
                 local,
                 node_port_addresses: cfg.node_port_addresses.clone(),
+                localhost_node_ports: cfg.localhost_node_ports,
             };
             Ok(Box::new(iptables::IptablesProxier::new(
-                iptables::SystemNetfilter,
+                iptables::SystemNetfilter::default(),
                 options,
             )))
         }

@@ -72,6 +72,9 @@ pub struct Flags {
     /// Bit of the fwmark space to mark packets requiring SNAT (0-31).
     #[arg(long = "iptables-masquerade-bit")]
     pub iptables_masquerade_bit: Option<u32>,
+    /// In iptables mode, NodePorts also answer on 127.0.0.1 (sets route_localnet).
+    #[arg(long = "iptables-localhost-nodeports", num_args = 0..=1, default_missing_value = "true")]
+    pub iptables_localhost_nodeports: Option<bool>,
     /// Maximum period between full syncs of the rules, e.g. '30s'.
     #[arg(long = "iptables-sync-period", value_parser = go_duration)]
     pub iptables_sync_period: Option<Duration>,
@@ -156,6 +159,8 @@ pub struct ProxyConfig {
     pub node_port_addresses: NodePortAddresses,
     pub masquerade_all: bool,
     pub masquerade_bit: u32,
+    /// iptables mode: NodePorts on 127.0.0.1 (iptables.localhostNodePorts).
+    pub localhost_node_ports: bool,
     pub sync_period: Duration,
     pub min_sync_period: Duration,
     pub healthz_bind_address: Option<SocketAddr>,
@@ -365,6 +370,10 @@ impl ProxyConfig {
                 .or(mode_cfg.masquerade_all)
                 .unwrap_or(false),
             masquerade_bit,
+            localhost_node_ports: flags
+                .iptables_localhost_nodeports
+                .or(file.iptables.localhost_node_ports)
+                .unwrap_or(true),
             sync_period,
             min_sync_period,
             healthz_bind_address: parse_bind_address(&healthz, 10256)

@@ -17,6 +17,11 @@ pub enum ExecError {
         status: String,
         stderr: String,
     },
+    #[error("writing sysctl {path}: {source}")]
+    Sysctl {
+        path: &'static str,
+        source: std::io::Error,
+    },
 }
 
 /// The operations the iptables backend needs from the system, per IP family.
@@ -43,19 +48,64 @@ pub trait Netfilter: Send {
     ) -> Result<(), ExecError>;
     fn chain_exists(&mut self, v6: bool, table: &str, chain: &str) -> Result<bool, ExecError>;
     fn create_chain(&mut self, v6: bool, table: &str, chain: &str) -> Result<(), ExecError>;
+    /// Whether several small restores cost less than one big one. True on the
+    /// nf_tables backend: a restore sends only its own rules, but iptables-nft-restore
+    /// 1.8.x spends time quadratic in the chains one `--noflush` input declares. False on
+    /// the legacy backend, where every restore reads and rewrites the whole table.
+    fn prefers_small_restores(&mut self, v6: bool) -> bool;
+    /// Sets net.ipv4.conf.all.route_localnet=1 (in the proxy's network namespace), which
+    /// lets DNAT send packets from 127.0.0.0/8 to other hosts: NodePorts on localhost.
+    fn enable_route_localnet(&mut self) -> Result<(), ExecError>;
+}
+
+/// Which iptables binaries to run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IptablesVariant {
+    /// `iptables`, `iptables-restore`...: whatever the host's alternatives select, as upstream.
+    #[default]
+    System,
+    /// `iptables-legacy*`.
+    Legacy,
+    /// `iptables-nft*`.
+    Nft,
 }
 
 /// Runs the iptables binaries (`-w` waits for the xtables lock like upstream).
-#[derive(Default)]
-pub struct SystemNetfilter;
+#[derive(Debug, Default)]
+pub struct SystemNetfilter {
+    variant: IptablesVariant,
+    /// Whether the binaries drive nf_tables, learnt from `--version` on first use.
+    nft_backend: Option<bool>,
+}
 
-fn binary(v6: bool, base: &str) -> String {
-    if v6 {
-        base.replacen("iptables", "ip6tables", 1)
-    } else {
-        base.to_string()
+impl SystemNetfilter {
+    pub fn new(variant: IptablesVariant) -> Self {
+        SystemNetfilter {
+            variant,
+            nft_backend: None,
+        }
+    }
+
+    /// The program for `base` ("iptables", "iptables-restore", "iptables-save") and family.
+    fn binary(&self, v6: bool, base: &str) -> String {
+        let base = if v6 {
+            base.replacen("iptables", "ip6tables", 1)
+        } else {
+            base.to_string()
+        };
+        let infix = match self.variant {
+            IptablesVariant::System => return base,
+            IptablesVariant::Legacy => "legacy",
+            IptablesVariant::Nft => "nft",
+        };
+        match base.split_once('-') {
+            Some((tool, verb)) => format!("{tool}-{infix}-{verb}"),
+            None => format!("{base}-{infix}"),
+        }
     }
 }
+
+const ROUTE_LOCALNET: &str = "/proc/sys/net/ipv4/conf/all/route_localnet";
 
 fn run(
     program: &str,
@@ -97,7 +147,7 @@ fn check(program: &str, out: std::process::Output) -> Result<std::process::Outpu
 
 impl Netfilter for SystemNetfilter {
     fn restore(&mut self, v6: bool, input: &str) -> Result<(), ExecError> {
-        let program = binary(v6, "iptables-restore");
+        let program = self.binary(v6, "iptables-restore");
         check(
             &program,
             run(
@@ -110,7 +160,7 @@ impl Netfilter for SystemNetfilter {
     }
 
     fn chains(&mut self, v6: bool, table: &str) -> Result<Vec<String>, ExecError> {
-        let program = binary(v6, "iptables-save");
+        let program = self.binary(v6, "iptables-save");
         let out = check(&program, run(&program, &["-t", table], None)?)?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
@@ -127,7 +177,7 @@ impl Netfilter for SystemNetfilter {
         chain: &str,
         rule: &[&str],
     ) -> Result<(), ExecError> {
-        let program = binary(v6, "iptables");
+        let program = self.binary(v6, "iptables");
         let mut args = vec!["-w", "5", "-t", table, "-C", chain];
         args.extend_from_slice(rule);
         if run(&program, &args, None)?.status.success() {
@@ -145,7 +195,7 @@ impl Netfilter for SystemNetfilter {
         chain: &str,
         rule: &[&str],
     ) -> Result<(), ExecError> {
-        let program = binary(v6, "iptables");
+        let program = self.binary(v6, "iptables");
         let mut args = vec!["-w", "5", "-t", table, "-D", chain];
         args.extend_from_slice(rule);
         // Absent already is fine: deleting is idempotent here.
@@ -153,14 +203,14 @@ impl Netfilter for SystemNetfilter {
     }
 
     fn chain_exists(&mut self, v6: bool, table: &str, chain: &str) -> Result<bool, ExecError> {
-        let program = binary(v6, "iptables");
+        let program = self.binary(v6, "iptables");
         Ok(run(&program, &["-w", "5", "-t", table, "-S", chain], None)?
             .status
             .success())
     }
 
     fn create_chain(&mut self, v6: bool, table: &str, chain: &str) -> Result<(), ExecError> {
-        let program = binary(v6, "iptables");
+        let program = self.binary(v6, "iptables");
         if self.chain_exists(v6, table, chain)? {
             return Ok(());
         }
@@ -169,5 +219,49 @@ impl Netfilter for SystemNetfilter {
             run(&program, &["-w", "5", "-t", table, "-N", chain], None)?,
         )
         .map(|_| ())
+    }
+
+    fn prefers_small_restores(&mut self, v6: bool) -> bool {
+        if let Some(nft) = self.nft_backend {
+            return nft;
+        }
+        // "iptables v1.8.9 (nf_tables)" or "iptables v1.8.9 (legacy)".
+        let program = self.binary(v6, "iptables");
+        let nft = run(&program, &["--version"], None)
+            .map(|out| String::from_utf8_lossy(&out.stdout).contains("nf_tables"))
+            .unwrap_or(false);
+        self.nft_backend = Some(nft);
+        nft
+    }
+
+    fn enable_route_localnet(&mut self) -> Result<(), ExecError> {
+        let current = std::fs::read_to_string(ROUTE_LOCALNET).unwrap_or_default();
+        if current.trim() == "1" {
+            return Ok(());
+        }
+        std::fs::write(ROUTE_LOCALNET, "1").map_err(|source| ExecError::Sysctl {
+            path: ROUTE_LOCALNET,
+            source,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_pick_their_binaries() {
+        let system = SystemNetfilter::default();
+        assert_eq!(system.binary(false, "iptables-restore"), "iptables-restore");
+        assert_eq!(system.binary(true, "iptables"), "ip6tables");
+        let legacy = SystemNetfilter::new(IptablesVariant::Legacy);
+        assert_eq!(
+            legacy.binary(true, "iptables-restore"),
+            "ip6tables-legacy-restore"
+        );
+        assert_eq!(legacy.binary(false, "iptables"), "iptables-legacy");
+        let nft = SystemNetfilter::new(IptablesVariant::Nft);
+        assert_eq!(nft.binary(false, "iptables-save"), "iptables-nft-save");
     }
 }

@@ -11,18 +11,31 @@ pub(crate) mod names;
 mod restore;
 mod rules;
 
-pub use exec::{ExecError, Netfilter, SystemNetfilter};
+pub use exec::{ExecError, IptablesVariant, Netfilter, SystemNetfilter};
 pub use names::{endpoint_chain, external_chain, firewall_chain, local_chain, service_chain};
 pub use rules::{RuleContext, ServiceRules, SharedRule, Table, service_rules};
 
 use crate::backend::{Backend, SyncError, SyncReport};
 use crate::config::{LocalDetector, NodePortAddresses};
 use crate::model::{ServicePortName, Snapshot, entries, port_names};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// Jumps from the built-in chains into ours: (table, chain, rule).
-const JUMPS: &[(&str, &str, &[&str])] = &[
+/// Chains per restore in a batched full sync: small enough that iptables-nft-restore's
+/// quadratic cost stays low, big enough that process starts do not dominate.
+const CHAINS_PER_RESTORE: usize = 500;
+
+/// A jump from a built-in chain into ours: (table, chain, rule).
+type Jump = (&'static str, &'static str, &'static [&'static str]);
+
+/// With localhost NodePorts, KUBE-FIREWALL guards route_localnet (as upstream and kubelet).
+const LOCALNET_JUMPS: &[Jump] = &[
+    ("filter", "INPUT", &["-j", restore::LOCALNET_FIREWALL]),
+    ("filter", "OUTPUT", &["-j", restore::LOCALNET_FIREWALL]),
+];
+
+/// Jumps from the built-in chains into ours.
+const JUMPS: &[Jump] = &[
     (
         "filter",
         "INPUT",
@@ -209,6 +222,9 @@ pub struct IptablesOptions {
     pub masquerade_bit: u32,
     pub local: LocalDetector,
     pub node_port_addresses: NodePortAddresses,
+    /// NodePorts also answer on 127.0.0.1 (IPv4; upstream's default true). Sets
+    /// route_localnet in the proxy's network namespace.
+    pub localhost_node_ports: bool,
 }
 
 struct Family {
@@ -216,6 +232,13 @@ struct Family {
     programmed: BTreeMap<ServicePortName, ServiceRules>,
     /// Set until a full sync has succeeded (start, errors, tampering).
     needs_full: bool,
+    /// Service chains believed to be in the kernel: what we programmed, plus what a
+    /// read of the kernel found. Full syncs delete those no longer wanted without
+    /// listing the (big) nat table each time.
+    kernel_chains: BTreeSet<String>,
+    /// Whether `kernel_chains`, the jumps from the built-in chains and the canary are
+    /// known to be in place; cleared at start, on tampering and on failures.
+    verified: bool,
 }
 
 pub struct IptablesProxier<N: Netfilter> {
@@ -245,6 +268,8 @@ impl<N: Netfilter> IptablesProxier<N> {
                 },
                 programmed: BTreeMap::new(),
                 needs_full: true,
+                kernel_chains: BTreeSet::new(),
+                verified: false,
             })
             .collect();
         IptablesProxier {
@@ -259,8 +284,38 @@ impl<N: Netfilter> IptablesProxier<N> {
         &mut self.nf
     }
 
+    /// Whether NodePorts answer on 127.0.0.1 in family `v6`: never for IPv6 (the kernel
+    /// cannot route ::1 elsewhere), for IPv4 when enabled and the NodePort addresses
+    /// include loopback.
+    fn localhost_node_ports(&self, v6: bool) -> bool {
+        let loopback = IpAddr::from([127, 0, 0, 1]);
+        !v6 && self.options.localhost_node_ports
+            && match &self.options.node_port_addresses {
+                NodePortAddresses::All => true,
+                NodePortAddresses::Primary => self.node_ips.contains(&loopback),
+                NodePortAddresses::Cidrs(c) => c.iter().any(|c| c.contains(loopback)),
+            }
+    }
+
+    fn jumps(&self, v6: bool) -> Vec<Jump> {
+        let localnet = if self.localhost_node_ports(v6) {
+            LOCALNET_JUMPS
+        } else {
+            &[]
+        };
+        JUMPS.iter().chain(localnet).copied().collect()
+    }
+
     fn statics(&self, v6: bool) -> restore::StaticRules {
+        let localhost = self.localhost_node_ports(v6);
         let node_port_matches = match &self.options.node_port_addresses {
+            // Loopback NodePorts are refused unless route_localnet makes them work.
+            NodePortAddresses::All if v6 => {
+                vec!["-m addrtype --dst-type LOCAL ! -d ::1/128".to_string()]
+            }
+            NodePortAddresses::All if !localhost => {
+                vec!["-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8".to_string()]
+            }
             NodePortAddresses::All => vec!["-m addrtype --dst-type LOCAL".to_string()],
             NodePortAddresses::Primary => {
                 let len = if v6 { 128 } else { 32 };
@@ -273,12 +328,14 @@ impl<N: Netfilter> IptablesProxier<N> {
             NodePortAddresses::Cidrs(c) => c
                 .iter()
                 .filter(|c| c.is_ipv6() == v6)
+                .filter(|c| localhost || !c.addr.is_loopback())
                 .map(|c| format!("-d {c}"))
                 .collect(),
         };
         restore::StaticRules {
             masq_mark: format!("{:#x}", 1u32 << self.options.masquerade_bit),
             node_port_matches,
+            localhost_node_ports: localhost,
         }
     }
 
@@ -325,6 +382,16 @@ impl<N: Netfilter> IptablesProxier<N> {
             };
             match applied {
                 Ok(()) => {
+                    for (k, new) in &updates {
+                        if let Some(old) = fam.programmed.get(k) {
+                            for chain in old.chains.keys() {
+                                fam.kernel_chains.remove(chain);
+                            }
+                        }
+                        if let Some(new) = new {
+                            fam.kernel_chains.extend(new.chains.keys().cloned());
+                        }
+                    }
                     for (k, new) in updates {
                         match new {
                             Some(r) => fam.programmed.insert(k, r),
@@ -337,6 +404,7 @@ impl<N: Netfilter> IptablesProxier<N> {
                 Err(e) => {
                     // The kernel is not what we think it is: rewrite everything.
                     tracing::warn!(error = %e, ipv6 = v6, "partial iptables sync failed; doing a full sync");
+                    fam.verified = false;
                 }
             }
         }
@@ -348,31 +416,52 @@ impl<N: Netfilter> IptablesProxier<N> {
             })
             .collect();
         fam.needs_full = true;
-        let owned: std::collections::BTreeSet<&String> = fam
+        let verified = fam.verified;
+        fam.verified = false;
+        if !verified {
+            // Leftovers of an earlier run, or chains someone else changed.
+            let found = self.nf.chains(v6, "nat").map_err(sync_error)?;
+            let fam = &mut self.families[index];
+            fam.kernel_chains
+                .extend(found.into_iter().filter(|c| names::is_service_chain(c)));
+        }
+        let batching = if self.nf.prefers_small_restores(v6) {
+            restore::Batching::ChainsPerRestore(CHAINS_PER_RESTORE)
+        } else {
+            restore::Batching::Single
+        };
+        let fam = &mut self.families[index];
+        let owned: BTreeSet<String> = fam
             .programmed
             .values()
-            .flat_map(|r| r.chains.keys())
+            .flat_map(|r| r.chains.keys().cloned())
             .collect();
-        let stale: Vec<String> = self
-            .nf
-            .chains(v6, "nat")
-            .map_err(sync_error)?
-            .into_iter()
-            .filter(|c| names::is_service_chain(c) && !owned.contains(c))
-            .collect();
-        let input = restore::full(fam.programmed.values(), &statics, &stale);
-        self.nf.restore(v6, &input).map_err(sync_error)?;
-        for (table, chain, rule) in JUMPS {
-            self.nf
-                .ensure_rule(v6, table, chain, rule)
-                .map_err(sync_error)?;
+        let stale: Vec<String> = fam.kernel_chains.difference(&owned).cloned().collect();
+        let inputs = restore::full(fam.programmed.values(), &statics, &stale, batching);
+        // Until the last restore succeeds, the kernel may hold old and new chains.
+        fam.kernel_chains.extend(owned.iter().cloned());
+        for input in &inputs {
+            self.nf.restore(v6, input).map_err(sync_error)?;
         }
-        for table in CANARY_TABLES {
-            self.nf
-                .create_chain(v6, table, CANARY)
-                .map_err(sync_error)?;
+        if !verified {
+            if self.localhost_node_ports(v6) {
+                self.nf.enable_route_localnet().map_err(sync_error)?;
+            }
+            for (table, chain, rule) in self.jumps(v6) {
+                self.nf
+                    .ensure_rule(v6, table, chain, rule)
+                    .map_err(sync_error)?;
+            }
+            for table in CANARY_TABLES {
+                self.nf
+                    .create_chain(v6, table, CANARY)
+                    .map_err(sync_error)?;
+            }
         }
+        let fam = &mut self.families[index];
+        fam.kernel_chains = owned;
         fam.needs_full = false;
+        fam.verified = true;
         let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
         Ok(SyncReport { full: true, rules })
     }
@@ -397,6 +486,7 @@ impl<N: Netfilter> Backend for IptablesProxier<N> {
         for (i, v6) in v6s.into_iter().enumerate() {
             if !self.nf.chain_exists(v6, "mangle", CANARY).unwrap_or(false) {
                 self.families[i].needs_full = true;
+                self.families[i].verified = false;
                 tampered = true;
             }
         }
@@ -408,6 +498,8 @@ impl<N: Netfilter> Backend for IptablesProxier<N> {
             self.node_ips = ips;
             for f in &mut self.families {
                 f.needs_full = true;
+                // NodePort addresses may now include loopback: re-check jumps and sysctl.
+                f.verified = false;
             }
         }
     }
@@ -415,7 +507,7 @@ impl<N: Netfilter> Backend for IptablesProxier<N> {
     fn cleanup(&mut self) -> Result<(), SyncError> {
         let v6s: Vec<bool> = self.families.iter().map(|f| f.ctx.v6).collect();
         for v6 in v6s {
-            for (table, chain, rule) in JUMPS {
+            for (table, chain, rule) in JUMPS.iter().chain(LOCALNET_JUMPS) {
                 self.nf
                     .delete_rule(v6, table, chain, rule)
                     .map_err(sync_error)?;
@@ -442,7 +534,9 @@ impl<N: Netfilter> Backend for IptablesProxier<N> {
         }
         for f in &mut self.families {
             f.programmed.clear();
+            f.kernel_chains.clear();
             f.needs_full = true;
+            f.verified = false;
         }
         Ok(())
     }

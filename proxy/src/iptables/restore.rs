@@ -19,22 +19,46 @@ const SHARED_CHAINS: &[(Table, &str)] = &[
     (Table::Nat, "KUBE-MARK-MASQ"),
 ];
 
+/// The chain that, with localhost NodePorts, drops outside packets to 127.0.0.0/8
+/// (route_localnet would otherwise accept them); kubelet writes the same rule.
+pub const LOCALNET_FIREWALL: &str = "KUBE-FIREWALL";
+
 /// Node-wide rules that do not depend on any Service.
 pub struct StaticRules {
     pub masq_mark: String,
     /// Matches (e.g. `-m addrtype --dst-type LOCAL`, `-d 192.0.2.0/24`) sending traffic to KUBE-NODEPORTS.
     pub node_port_matches: Vec<String>,
+    /// NodePorts answer on 127.0.0.1 (route_localnet is on): guard it with KUBE-FIREWALL.
+    pub localhost_node_ports: bool,
 }
 
 impl StaticRules {
+    fn chains(&self, table: Table) -> Vec<String> {
+        let mut out: Vec<String> = SHARED_CHAINS
+            .iter()
+            .filter(|(t, _)| *t == table)
+            .map(|(_, c)| c.to_string())
+            .collect();
+        if table == Table::Filter && self.localhost_node_ports {
+            out.push(LOCALNET_FIREWALL.to_string());
+        }
+        out
+    }
+
     fn rules(&self, table: Table) -> Vec<String> {
         let m = &self.masq_mark;
         match table {
-            Table::Filter => vec![
-                "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP".to_string(),
-                format!("-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {m}/{m} -j ACCEPT"),
-                "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
-            ],
+            Table::Filter => {
+                let mut rules = vec![
+                    "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP".to_string(),
+                    format!("-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark {m}/{m} -j ACCEPT"),
+                    "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT".to_string(),
+                ];
+                if self.localhost_node_ports {
+                    rules.push(format!("-A {LOCALNET_FIREWALL} -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
+                }
+                rules
+            }
             Table::Nat => vec![
                 format!("-A KUBE-POSTROUTING -m mark ! --mark {m}/{m} -j RETURN"),
                 format!("-A KUBE-POSTROUTING -j MARK --xor-mark {m}"),
@@ -74,21 +98,77 @@ fn section(
     out.push_str("COMMIT\n");
 }
 
+/// How a full rewrite is cut into restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batching {
+    /// One restore, one transaction (the legacy backend rewrites the whole table per call).
+    Single,
+    /// Service chains in restores declaring about this many chains each, then one
+    /// restore of the shared chains: on nf_tables a restore costs what it sends, and
+    /// iptables-nft-restore's cost grows quadratically with the chains of one input.
+    ChainsPerRestore(usize),
+}
+
 /// Everything, from scratch: shared chains are flushed and refilled, every Service chain
-/// rewritten, and `stale_chains` (Service chains found in the kernel but no longer
-/// wanted) flushed and deleted.
+/// rewritten, and `stale_chains` (Service chains in the kernel but no longer wanted)
+/// flushed and deleted. Batched, each Service port's chains stay in one restore (so each
+/// restore is self-contained), the nat static chains they jump to come first, and the
+/// shared chains that jump to them come last, after which the stale chains are
+/// unreferenced and deleted.
 pub fn full<'a>(
     all: impl Iterator<Item = &'a ServiceRules> + Clone,
     statics: &StaticRules,
     stale_chains: &[String],
+    batching: Batching,
+) -> Vec<String> {
+    let Batching::ChainsPerRestore(limit) = batching else {
+        return vec![full_input(all, statics, stale_chains, true)];
+    };
+    let mut out = Vec::new();
+    // KUBE-MARK-MASQ and KUBE-POSTROUTING: refilled with the same rules, atomically.
+    let static_nat = statics.rules(Table::Nat);
+    let mut text = String::new();
+    section(
+        &mut text,
+        Table::Nat,
+        &["KUBE-POSTROUTING".into(), "KUBE-MARK-MASQ".into()],
+        &static_nat,
+        &[],
+    );
+    out.push(text);
+    let (mut declare, mut body) = (Vec::new(), Vec::new());
+    for s in all.clone() {
+        for (chain, rules) in &s.chains {
+            declare.push(chain.clone());
+            body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
+        }
+        if declare.len() >= limit {
+            let mut text = String::new();
+            section(&mut text, Table::Nat, &declare, &body, &[]);
+            out.push(text);
+            declare.clear();
+            body.clear();
+        }
+    }
+    if !declare.is_empty() {
+        let mut text = String::new();
+        section(&mut text, Table::Nat, &declare, &body, &[]);
+        out.push(text);
+    }
+    out.push(full_input(all, statics, stale_chains, false));
+    out
+}
+
+/// The full input, with or without the Service chains.
+fn full_input<'a>(
+    all: impl Iterator<Item = &'a ServiceRules> + Clone,
+    statics: &StaticRules,
+    stale_chains: &[String],
+    with_service_chains: bool,
 ) -> String {
     let mut out = String::new();
     for table in [Table::Filter, Table::Nat] {
-        let mut declare: Vec<String> = SHARED_CHAINS
-            .iter()
-            .filter(|(t, _)| *t == table)
-            .map(|(_, c)| c.to_string())
-            .collect();
+        let mut declare = statics.chains(table);
         let mut body = statics.rules(table);
         let shared = |r: &&SharedRule| r.table == table;
         body.extend(
@@ -100,7 +180,7 @@ pub fn full<'a>(
         let mut deleted = Vec::new();
         if table == Table::Nat {
             body.extend(statics.node_port_jumps());
-            for s in all.clone() {
+            for s in all.clone().filter(|_| with_service_chains) {
                 for (chain, rules) in &s.chains {
                     declare.push(chain.clone());
                     body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));

@@ -1,7 +1,7 @@
 //! Rule generation and sync planning, against a recording double of the system.
 
 use super::*;
-use crate::model::{ChangeTracker, SERVICE_NAME_LABEL};
+use crate::model::{ChangeTracker, SERVICE_NAME_LABEL, Snapshot};
 use crate::net::Cidr;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -13,6 +13,11 @@ pub struct Recorder {
     pub kernel_chains: Vec<String>,
     pub canary: bool,
     pub fail_next_restore: bool,
+    /// Answer of `prefers_small_restores` (the nf_tables backend).
+    pub nft: bool,
+    pub route_localnet: bool,
+    pub ensured: Vec<String>,
+    pub chain_reads: usize,
 }
 
 impl Netfilter for Recorder {
@@ -28,9 +33,18 @@ impl Netfilter for Recorder {
         Ok(())
     }
     fn chains(&mut self, _v6: bool, _table: &str) -> Result<Vec<String>, ExecError> {
+        self.chain_reads += 1;
         Ok(self.kernel_chains.clone())
     }
-    fn ensure_rule(&mut self, _: bool, _: &str, _: &str, _: &[&str]) -> Result<(), ExecError> {
+    fn ensure_rule(
+        &mut self,
+        _: bool,
+        table: &str,
+        chain: &str,
+        rule: &[&str],
+    ) -> Result<(), ExecError> {
+        self.ensured
+            .push(format!("{table} {chain} {}", rule.join(" ")));
         Ok(())
     }
     fn delete_rule(&mut self, _: bool, _: &str, _: &str, _: &[&str]) -> Result<(), ExecError> {
@@ -43,6 +57,13 @@ impl Netfilter for Recorder {
         self.canary = true;
         Ok(())
     }
+    fn prefers_small_restores(&mut self, _: bool) -> bool {
+        self.nft
+    }
+    fn enable_route_localnet(&mut self) -> Result<(), ExecError> {
+        self.route_localnet = true;
+        Ok(())
+    }
 }
 
 fn options() -> IptablesOptions {
@@ -52,6 +73,7 @@ fn options() -> IptablesOptions {
         masquerade_bit: 14,
         local: LocalDetector::Cidrs(vec![Cidr::parse("10.244.0.0/16").unwrap()]),
         node_port_addresses: NodePortAddresses::All,
+        localhost_node_ports: true,
     }
 }
 
@@ -369,4 +391,98 @@ fn load_balancer_source_ranges_go_through_the_firewall_chain() {
         ]
     );
     assert!(input.contains(&format!("-A KUBE-PROXY-FIREWALL -m comment --comment \"ns/lb:http traffic not accepted by {fw}\" -m tcp -p tcp -d 192.0.2.50/32 --dport 80 -j DROP")));
+}
+
+#[test]
+fn full_sync_on_nf_tables_is_batched_and_self_contained() {
+    let mut t = ChangeTracker::new("n");
+    for i in 0..120 {
+        let name = format!("s{i}");
+        t.apply_service(&service(&name, &format!("198.19.0.{}", i + 1), json!({})));
+        t.apply_slice(&slice(
+            &name,
+            &[("10.244.1.2", true, "n"), ("10.244.1.3", true, "n")],
+        ));
+    }
+    let recorder = Recorder {
+        nft: true,
+        kernel_chains: vec!["KUBE-SEP-LEFTOVER0000000".into()],
+        ..Default::default()
+    };
+    let mut p = IptablesProxier::new(recorder, options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let restores = p.netfilter().restores.clone();
+    // 120 ports x 3 chains in batches of about CHAINS_PER_RESTORE, framed by the
+    // static chains first and the shared chains last.
+    assert_eq!(
+        restores.len(),
+        1 + 360usize.div_ceil(CHAINS_PER_RESTORE + 2) + 1
+    );
+    assert!(restores[0].contains(":KUBE-MARK-MASQ - [0:0]") && !restores[0].contains("KUBE-SVC-"));
+    let last = restores.last().unwrap();
+    assert!(!last.contains(":KUBE-SVC-") && last.contains("-X KUBE-SEP-LEFTOVER0000000"));
+    assert_eq!(
+        lines_of(last, "-A KUBE-SERVICES -m comment --comment \"ns/s").len(),
+        120
+    );
+    for batch in &restores[1..restores.len() - 1] {
+        assert!(!batch.contains("KUBE-SERVICES") && !batch.contains("-X "));
+        // Every chain a batch jumps to is declared in that batch (or is static).
+        for target in batch.split_whitespace().filter(|w| w.starts_with("KUBE-S")) {
+            assert!(batch.contains(&format!(":{target} - [0:0]")), "{target}");
+        }
+    }
+    let declared: usize = restores.iter().map(|r| lines_of(r, ":KUBE-S").len()).sum();
+    assert!(declared >= 360);
+
+    // The next full sync knows the kernel's chains already; a chain dropped since is deleted.
+    t.delete_service(&service("s0", "198.19.0.1", json!({})));
+    p.netfilter().restores.clear();
+    p.sync(&t.snapshot(), true).unwrap();
+    assert_eq!(
+        p.netfilter().chain_reads,
+        1,
+        "the nat table is listed only once"
+    );
+    let last = p.netfilter().restores.last().unwrap().clone();
+    assert!(last.contains(&format!("-X {}", service_chain(&port_name("s0")))));
+    assert!(!last.contains("LEFTOVER"), "deleted already");
+}
+
+#[test]
+fn localhost_node_ports_set_route_localnet_and_guard_it() {
+    let empty = || Snapshot {
+        state: Default::default(),
+        changed: Default::default(),
+    };
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&empty(), false).unwrap();
+    assert!(p.netfilter().route_localnet);
+    let input = p.netfilter().restores[0].clone();
+    assert!(input.contains("-A KUBE-SERVICES -m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS"));
+    assert!(input.contains("-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"));
+    assert!(
+        p.netfilter()
+            .ensured
+            .iter()
+            .any(|j| j == "filter INPUT -j KUBE-FIREWALL")
+    );
+
+    // Disabled: loopback destinations never reach KUBE-NODEPORTS, and the sysctl is left alone.
+    let mut opts = options();
+    opts.localhost_node_ports = false;
+    opts.families = vec![false, true];
+    let mut p = IptablesProxier::new(Recorder::default(), opts);
+    p.sync(&empty(), false).unwrap();
+    assert!(!p.netfilter().route_localnet);
+    let (v4, v6) = (
+        p.netfilter().restores[0].clone(),
+        p.netfilter().restores[1].clone(),
+    );
+    assert!(v4.contains("-m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j KUBE-NODEPORTS"));
+    assert!(!v4.contains("KUBE-FIREWALL"));
+    assert!(
+        v6.contains("-m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS"),
+        "never on IPv6"
+    );
 }

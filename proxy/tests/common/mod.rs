@@ -107,8 +107,22 @@ pub struct Cluster {
     pub proxy_log: tempfile::NamedTempFile,
 }
 
+/// IPv6 addresses of the dual-stack variant, mirroring the IPv4 ones.
+pub const NODE_IP6: &str = "fd00:18:1::1";
+pub const SERVICE_CIDR6: &str = "fd00:19::/112";
+
 impl Cluster {
     pub fn new() -> Self {
+        Self::build(false)
+    }
+
+    /// Also IPv6: client fd00:18:1::2, node fd00:18:1::1 and fd00:18:2::1, backends
+    /// fd00:18:2::11..14, Services from both families' CIDRs.
+    pub fn new_dual_stack() -> Self {
+        Self::build(true)
+    }
+
+    fn build(dual_stack: bool) -> Self {
         let client = NetNs::new("c");
         let node = NetNs::new("n");
         let backend = NetNs::new("b");
@@ -187,9 +201,31 @@ impl Cluster {
             );
         }
         backend.exec("ip", &["route", "add", "default", "via", "198.18.2.1"]);
-        let api = node.enter(|| {
+        let mut service_cidrs = vec![SERVICE_CIDR.to_string()];
+        let mut addresses = vec![json!({"type": "InternalIP", "address": NODE_IP})];
+        if dual_stack {
+            // nodad: usable at once, without waiting for duplicate address detection.
+            let add = |ns: &NetNs, addr: &str, dev: &str| {
+                ns.exec("ip", &["-6", "addr", "add", addr, "dev", dev, "nodad"]);
+            };
+            add(&node, "fd00:18:1::1/64", &n_c_if);
+            add(&node, "fd00:18:2::1/64", &n_b_if);
+            add(&client, "fd00:18:1::2/64", &c_if);
+            for i in 11..=14 {
+                add(&backend, &format!("fd00:18:2::{i}/64"), &b_if);
+            }
+            client.exec("ip", &["-6", "route", "add", "default", "via", NODE_IP6]);
+            backend.exec(
+                "ip",
+                &["-6", "route", "add", "default", "via", "fd00:18:2::1"],
+            );
+            node.exec("sysctl", &["-q", "-w", "net.ipv6.conf.all.forwarding=1"]);
+            service_cidrs.push(SERVICE_CIDR6.into());
+            addresses.push(json!({"type": "InternalIP", "address": NODE_IP6}));
+        }
+        let api = node.enter(move || {
             ApiServer::start_with(Options {
-                service_cidrs: vec![SERVICE_CIDR.into()],
+                service_cidrs,
                 ..Default::default()
             })
             .unwrap()
@@ -198,7 +234,7 @@ impl Cluster {
             &NODES,
             "",
             json!({"metadata": {"name": "node-a", "labels": {"topology.kubernetes.io/zone": "z1"}},
-            "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP}]}}),
+            "status": {"addresses": addresses}}),
         )
         .unwrap();
         Cluster {
@@ -260,7 +296,7 @@ impl Cluster {
 
     /// TCP servers on `ip:port` in the backend namespace answering with their own address.
     pub fn serve_backend(&self, ip: &str, port: u16) {
-        let addr: SocketAddr = format!("{ip}:{port}").parse().unwrap();
+        let addr = SocketAddr::new(ip.parse().unwrap(), port);
         let listener = self.backend.enter(move || TcpListener::bind(addr).unwrap());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -289,7 +325,11 @@ impl Cluster {
         let target: SocketAddr = target.parse().unwrap();
         let source: Option<SocketAddr> = source.map(|s| format!("{s}:0").parse().unwrap());
         ns.enter(move || {
-            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(target),
+                socket2::Type::STREAM,
+                None,
+            )?;
             if let Some(src) = source {
                 socket.bind(&src.into())?;
             }
@@ -328,6 +368,45 @@ impl Cluster {
                 self.api.create(&ENDPOINT_SLICES, "default", slice).unwrap();
             }
         }
+    }
+
+    /// Sets the one EndpointSlice `<svc>-<family>` of `svc` as given: `endpoints` are
+    /// EndpointSlice endpoint objects (hints, conditions...).
+    pub fn set_slice(
+        &self,
+        svc: &str,
+        address_type: &str,
+        protocol: &str,
+        port: u16,
+        endpoints: Value,
+    ) {
+        let name = format!("{svc}-{}", address_type.to_lowercase());
+        let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "labels": {"kubernetes.io/service-name": svc}},
+            "addressType": address_type, "endpoints": endpoints,
+            "ports": [{"name": "http", "port": port, "protocol": protocol}]});
+        match self.api.get(&ENDPOINT_SLICES, "default", &name) {
+            Ok(_) => {
+                self.api.update(&ENDPOINT_SLICES, "default", slice).unwrap();
+            }
+            Err(_) => {
+                self.api.create(&ENDPOINT_SLICES, "default", slice).unwrap();
+            }
+        }
+    }
+
+    /// UDP servers on `ip:port` in the backend namespace answering each datagram with their own address.
+    pub fn serve_backend_udp(&self, ip: &str, port: u16) {
+        let addr: SocketAddr = SocketAddr::new(ip.parse().unwrap(), port);
+        let socket = self
+            .backend
+            .enter(move || std::net::UdpSocket::bind(addr).unwrap());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                let _ = socket.send_to(addr.to_string().as_bytes(), peer);
+            }
+        });
     }
 
     /// Backends reached by `n` connections to `target`.

@@ -348,3 +348,134 @@ pub fn restart_removes_stale_service_rules_and_tampering_is_repaired(mode: Mode)
         "nftables table left"
     );
 }
+
+/// Endpoint objects of an EndpointSlice: (address, zone hint).
+fn hinted(eps: &[(&str, &str)]) -> serde_json::Value {
+    eps.iter()
+        .map(|(ip, zone)| {
+            json!({"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-b",
+            "zone": zone, "hints": {"forZones": [{"name": zone}]}})
+        })
+        .collect()
+}
+
+pub fn topology_hints_keep_traffic_in_the_nodes_zone(mode: Mode) {
+    let mut c = Cluster::new();
+    for ip in ["198.18.2.11", "198.18.2.12", "198.18.2.13"] {
+        c.serve_backend(ip, 8080);
+    }
+    let svc = web_service(&c, "zonal", json!({"trafficDistribution": "PreferClose"}));
+    c.set_slice(
+        "zonal",
+        "IPv4",
+        "TCP",
+        8080,
+        hinted(&[
+            ("198.18.2.11", "z1"),
+            ("198.18.2.12", "z2"),
+            ("198.18.2.13", "z2"),
+        ]),
+    );
+    c.start_proxy(&["--proxy-mode", mode.flag()]);
+    let vip = format!("{}:80", cluster_ip(&svc));
+    c.wait_for("the ClusterIP to answer", || c.connect(&vip).is_ok());
+    // The node (node-a) is labelled topology.kubernetes.io/zone=z1.
+    let seen = c.distribution(&vip, 30);
+    assert_eq!(
+        seen.keys().cloned().collect::<Vec<_>>(),
+        ["198.18.2.11:8080"],
+        "only the endpoint hinted for z1: {seen:?}"
+    );
+
+    // The node moves to z2: the endpoints hinted for z2 take over.
+    let mut node = c
+        .api
+        .get(&berth_tests::apiserver::NODES, "", "node-a")
+        .unwrap();
+    node["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!("z2");
+    c.api
+        .update(&berth_tests::apiserver::NODES, "", node)
+        .unwrap();
+    c.wait_for("traffic to follow the node's new zone", || {
+        let seen = c.distribution(&vip, 20);
+        seen.keys().cloned().collect::<Vec<_>>() == ["198.18.2.12:8080", "198.18.2.13:8080"]
+    });
+
+    // No endpoint is hinted for the node's zone: hints are ignored, every endpoint serves.
+    c.set_slice(
+        "zonal",
+        "IPv4",
+        "TCP",
+        8080,
+        hinted(&[("198.18.2.11", "z1"), ("198.18.2.13", "z3")]),
+    );
+    c.wait_for("every endpoint to serve when none is hinted for z2", || {
+        c.distribution(&vip, 20).len() == 2
+    });
+}
+
+pub fn udp_flow_moves_to_the_new_endpoint_when_its_endpoint_is_removed(mode: Mode) {
+    let mut c = Cluster::new();
+    // Both servers keep running: only clearing the flow's conntrack entry moves it.
+    c.serve_backend_udp("198.18.2.11", 5353);
+    c.serve_backend_udp("198.18.2.12", 5353);
+    let svc = c.create_service(
+        "dns",
+        json!({"ports": [{"name": "http", "port": 53, "targetPort": 5353, "protocol": "UDP"}]}),
+    );
+    let endpoint = |ip: &str| json!([{"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-b"}]);
+    c.set_slice("dns", "IPv4", "UDP", 5353, endpoint("198.18.2.11"));
+    c.start_proxy(&["--proxy-mode", mode.flag()]);
+    let vip = std::net::SocketAddr::new(cluster_ip(&svc), 53);
+    // One socket, so every datagram belongs to the same flow.
+    let socket = c
+        .client
+        .enter(|| std::net::UdpSocket::bind("0.0.0.0:0").unwrap());
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(300)))
+        .unwrap();
+    let ask = || -> Option<String> {
+        socket.send_to(b"who", vip).ok()?;
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).to_string())
+    };
+    c.wait_for("the UDP Service to answer", || {
+        ask().as_deref() == Some("198.18.2.11:5353")
+    });
+    c.set_slice("dns", "IPv4", "UDP", 5353, endpoint("198.18.2.12"));
+    c.wait_for("the client's flow to reach the new endpoint", || {
+        ask().as_deref() == Some("198.18.2.12:5353")
+    });
+}
+
+pub fn ipv6_cluster_ip_reaches_an_ipv6_backend(mode: Mode) {
+    let mut c = Cluster::new_dual_stack();
+    c.serve_backend("198.18.2.11", 8080);
+    c.serve_backend("fd00:18:2::11", 8080);
+    let svc = web_service(
+        &c,
+        "ds",
+        json!({"ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"]}),
+    );
+    let ips: Vec<IpAddr> = svc["spec"]["clusterIPs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| ip.as_str().unwrap().parse().unwrap())
+        .collect();
+    let v6 = *ips
+        .iter()
+        .find(|ip| ip.is_ipv6())
+        .expect("an IPv6 ClusterIP");
+    let one = |ip: &str| json!([{"addresses": [ip], "conditions": {"ready": true}, "nodeName": "node-b"}]);
+    c.set_slice("ds", "IPv4", "TCP", 8080, one("198.18.2.11"));
+    c.set_slice("ds", "IPv6", "TCP", 8080, one("fd00:18:2::11"));
+    c.start_proxy(&["--proxy-mode", mode.flag()]);
+    let vip6 = std::net::SocketAddr::new(v6, 80).to_string();
+    c.wait_for("the IPv6 ClusterIP to answer", || c.connect(&vip6).is_ok());
+    let (backend, _) = c.connect(&vip6).unwrap();
+    assert_eq!(backend, "[fd00:18:2::11]:8080");
+    let (backend, _) = c.connect(&format!("{}:80", cluster_ip(&svc))).unwrap();
+    assert_eq!(backend, "198.18.2.11:8080", "IPv4 is served beside it");
+}
