@@ -26,29 +26,33 @@ fn connect(dir: &Path) -> std::io::Result<UnixStream> {
     UnixStream::connect(format!("/proc/self/fd/{}/{SOCKET}", handle.as_raw_fd()))
 }
 
-/// Sends one request to the supervisor in `dir`.
-pub fn call(dir: &Path, op: Op) -> Result<Response, SupervisorError> {
-    let unreachable = |reason: String| SupervisorError::Unreachable {
+fn unreachable(dir: &Path, reason: String) -> SupervisorError {
+    SupervisorError::Unreachable {
         dir: dir.to_path_buf(),
         reason,
-    };
-    let mut stream = connect(dir).map_err(|e| unreachable(format!("connecting: {e}")))?;
+    }
+}
+
+/// Connects to the supervisor in `dir` and sends `op`; the answer is the caller's to read.
+fn send(dir: &Path, op: Op) -> Result<UnixStream, SupervisorError> {
+    let mut stream = connect(dir).map_err(|e| unreachable(dir, format!("connecting: {e}")))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
     let mut line = serde_json::to_vec(&Request {
         version: VERSION,
         op,
     })
-    .map_err(|e| unreachable(e.to_string()))?;
+    .map_err(|e| unreachable(dir, e.to_string()))?;
     line.push(b'\n');
     stream
         .write_all(&line)
-        .map_err(|e| unreachable(format!("sending: {e}")))?;
-    let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .map_err(|e| unreachable(format!("reading: {e}")))?;
-    let response: Response =
-        serde_json::from_str(&answer).map_err(|e| unreachable(format!("bad answer: {e}")))?;
+        .map_err(|e| unreachable(dir, format!("sending: {e}")))?;
+    Ok(stream)
+}
+
+/// Parses an answer line; a supervisor-side failure becomes [`SupervisorError::Failed`].
+fn parse_answer(dir: &Path, answer: &[u8]) -> Result<Response, SupervisorError> {
+    let response: Response = serde_json::from_slice(answer)
+        .map_err(|e| unreachable(dir, format!("bad answer: {e}")))?;
     if response.error.is_empty() {
         Ok(response)
     } else {
@@ -56,39 +60,31 @@ pub fn call(dir: &Path, op: Op) -> Result<Response, SupervisorError> {
     }
 }
 
+/// Sends one request to the supervisor in `dir`.
+pub fn call(dir: &Path, op: Op) -> Result<Response, SupervisorError> {
+    let stream = send(dir, op)?;
+    let mut answer = Vec::new();
+    BufReader::new(&stream)
+        .read_until(b'\n', &mut answer)
+        .map_err(|e| unreachable(dir, format!("reading: {e}")))?;
+    parse_answer(dir, &answer)
+}
+
 /// Sends an [`Op::Attach`] and returns the connection, which from then on carries
 /// [`frame`](super::protocol::frame)s. The answer is read byte by byte so that no
 /// frame that follows it is swallowed.
 pub fn attach(dir: &Path, op: Op) -> Result<UnixStream, SupervisorError> {
-    let unreachable = |reason: String| SupervisorError::Unreachable {
-        dir: dir.to_path_buf(),
-        reason,
-    };
-    let mut stream = connect(dir).map_err(|e| unreachable(format!("connecting: {e}")))?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
-    let mut line = serde_json::to_vec(&Request {
-        version: VERSION,
-        op,
-    })
-    .map_err(|e| unreachable(e.to_string()))?;
-    line.push(b'\n');
-    stream
-        .write_all(&line)
-        .map_err(|e| unreachable(format!("sending: {e}")))?;
+    let mut stream = send(dir, op)?;
     let mut answer = Vec::new();
     let mut byte = [0u8; 1];
     while byte[0] != b'\n' {
         match stream.read(&mut byte) {
             Ok(1) => answer.push(byte[0]),
-            Ok(_) => return Err(unreachable("closed before answering".into())),
-            Err(e) => return Err(unreachable(format!("reading: {e}"))),
+            Ok(_) => return Err(unreachable(dir, "closed before answering".into())),
+            Err(e) => return Err(unreachable(dir, format!("reading: {e}"))),
         }
     }
-    let response: Response =
-        serde_json::from_slice(&answer).map_err(|e| unreachable(format!("bad answer: {e}")))?;
-    if !response.error.is_empty() {
-        return Err(SupervisorError::Failed(response.error));
-    }
+    parse_answer(dir, &answer)?;
     let _ = stream.set_read_timeout(None);
     Ok(stream)
 }
@@ -101,10 +97,7 @@ pub fn is_running(dir: &Path) -> bool {
 /// Starts a supervisor for `dir` (exec of the `berth-supervisor` binary) in
 /// its own session, so it outlives the daemon, and waits until it answers.
 pub fn start(binary: &Path, dir: &Path, runtime_root: &Path) -> Result<(), SupervisorError> {
-    let unreachable = |reason: String| SupervisorError::Unreachable {
-        dir: dir.to_path_buf(),
-        reason,
-    };
+    let unreachable = |reason: String| unreachable(dir, reason);
     std::fs::create_dir_all(dir).map_err(|e| unreachable(format!("creating dir: {e}")))?;
     let log = std::fs::File::create(dir.join("supervisor.log"))
         .map_err(|e| unreachable(format!("creating log: {e}")))?;
