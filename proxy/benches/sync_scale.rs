@@ -5,9 +5,10 @@
 //! `mode`: iptables (the host's iptables-restore), iptables-legacy, iptables-nft, nftables.
 //! Builds the model for `services` Services (the first 1000 NodePort, the rest ClusterIP)
 //! with `endpoints` ready endpoints each, times the first full sync, then `runs` times
-//! (default 3) a one-endpoint change (a partial sync) and a full resync as the sync timer
-//! does, and prints medians, the rule count and the process's peak RSS. Runs as root in a
-//! network namespace of its own, deleted at the end.
+//! (default 3) a one-endpoint change (a partial sync), a syncPeriod timer tick without
+//! changes (also partial) and a full resync as done hourly or after a failure, and prints
+//! medians, the rule count and the process's peak RSS. Runs as root in a network
+//! namespace of its own, deleted at the end.
 
 use berth_proxy::backend::Backend;
 use berth_proxy::config::{LocalDetector, NodePortAddresses};
@@ -164,6 +165,7 @@ fn main() -> anyhow::Result<()> {
     let full = t.elapsed();
 
     let mut partials = Vec::new();
+    let mut ticks = Vec::new();
     let mut fulls = Vec::new();
     for run in 0..runs {
         // One endpoint of one Service changes address (and back, on the next run).
@@ -184,6 +186,11 @@ fn main() -> anyhow::Result<()> {
         );
         let snapshot = tracker.snapshot();
         let t = Instant::now();
+        let tick = backend.sync(&snapshot, false)?;
+        ticks.push(t.elapsed());
+        anyhow::ensure!(!tick.full, "the timer tick went through a full sync");
+        let snapshot = tracker.snapshot();
+        let t = Instant::now();
         backend.sync(&snapshot, true)?;
         fulls.push(t.elapsed());
     }
@@ -193,6 +200,7 @@ fn main() -> anyhow::Result<()> {
     };
     let one = median(&mut partials);
     let resync = median(&mut fulls);
+    let tick = median(&mut ticks);
 
     // Taken before the listing below, whose JSON is far larger than the proxy's state.
     let peak_rss = peak_rss_mib();
@@ -203,12 +211,13 @@ fn main() -> anyhow::Result<()> {
         String::new()
     };
     println!(
-        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s runs={runs} median_full_resync={:.3}s median_one_endpoint_change={:.1}ms peak_rss={:.1}MiB",
+        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s runs={runs} median_full_resync={:.3}s median_one_endpoint_change={:.1}ms median_timer_tick={:.1}ms peak_rss={:.1}MiB",
         report.rules,
         model_time.as_secs_f64(),
         full.as_secs_f64(),
         resync.as_secs_f64(),
         one.as_secs_f64() * 1000.0,
+        tick.as_secs_f64() * 1000.0,
         peak_rss
     );
     Ok(())

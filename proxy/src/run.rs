@@ -1,6 +1,6 @@
 //! The proxy's main loop: watch Services, EndpointSlices and the own Node, coalesce
 //! changes, and sync the backend no more often than minSyncPeriod and at least every
-//! syncPeriod (with a full rewrite).
+//! syncPeriod; see [`SyncSchedule`] for when a sync rewrites everything.
 
 use crate::backend::Backend;
 use crate::config::{LocalDetector, Mode, ProxyConfig};
@@ -188,6 +188,69 @@ fn tune_conntrack(cfg: &ProxyConfig) {
     }
 }
 
+/// How often a sync rewrites every rule even though nothing asked for it, as upstream's
+/// iptables and nftables proxiers do: a safety net against drift the tamper check misses.
+const FULL_SYNC_PERIOD: Duration = Duration::from_secs(60 * 60);
+
+/// When the loop syncs without pending changes, and whether a sync is full.
+///
+/// As upstream (KEP-3453): the syncPeriod timer only does a partial sync (re-declaring
+/// just what changed), which at 10k Services is milliseconds instead of minutes. A full
+/// rewrite happens at startup, after a failed sync, after tampering was detected, and
+/// otherwise once per `full_sync_period`. Node address changes make the backend itself
+/// do a full sync (see `Backend::set_node_ips`).
+#[derive(Debug)]
+struct SyncSchedule {
+    sync_period: Duration,
+    full_sync_period: Duration,
+    /// The next timer-driven sync: `sync_period` after the last sync started.
+    next_periodic: Instant,
+    next_full: Instant,
+    force_full: bool,
+}
+
+impl SyncSchedule {
+    fn new(now: Instant, sync_period: Duration, full_sync_period: Duration) -> Self {
+        SyncSchedule {
+            sync_period,
+            full_sync_period,
+            next_periodic: now + sync_period,
+            next_full: now + full_sync_period,
+            force_full: true,
+        }
+    }
+
+    /// Whether a sync is wanted now regardless of the timers.
+    fn forced(&self) -> bool {
+        self.force_full
+    }
+
+    /// When the timer wants a sync if no change does before.
+    fn periodic_due(&self) -> Instant {
+        self.next_periodic
+    }
+
+    /// A sync starts at `now`; returns whether it is to be full.
+    fn start(&mut self, now: Instant) -> bool {
+        self.next_periodic = now + self.sync_period;
+        self.force_full || now >= self.next_full
+    }
+
+    /// The sync that started at `started` succeeded; `full` is what the backend did
+    /// (it may have gone full on its own, e.g. after the node's addresses changed).
+    fn succeeded(&mut self, started: Instant, full: bool) {
+        self.force_full = false;
+        if full {
+            self.next_full = started + self.full_sync_period;
+        }
+    }
+
+    /// The last sync failed or the rules were changed from outside: the next is full.
+    fn force_full(&mut self) {
+        self.force_full = true;
+    }
+}
+
 /// The backend, or the sync that has it on a blocking thread.
 enum BackendSlot {
     /// Not built yet (waiting for the initial lists), or being moved.
@@ -257,8 +320,7 @@ pub async fn run(
     // When the last sync started: minSyncPeriod counts from there, as upstream's does,
     // so a long sync is followed at once by the changes that came in meanwhile.
     let mut last_sync = Instant::now() - cfg.min_sync_period;
-    let mut next_full = Instant::now() + cfg.sync_period;
-    let mut force_full = true;
+    let mut schedule = SyncSchedule::new(Instant::now(), cfg.sync_period, FULL_SYNC_PERIOD);
     // After a failed sync, wait a moment before trying again rather than spinning.
     let mut retry_at = Instant::now();
     let tamper_period = cfg
@@ -279,10 +341,10 @@ pub async fn run(
             backend = BackendSlot::Idle(b);
         }
         let idle = matches!(backend, BackendSlot::Idle(_));
-        let wanted = if tracker.has_changes() || force_full {
+        let wanted = if tracker.has_changes() || schedule.forced() {
             Instant::now()
         } else {
-            next_full
+            schedule.periodic_due()
         };
         let sync_at = (last_sync + cfg.min_sync_period).max(wanted).max(retry_at);
         // Biased: a due sync goes before more events and before tamper checks, so a
@@ -294,9 +356,9 @@ pub async fn run(
             _ = &mut shutdown => break,
             _ = tokio::time::sleep_until(sync_at), if idle => {
                 let BackendSlot::Idle(mut b) = std::mem::replace(&mut backend, BackendSlot::Missing) else { continue };
-                let full = force_full || Instant::now() >= next_full;
                 let snapshot = tracker.snapshot();
                 last_sync = Instant::now();
+                let full = schedule.start(last_sync);
                 backend = BackendSlot::Syncing(tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let result = b.sync(&snapshot, full);
@@ -323,10 +385,7 @@ pub async fn run(
                             // Changes that came in during the sync are still pending.
                             health.queued();
                         }
-                        force_full = false;
-                        if report.full {
-                            next_full = last_sync + cfg.sync_period;
-                        }
+                        schedule.succeeded(last_sync, report.full);
                         let stale = conntrack::stale_flows(&last_state, &snapshot);
                         if !stale.is_empty() {
                             tokio::task::block_in_place(|| conntrack::clear(&stale));
@@ -338,7 +397,7 @@ pub async fn run(
                         tracing::error!(error = %e, "sync failed; retrying with a full sync");
                         metrics.failed();
                         tracker.mark_all_changed();
-                        force_full = true;
+                        schedule.force_full();
                         retry_at = Instant::now() + cfg.min_sync_period.max(Duration::from_secs(1));
                     }
                 }
@@ -385,11 +444,11 @@ pub async fn run(
                 }
             }
             // Only rules that were once in place can be tampered with.
-            _ = tamper_check.tick(), if idle && !force_full => {
+            _ = tamper_check.tick(), if idle && !schedule.forced() => {
                 if let BackendSlot::Idle(b) = &mut backend {
                     if tokio::task::block_in_place(|| b.tampered()) {
                         tracing::warn!("proxy rules were changed from outside; doing a full sync");
-                        force_full = true;
+                        schedule.force_full();
                     }
                 }
             }
@@ -425,4 +484,104 @@ pub async fn client(cfg: &ProxyConfig) -> Result<kube::Client, RunError> {
             .map_err(|e| RunError::Client(format!("--master {master:?}: {e}")))?;
     }
     kube::Client::try_from(config).map_err(|e| err(&e))
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::*;
+
+    const SYNC: Duration = Duration::from_secs(30);
+    const FULL: Duration = Duration::from_secs(3600);
+
+    /// A schedule whose startup full sync (at `t0`) succeeded.
+    fn after_startup(t0: Instant) -> SyncSchedule {
+        let mut s = SyncSchedule::new(t0, SYNC, FULL);
+        assert!(s.forced(), "startup must sync at once");
+        assert!(s.start(t0), "the startup sync must be full");
+        s.succeeded(t0, true);
+        s
+    }
+
+    #[test]
+    fn timer_tick_is_a_partial_sync() {
+        let t0 = Instant::now();
+        let mut s = after_startup(t0);
+        assert!(!s.forced());
+        assert_eq!(s.periodic_due(), t0 + SYNC);
+        let tick = s.periodic_due();
+        assert!(
+            !s.start(tick),
+            "a syncPeriod tick must not rewrite everything"
+        );
+        s.succeeded(tick, false);
+        assert_eq!(
+            s.periodic_due(),
+            tick + SYNC,
+            "the timer restarts at each sync"
+        );
+    }
+
+    #[test]
+    fn full_sync_once_per_full_sync_period() {
+        let t0 = Instant::now();
+        let mut s = after_startup(t0);
+        let mut now = t0;
+        while now + SYNC < t0 + FULL {
+            now = s.periodic_due();
+            assert!(!s.start(now), "tick at {:?} went full", now - t0);
+            s.succeeded(now, false);
+        }
+        now = s.periodic_due();
+        assert!(
+            s.start(now),
+            "the first tick past the full sync period must be full"
+        );
+        s.succeeded(now, true);
+        let next = s.periodic_due();
+        assert!(
+            !s.start(next),
+            "the tick after the hourly full sync is partial again"
+        );
+    }
+
+    #[test]
+    fn failed_sync_makes_the_next_full_and_immediate() {
+        let t0 = Instant::now();
+        let mut s = after_startup(t0);
+        let t1 = t0 + SYNC;
+        assert!(!s.start(t1));
+        s.force_full(); // the partial sync failed
+        assert!(
+            s.forced(),
+            "a failed sync is retried without waiting for the timer"
+        );
+        assert!(
+            s.start(t1 + Duration::from_secs(1)),
+            "the retry must be full"
+        );
+        s.succeeded(t1 + Duration::from_secs(1), true);
+        assert!(!s.forced());
+        assert!(!s.start(s.periodic_due()));
+    }
+
+    #[test]
+    fn tampering_makes_the_next_sync_full() {
+        let t0 = Instant::now();
+        let mut s = after_startup(t0);
+        s.force_full(); // the tamper check found the rules flushed
+        assert!(s.forced());
+        assert!(s.start(t0 + Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn backend_going_full_on_its_own_postpones_the_hourly_full_sync() {
+        // E.g. the node's addresses changed: the backend reports a full sync.
+        let t0 = Instant::now();
+        let mut s = after_startup(t0);
+        let t1 = t0 + FULL - SYNC;
+        assert!(!s.start(t1));
+        s.succeeded(t1, true);
+        assert!(!s.start(t0 + FULL), "a full sync just happened");
+        assert!(s.start(t1 + FULL));
+    }
 }

@@ -265,6 +265,7 @@ impl<N: Netfilter> IptablesProxier<N> {
                     v6,
                     masquerade_all: options.masquerade_all,
                     local: options.local.clone(),
+                    endpoint_comments: true,
                 },
                 programmed: BTreeMap::new(),
                 needs_full: true,
@@ -348,6 +349,13 @@ impl<N: Netfilter> IptablesProxier<N> {
         let v6 = self.families[index].ctx.v6;
         let statics = self.statics(v6);
         let fam = &mut self.families[index];
+        // Like upstream, decided on every sync; Service ports not rewritten now keep
+        // their comments (or lack of them) until they change or the next full sync.
+        let endpoints = entries(&snapshot.state)
+            .flat_map(|e| &e.endpoints)
+            .filter(|ep| ep.addr.is_ipv6() == v6)
+            .count();
+        fam.ctx.endpoint_comments = endpoints <= rules::LARGE_CLUSTER_ENDPOINTS;
         // New rules of every changed Service port, and the ports that went away.
         let mut updates: Vec<(ServicePortName, Option<ServiceRules>)> = Vec::new();
         for svc in &snapshot.changed {

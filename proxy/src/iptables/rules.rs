@@ -56,9 +56,25 @@ pub struct RuleContext {
     pub v6: bool,
     pub masquerade_all: bool,
     pub local: LocalDetector,
+    /// Whether KUBE-SVC/KUBE-SEP rules carry a comment. Upstream drops them once the
+    /// family has more than [`LARGE_CLUSTER_ENDPOINTS`] endpoints: they are most of
+    /// the restore input's size there and nothing reads them.
+    pub endpoint_comments: bool,
 }
 
+/// Above this many endpoints (in one family) endpoint rules go without comments.
+pub const LARGE_CLUSTER_ENDPOINTS: usize = 1000;
+
 impl RuleContext {
+    /// `-m comment --comment <text> ` for an endpoint rule, or nothing in a large cluster.
+    fn endpoint_comment(&self, text: &str) -> String {
+        if self.endpoint_comments {
+            format!("-m comment --comment {} ", quote(text))
+        } else {
+            String::new()
+        }
+    }
+
     fn host_len(&self) -> u8 {
         if self.v6 { 128 } else { 32 }
     }
@@ -301,13 +317,13 @@ pub fn service_rules(entry: &ServiceEntry, ctx: &RuleContext) -> ServiceRules {
         });
         out.chains.insert(
             svc_chain.clone(),
-            balancing_rules(entry, &cluster_eps, masq),
+            balancing_rules(entry, &cluster_eps, masq, ctx),
         );
     }
     if uses_local {
         out.chains.insert(
             local_chain.clone(),
-            balancing_rules(entry, &local_eps, None),
+            balancing_rules(entry, &local_eps, None, ctx),
         );
     }
     let mut endpoint_set: Vec<&Endpoint> = Vec::new();
@@ -378,24 +394,36 @@ pub fn service_rules(entry: &ServiceEntry, ctx: &RuleContext) -> ServiceRules {
 }
 
 /// KUBE-SVC-*/KUBE-SVL-*: optional masquerade rule, affinity checks, then a random pick.
-fn balancing_rules(entry: &ServiceEntry, eps: &[Endpoint], masq: Option<String>) -> Vec<String> {
+fn balancing_rules(
+    entry: &ServiceEntry,
+    eps: &[Endpoint],
+    masq: Option<String>,
+    ctx: &RuleContext,
+) -> Vec<String> {
     let name = &entry.port.name;
     let svc_name = name.to_string();
+    let comment = |ep: &Endpoint| ctx.endpoint_comment(&format!("{svc_name} -> {}", ep.addr));
     let mut rules: Vec<String> = masq.into_iter().collect();
     if let Some(timeout) = entry.port.affinity_timeout {
         for ep in eps {
             let sep = names::endpoint_chain(name, ep.addr);
-            rules.push(format!("-m comment --comment {} -m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}", quote(&format!("{svc_name} -> {}", ep.addr))));
+            rules.push(format!(
+                "{}-m recent --name {sep} --rcheck --seconds {timeout} --reap -j {sep}",
+                comment(ep)
+            ));
         }
     }
     let n = eps.len();
     for (i, ep) in eps.iter().enumerate() {
         let sep = names::endpoint_chain(name, ep.addr);
-        let comment = quote(&format!("{svc_name} -> {}", ep.addr));
         if i + 1 < n {
-            rules.push(format!("-m comment --comment {comment} -m statistic --mode random --probability {:.10} -j {sep}", 1.0 / (n - i) as f64));
+            rules.push(format!(
+                "{}-m statistic --mode random --probability {:.10} -j {sep}",
+                comment(ep),
+                1.0 / (n - i) as f64
+            ));
         } else {
-            rules.push(format!("-m comment --comment {comment} -j {sep}"));
+            rules.push(format!("{}-j {sep}", comment(ep)));
         }
     }
     rules
@@ -405,20 +433,20 @@ fn balancing_rules(entry: &ServiceEntry, eps: &[Endpoint], masq: Option<String>)
 fn endpoint_rules(entry: &ServiceEntry, ep: &Endpoint, ctx: &RuleContext) -> Vec<String> {
     let name = &entry.port.name;
     let sep = names::endpoint_chain(name, ep.addr);
-    let comment = quote(&name.to_string());
+    let comment = ctx.endpoint_comment(&name.to_string());
     let recent = if entry.port.affinity_timeout.is_some() {
-        format!(" -m recent --name {sep} --set")
+        format!("-m recent --name {sep} --set ")
     } else {
         String::new()
     };
     vec![
         format!(
-            "-m comment --comment {comment} -s {}/{} -j {MARK_MASQ}",
+            "{comment}-s {}/{} -j {MARK_MASQ}",
             ep.addr.ip(),
             ctx.host_len()
         ),
         format!(
-            "-m comment --comment {comment}{recent} {} -j DNAT --to-destination {}",
+            "{comment}{recent}{} -j DNAT --to-destination {}",
             proto_match(name.protocol),
             ep.addr
         ),

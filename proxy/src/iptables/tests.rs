@@ -486,3 +486,51 @@ fn localhost_node_ports_set_route_localnet_and_guard_it() {
         "never on IPv6"
     );
 }
+
+#[test]
+fn endpoint_rules_lose_their_comments_above_1000_endpoints() {
+    let ips: Vec<String> = (0..=rules::LARGE_CLUSTER_ENDPOINTS)
+        .map(|i| format!("10.244.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let eps: Vec<(&str, bool, &str)> = ips.iter().map(|ip| (ip.as_str(), true, "node-b")).collect();
+    let mut t = ChangeTracker::new("node-a");
+    t.apply_service(&service("big", "198.19.0.10", json!({})));
+    t.apply_slice(&slice("big", &eps));
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let input = p.netfilter().restores.concat();
+    let svc = names::service_chain(&port_name("big"));
+    let endpoint_rules: Vec<&str> = input
+        .lines()
+        .filter(|l| {
+            l.starts_with("-A KUBE-SEP-")
+                || l.starts_with(&format!("-A {svc} -j KUBE-SEP-"))
+                || l.starts_with(&format!("-A {svc} -m statistic"))
+        })
+        .collect();
+    assert_eq!(endpoint_rules.len(), 3 * ips.len(), "{input}");
+    assert!(
+        !input.contains("-> 10.244."),
+        "balancing rules kept comments"
+    );
+    assert!(
+        !lines_of(&input, "-A KUBE-SEP-")
+            .iter()
+            .any(|l| l.contains("--comment")),
+        "endpoint chains kept comments"
+    );
+    // Rules outside the endpoint chains keep theirs, as upstream.
+    assert!(input.contains("--comment \"ns/big:http cluster IP\""));
+
+    // Back at 1000 endpoints, a full sync writes the comments again.
+    t.apply_slice(&slice("big", &eps[1..]));
+    p.sync(&t.snapshot(), true).unwrap();
+    let input = p.netfilter().restores.last().unwrap().clone();
+    assert!(
+        input.contains(&format!(
+            "-A {svc} -m comment --comment \"ns/big:http -> {}:8080\"",
+            ips[1]
+        )),
+        "{input}"
+    );
+}
