@@ -51,8 +51,8 @@ fn send(dir: &Path, op: Op) -> Result<UnixStream, SupervisorError> {
 
 /// Parses an answer line; a supervisor-side failure becomes [`SupervisorError::Failed`].
 fn parse_answer(dir: &Path, answer: &[u8]) -> Result<Response, SupervisorError> {
-    let response: Response = serde_json::from_slice(answer)
-        .map_err(|e| unreachable(dir, format!("bad answer: {e}")))?;
+    let response: Response =
+        serde_json::from_slice(answer).map_err(|e| unreachable(dir, format!("bad answer: {e}")))?;
     if response.error.is_empty() {
         Ok(response)
     } else {
