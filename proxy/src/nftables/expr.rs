@@ -665,18 +665,19 @@ pub fn padded(parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// `numgen random mod N vmap { 0 : goto a, 1 : goto b }`
-pub fn numgen_vmap(targets: Vec<Verdict>) -> Vec<Expr> {
-    let elements: Vec<AnonElement> = targets
+/// `numgen random mod N map { 0 : <values[0]>, ... }` into `dreg`: picks one of
+/// `values` at random.
+fn numgen_lookup(values: Vec<Data>, data_type: (u32, u32), dreg: u32) -> [Expr; 2] {
+    let elements: Vec<AnonElement> = values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| AnonElement {
+        .map(|(i, value)| AnonElement {
             key: (i as u32).to_ne_bytes().to_vec(),
-            data: Some(Data::Verdict(v)),
+            data: Some(value),
             interval_end: false,
         })
         .collect();
-    vec![
+    [
         Expr::NumgenRandom {
             modulus: elements.len() as u32,
         },
@@ -685,50 +686,39 @@ pub fn numgen_vmap(targets: Vec<Verdict>) -> Vec<Expr> {
                 flags: set_flags::ANONYMOUS | set_flags::CONSTANT | set_flags::MAP,
                 key_type: types::INTEGER,
                 key_len: 4,
-                data: Some((types::VERDICT_DATA, 0)),
+                data: Some(data_type),
                 elements,
             })),
-            dreg: Some(REG_VERDICT),
+            dreg: Some(dreg),
         },
     ]
+}
+
+/// `numgen random mod N vmap { 0 : goto a, 1 : goto b }`
+pub fn numgen_vmap(targets: Vec<Verdict>) -> Vec<Expr> {
+    let verdicts = targets.into_iter().map(Data::Verdict).collect();
+    numgen_lookup(verdicts, (types::VERDICT_DATA, 0), REG_VERDICT).into()
 }
 
 /// `dnat ip addr . port to numgen random mod N map { 0 : a . p, ... }`
 pub fn dnat_numgen(v6: bool, targets: &[(IpAddr, u16)]) -> Vec<Expr> {
     let addr_len: u32 = if v6 { 16 } else { 4 };
-    let elements: Vec<AnonElement> = targets
+    let addresses = targets
         .iter()
-        .enumerate()
-        .map(|(i, (ip, port))| AnonElement {
-            key: (i as u32).to_ne_bytes().to_vec(),
-            data: Some(Data::Value(padded(&[&ip_bytes(*ip), &port.to_be_bytes()]))),
-            interval_end: false,
-        })
+        .map(|(ip, port)| Data::Value(padded(&[&ip_bytes(*ip), &port.to_be_bytes()])))
         .collect();
-    vec![
-        Expr::NumgenRandom {
-            modulus: elements.len() as u32,
-        },
-        Expr::Lookup {
-            set: SetRef::Anonymous(Box::new(AnonSet {
-                flags: set_flags::ANONYMOUS | set_flags::CONSTANT | set_flags::MAP,
-                key_type: types::INTEGER,
-                key_len: 4,
-                data: Some((
-                    types::concat(&[types::addr(v6), types::INET_SERVICE]),
-                    addr_len + 4,
-                )),
-                elements,
-            })),
-            dreg: Some(REG_1),
-        },
-        Expr::Dnat {
-            v6,
-            addr_reg: REG_1,
-            proto_reg: reg_at(addr_len / 4),
-            flags: None,
-        },
-    ]
+    let data_type = (
+        types::concat(&[types::addr(v6), types::INET_SERVICE]),
+        addr_len + 4,
+    );
+    let mut exprs: Vec<Expr> = numgen_lookup(addresses, data_type, REG_1).into();
+    exprs.push(Expr::Dnat {
+        v6,
+        addr_reg: REG_1,
+        proto_reg: reg_at(addr_len / 4),
+        flags: None,
+    });
+    exprs
 }
 
 /// `dnat to 10.0.0.1:8080`
