@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use berth_proto::runtime::v1::{
     ContainerEventResponse, ContainerEventType, ContainerState, GetEventsRequest, PodSandboxState,
-    PodSandboxStatusRequest, RemoveContainerRequest, RemovePodSandboxRequest, StopContainerRequest,
-    StopPodSandboxRequest,
+    PodSandboxStatusRequest, RemoveContainerRequest, StopContainerRequest,
 };
 use berth_tests::cri::{self, CriEnv};
 use futures_util::StreamExt;
@@ -162,16 +161,7 @@ fn sandbox_lifecycle_events_use_the_sandbox_id() -> anyhow::Result<()> {
         };
         let config = env.pod_config("sandbox-events");
         let pod = env.run_pod(&config).await?;
-        env.runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await?;
-        env.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await?;
+        env.stop_and_remove_pod(&pod).await?;
         let events =
             events_of(&mut stream, &pod, ContainerEventType::ContainerDeletedEvent).await?;
         assert_eq!(

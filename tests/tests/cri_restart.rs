@@ -3,8 +3,8 @@
 //! per-pod supervisor is noticed and its pod reconciled.
 
 use berth_proto::runtime::v1::{
-    ContainerFilter, ContainerState, ListContainersRequest, ListPodSandboxRequest, PodSandboxState,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, StopPodSandboxRequest,
+    ContainerFilter, ContainerState, ListContainersRequest, PodSandboxState,
+    PodSandboxStatusRequest,
 };
 use berth_tests::cri::{self, EndpointKind};
 
@@ -65,12 +65,7 @@ fn pods_and_containers_survive_a_daemon_restart() -> anyhow::Result<()> {
         env.runtime = berth_proto::runtime_client(channel.clone());
         env.image = berth_proto::image_client(channel);
 
-        let pods = env
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
+        let pods = env.list_pods().await?;
         let listed = pods
             .iter()
             .find(|p| p.id == pod)
@@ -209,32 +204,13 @@ fn a_killed_supervisor_is_noticed_and_its_pod_reconciled() -> anyhow::Result<()>
 
         // Other pods are untouched.
         assert_eq!(env.exec_ok(&bystander, &["echo", "ok"]).await?, "ok\n");
-        let pods = env
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
+        let pods = env.list_pods().await?;
         let other = pods.iter().find(|p| p.id == other_pod).expect("other pod");
         assert_eq!(other.state, PodSandboxState::SandboxReady as i32);
 
         // And the broken pod is removed like any other.
-        env.runtime
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await?;
-        env.runtime
-            .remove_pod_sandbox(RemovePodSandboxRequest {
-                pod_sandbox_id: pod.clone(),
-            })
-            .await?;
-        let pods = env
-            .runtime
-            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
-            .await?
-            .into_inner()
-            .items;
+        env.stop_and_remove_pod(&pod).await?;
+        let pods = env.list_pods().await?;
         assert!(pods.iter().all(|p| p.id != pod), "{pods:?}");
         Ok(())
     })

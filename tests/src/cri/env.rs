@@ -12,7 +12,7 @@ use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_proto::runtime::v1::{
     ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, ListPodSandboxRequest,
-    PodSandboxConfig, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    PodSandbox, PodSandboxConfig, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
@@ -187,6 +187,33 @@ impl CriEnv {
             .await
             .context("RunPodSandbox")?;
         Ok(response.into_inner().pod_sandbox_id)
+    }
+
+    /// Every sandbox the runtime lists, unfiltered.
+    pub async fn list_pods(&mut self) -> anyhow::Result<Vec<PodSandbox>> {
+        let response = self
+            .runtime
+            .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .context("ListPodSandbox")?;
+        Ok(response.into_inner().items)
+    }
+
+    /// StopPodSandbox, then RemovePodSandbox.
+    pub async fn stop_and_remove_pod(&mut self, id: &str) -> anyhow::Result<()> {
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .context("StopPodSandbox")?;
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.to_string(),
+            })
+            .await
+            .context("RemovePodSandbox")?;
+        Ok(())
     }
 
     pub async fn create_container(
