@@ -128,8 +128,9 @@ impl Daemon {
     /// Notices containers and sandboxes that end on their own. The pod
     /// supervisor records each container exit in `<supervisor dir>/<id>.exit`;
     /// a running container with such a file is refreshed, which records the
-    /// exit and emits STOPPED. A ready sandbox whose pause process died gets
-    /// STOPPED once. Runs until the daemon is dropped.
+    /// exit and emits STOPPED. A ready sandbox whose supervisor died is
+    /// reconciled (RPCs that touch a pod also check at once), and one whose
+    /// pause process died gets STOPPED once. Runs until the daemon is dropped.
     pub async fn watch_exits(self: std::sync::Arc<Self>) {
         let daemon = std::sync::Arc::downgrade(&self);
         drop(self);
@@ -148,9 +149,11 @@ impl Daemon {
                 }
             }
             for record in daemon.sandboxes.list() {
-                if record.state == SandboxState::Ready
-                    && Self::observed_state(&record) != cri::PodSandboxState::SandboxReady
-                {
+                if record.state != SandboxState::Ready {
+                    continue;
+                }
+                daemon.reconcile_lost_supervisor(&record.id).await;
+                if Self::observed_state(&record) != cri::PodSandboxState::SandboxReady {
                     daemon.emit_sandbox_stopped(&record.id);
                 }
             }

@@ -39,7 +39,6 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow
     let daemon = Arc::new(Daemon::open(config)?);
     tokio::spawn(daemon.clone().watch_exits());
     streaming::start(&daemon).await?;
-    tokio::spawn(supervision::watch(daemon.clone()));
     let router = tonic::transport::Server::builder()
         .add_service(berth_proto::runtime_server(RuntimeServer::new(
             daemon.clone(),

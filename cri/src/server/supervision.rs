@@ -6,9 +6,6 @@
 //! answers a NOTREADY sandbox by stopping the pod and running a new sandbox,
 //! and CreateContainer in this one fails with FAILED_PRECONDITION.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use super::container::exit_reason;
 use super::daemon::Daemon;
 use super::status::now_nanos;
@@ -19,24 +16,6 @@ use crate::supervisor::protocol::read_exit;
 
 /// What a container killed for lack of a supervisor reports.
 const LOST_MESSAGE: &str = "the pod's supervisor died; the container was killed";
-
-/// How often the daemon looks for dead supervisors on its own (RPCs that
-/// touch a pod also check it at once).
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Checks every ready sandbox's supervisor, forever.
-pub async fn watch(daemon: Arc<Daemon>) {
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        for sandbox in daemon.sandboxes.list() {
-            if sandbox.state == SandboxState::Ready {
-                daemon.reconcile_lost_supervisor(&sandbox.id).await;
-            }
-        }
-    }
-}
 
 impl Daemon {
     /// Reconciles sandbox `sandbox_id` when its supervisor has died; returns
