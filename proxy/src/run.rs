@@ -7,7 +7,7 @@ use crate::config::{LocalDetector, Mode, ProxyConfig};
 use crate::healthcheck::{ProxyHealth, ServiceHealthServer};
 use crate::metrics::Metrics;
 use crate::model::{ChangeTracker, DesiredState};
-use crate::{conntrack, http, iptables};
+use crate::{conntrack, http, iptables, ipvs};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -148,10 +148,35 @@ pub fn build_backend(cfg: &ProxyConfig, node: &NodeFacts) -> Result<Box<dyn Back
                 options,
             )))
         }
-        Mode::Ipvs => Err(RunError::Backend(
-            "proxy mode ipvs is not available yet".to_string(),
-        )),
+        Mode::Ipvs => {
+            let kernel = ipvs::open_kernel(&cfg.ipvs.scheduler).map_err(ipvs_unusable)?;
+            let options = ipvs::IpvsOptions {
+                families,
+                scheduler: cfg.ipvs.scheduler.clone(),
+                masquerade_all: cfg.masquerade_all,
+                masquerade_bit: cfg.masquerade_bit,
+                local,
+                node_port_addresses: cfg.node_port_addresses.clone(),
+                strict_arp: cfg.ipvs.strict_arp,
+                timeouts: ipvs::Timeouts {
+                    tcp: cfg.ipvs.tcp_timeout,
+                    tcp_fin: cfg.ipvs.tcp_fin_timeout,
+                    udp: cfg.ipvs.udp_timeout,
+                },
+                exclude_cidrs: cfg.ipvs.exclude_cidrs.clone(),
+                drain_max_wait: ipvs::graceful::DEFAULT_MAX_WAIT,
+            };
+            let proxier =
+                ipvs::IpvsProxier::new(kernel, iptables::SystemNetfilter::default(), options)
+                    .map_err(|e| RunError::Backend(e.to_string()))?;
+            Ok(Box::new(proxier))
+        }
     }
+}
+
+/// Upstream's wording when IPVS mode cannot run.
+fn ipvs_unusable(e: ipvs::IpvsError) -> RunError {
+    RunError::Backend(format!("can't use the IPVS proxier: {e}"))
 }
 
 /// `--cleanup`: removes what every mode may have programmed (both families), as
@@ -170,7 +195,7 @@ pub fn cleanup_all(cfg: &ProxyConfig) -> Result<(), RunError> {
             .cleanup()
             .map_err(|e| RunError::Backend(e.to_string()))?;
     }
-    Ok(())
+    ipvs::cleanup_system().map_err(|e| RunError::Backend(e.to_string()))
 }
 
 /// Sets nf_conntrack_max as upstream does, unless maxPerCore is 0. Failing to write it
@@ -273,6 +298,10 @@ pub async fn run(
     client: kube::Client,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
+    if cfg.mode == Mode::Ipvs {
+        // Fail at start, as upstream, rather than after the first lists arrive.
+        ipvs::open_kernel(&cfg.ipvs.scheduler).map_err(ipvs_unusable)?;
+    }
     tune_conntrack(&cfg);
     let health = ProxyHealth::new(cfg.sync_period);
     let metrics = Arc::new(Metrics::default());

@@ -26,6 +26,12 @@ pub struct SyncConfig {
     pub exclude_cidrs: Option<Vec<String>>,
     #[serde(rename = "strictARP")]
     pub strict_arp: Option<bool>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub tcp_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub tcp_fin_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub udp_timeout: Option<Duration>,
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_yaml::Value>,
 }

@@ -87,9 +87,24 @@ pub struct Flags {
     /// IPVS minimum period between syncs.
     #[arg(long = "ipvs-min-sync-period", value_parser = go_duration)]
     pub ipvs_min_sync_period: Option<Duration>,
-    /// IPVS scheduler (rr, wrr, lc, wlc, sh, dh, ...).
+    /// IPVS scheduler (rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh); rr if unset.
     #[arg(long = "ipvs-scheduler")]
     pub ipvs_scheduler: Option<String>,
+    /// Enable strict ARP (arp_ignore=1, arp_announce=2) in IPVS mode.
+    #[arg(long = "ipvs-strict-arp", num_args = 0..=1, default_missing_value = "true")]
+    pub ipvs_strict_arp: Option<bool>,
+    /// Comma-separated CIDRs whose IPVS virtual servers the proxy leaves alone.
+    #[arg(long = "ipvs-exclude-cidrs")]
+    pub ipvs_exclude_cidrs: Option<String>,
+    /// IPVS timeout for idle TCP connections, e.g. '900s' (0 keeps the kernel's).
+    #[arg(long = "ipvs-tcp-timeout", value_parser = go_duration)]
+    pub ipvs_tcp_timeout: Option<Duration>,
+    /// IPVS timeout for TCP connections after FIN (0 keeps the kernel's).
+    #[arg(long = "ipvs-tcpfin-timeout", value_parser = go_duration)]
+    pub ipvs_tcpfin_timeout: Option<Duration>,
+    /// IPVS timeout for UDP packets (0 keeps the kernel's).
+    #[arg(long = "ipvs-udp-timeout", value_parser = go_duration)]
+    pub ipvs_udp_timeout: Option<Duration>,
     /// ip:port of the health check server; empty disables it.
     #[arg(long = "healthz-bind-address")]
     pub healthz_bind_address: Option<String>,
@@ -170,8 +185,67 @@ pub struct ProxyConfig {
     pub detect_local: LocalDetector,
     /// NodeCIDR detection waits for the Node's podCIDRs.
     pub detect_local_from_node: bool,
-    pub ipvs_scheduler: String,
+    pub ipvs: IpvsConfig,
     pub cleanup: bool,
+}
+
+/// IPVS mode settings (KubeProxyConfiguration `ipvs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpvsConfig {
+    pub scheduler: String,
+    pub strict_arp: bool,
+    pub exclude_cidrs: Vec<Cidr>,
+    /// Whole seconds; 0 leaves the kernel's value.
+    pub tcp_timeout: u32,
+    pub tcp_fin_timeout: u32,
+    pub udp_timeout: u32,
+}
+
+/// The schedulers upstream accepts for ipvs.scheduler.
+const IPVS_SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "sh", "dh", "sed", "nq", "mh",
+];
+
+fn resolve_ipvs(flags: &Flags, file: &file::SyncConfig) -> Result<IpvsConfig, ConfigError> {
+    let scheduler = flags
+        .ipvs_scheduler
+        .clone()
+        .or(file.scheduler.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "rr".into());
+    if !IPVS_SCHEDULERS.contains(&scheduler.as_str()) {
+        return Err(invalid(
+            "ipvs.scheduler",
+            format!(
+                "unknown scheduler {scheduler:?}: must be one of {}",
+                IPVS_SCHEDULERS.join(", ")
+            ),
+        ));
+    }
+    let exclude: Vec<String> = match &flags.ipvs_exclude_cidrs {
+        Some(s) => split_list(s),
+        None => file.exclude_cidrs.clone().unwrap_or_default(),
+    };
+    let seconds = |field: &'static str, d: Option<Duration>| -> Result<u32, ConfigError> {
+        u32::try_from(d.unwrap_or_default().as_secs()).map_err(|_| invalid(field, "too large"))
+    };
+    Ok(IpvsConfig {
+        scheduler,
+        strict_arp: flags.ipvs_strict_arp.or(file.strict_arp).unwrap_or(false),
+        exclude_cidrs: parse_cidrs("ipvs.excludeCIDRs", &exclude)?,
+        tcp_timeout: seconds(
+            "ipvs.tcpTimeout",
+            flags.ipvs_tcp_timeout.or(file.tcp_timeout),
+        )?,
+        tcp_fin_timeout: seconds(
+            "ipvs.tcpFinTimeout",
+            flags.ipvs_tcpfin_timeout.or(file.tcp_fin_timeout),
+        )?,
+        udp_timeout: seconds(
+            "ipvs.udpTimeout",
+            flags.ipvs_udp_timeout.or(file.udp_timeout),
+        )?,
+    })
 }
 
 fn split_list(s: &str) -> Vec<String> {
@@ -387,12 +461,12 @@ impl ProxyConfig {
             conntrack_min: flags.conntrack_min.or(file.conntrack.min).unwrap_or(131072),
             detect_local,
             detect_local_from_node,
-            ipvs_scheduler: flags
-                .ipvs_scheduler
-                .clone()
-                .or(file.ipvs.scheduler.clone())
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| "rr".into()),
+            // As upstream, the ipvs section is validated only when it is used.
+            ipvs: if mode == Mode::Ipvs {
+                resolve_ipvs(flags, &file.ipvs)?
+            } else {
+                IpvsConfig::default()
+            },
             cleanup: flags.cleanup,
         })
     }

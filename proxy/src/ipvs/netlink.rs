@@ -1,16 +1,25 @@
-//! Generic netlink messages for the kernel's IPVS family (linux/ip_vs.h), encoded by
-//! hand: the netlink-packet crates have no IPVS message types.
+//! Generic netlink messages for the kernel's IPVS family (linux/ip_vs.h), encoded and
+//! decoded by hand: no Rust crate carries the IPVS message types (the rust-netlink
+//! family has generic-netlink framing and the controller only), and the few framing
+//! bytes such a crate would save are not worth a second message model.
 
 use std::net::IpAddr;
 
 pub const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
+const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+pub const NLMSG_ERROR: u16 = 2;
+pub const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+const NLM_F_DUMP: u16 = 0x300;
 const NLA_F_NESTED: u16 = 0x8000;
+const NLA_TYPE_MASK: u16 = 0x3fff;
 pub const IPVS_GENL_NAME: &str = "IPVS";
 const IPVS_GENL_VERSION: u8 = 1;
+/// Netlink header (16 bytes) plus generic netlink header (4 bytes).
+const HEADERS: usize = 20;
 
 /// IPVS generic netlink commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,18 +28,25 @@ pub enum Command {
     NewService = 1,
     SetService = 2,
     DelService = 3,
+    GetService = 4,
     NewDest = 5,
     SetDest = 6,
     DelDest = 7,
+    GetDest = 8,
+    SetConfig = 12,
     Flush = 17,
 }
 
 const CMD_ATTR_SERVICE: u16 = 1;
 const CMD_ATTR_DEST: u16 = 2;
+const CMD_ATTR_TIMEOUT_TCP: u16 = 4;
+const CMD_ATTR_TIMEOUT_TCP_FIN: u16 = 5;
+const CMD_ATTR_TIMEOUT_UDP: u16 = 6;
 const SVC_ATTR_AF: u16 = 1;
 const SVC_ATTR_PROTOCOL: u16 = 2;
 const SVC_ATTR_ADDR: u16 = 3;
 const SVC_ATTR_PORT: u16 = 4;
+const SVC_ATTR_FWMARK: u16 = 5;
 const SVC_ATTR_SCHED_NAME: u16 = 6;
 const SVC_ATTR_FLAGS: u16 = 7;
 const SVC_ATTR_TIMEOUT: u16 = 8;
@@ -41,9 +57,16 @@ const DEST_ATTR_FWD_METHOD: u16 = 3;
 const DEST_ATTR_WEIGHT: u16 = 4;
 const DEST_ATTR_U_THRESH: u16 = 5;
 const DEST_ATTR_L_THRESH: u16 = 6;
+const DEST_ATTR_ACTIVE_CONNS: u16 = 7;
+const DEST_ATTR_INACT_CONNS: u16 = 8;
 const DEST_ATTR_ADDR_FAMILY: u16 = 11;
 /// IP_VS_SVC_F_PERSISTENT: ClientIP session affinity.
 pub const SVC_F_PERSISTENT: u32 = 0x1;
+/// IP_VS_SVC_F_HASHED: set by the kernel on every listed service, never by us.
+const SVC_F_HASHED: u32 = 0x2;
+/// IP_VS_SVC_F_SCHED_SH_PORT (IP_VS_SVC_F_SCHED2): the "mh" scheduler hashes on
+/// source address and port, as upstream asks for it.
+pub const SVC_F_SOURCE_HASH: u32 = 0x10;
 /// IP_VS_CONN_F_MASQ: NAT forwarding, as kube-proxy uses.
 const CONN_F_MASQ: u32 = 0;
 const AF_INET: u16 = 2;
@@ -62,11 +85,36 @@ pub struct VirtualServer {
     pub timeout: u32,
 }
 
+/// What identifies a virtual server in the kernel: address, protocol, port.
+pub type ServiceKey = (IpAddr, u16, u16);
+
+impl VirtualServer {
+    pub fn key(&self) -> ServiceKey {
+        (self.addr, self.protocol, self.port)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RealServer {
     pub addr: IpAddr,
     pub port: u16,
     pub weight: u32,
+}
+
+/// A real server as the kernel lists it, with its connection counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub server: RealServer,
+    pub active_conns: u32,
+    pub inactive_conns: u32,
+}
+
+/// IPVS connection timeouts in seconds (`ipvsadm --set`); 0 leaves one unchanged.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub udp: u32,
 }
 
 fn family(ip: &IpAddr) -> u16 {
@@ -140,24 +188,26 @@ fn service_attrs(vs: &VirtualServer, full: bool) -> Attrs {
     a
 }
 
-fn dest_attrs(rs: &RealServer) -> Attrs {
+fn dest_attrs(rs: &RealServer, full: bool) -> Attrs {
     let mut a = Attrs::default();
     a.put(DEST_ATTR_ADDR, &inet_addr(&rs.addr))
-        .be16(DEST_ATTR_PORT, rs.port)
-        .u32(DEST_ATTR_FWD_METHOD, CONN_F_MASQ)
-        .u32(DEST_ATTR_WEIGHT, rs.weight)
-        .u32(DEST_ATTR_U_THRESH, 0)
-        .u32(DEST_ATTR_L_THRESH, 0)
-        .u16(DEST_ATTR_ADDR_FAMILY, family(&rs.addr));
+        .be16(DEST_ATTR_PORT, rs.port);
+    if full {
+        a.u32(DEST_ATTR_FWD_METHOD, CONN_F_MASQ)
+            .u32(DEST_ATTR_WEIGHT, rs.weight)
+            .u32(DEST_ATTR_U_THRESH, 0)
+            .u32(DEST_ATTR_L_THRESH, 0)
+            .u16(DEST_ATTR_ADDR_FAMILY, family(&rs.addr));
+    }
     a
 }
 
-fn message(family_id: u16, seq: u32, cmd: u8, version: u8, attrs: &Attrs) -> Vec<u8> {
-    let len = 16 + 4 + attrs.0.len();
+fn message(family_id: u16, seq: u32, cmd: u8, version: u8, flags: u16, attrs: &Attrs) -> Vec<u8> {
+    let len = HEADERS + attrs.0.len();
     let mut m = Vec::with_capacity(len);
     m.extend_from_slice(&(len as u32).to_ne_bytes());
     m.extend_from_slice(&family_id.to_ne_bytes());
-    m.extend_from_slice(&(NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    m.extend_from_slice(&flags.to_ne_bytes());
     m.extend_from_slice(&seq.to_ne_bytes());
     m.extend_from_slice(&0u32.to_ne_bytes());
     m.extend_from_slice(&[cmd, version, 0, 0]);
@@ -165,11 +215,29 @@ fn message(family_id: u16, seq: u32, cmd: u8, version: u8, attrs: &Attrs) -> Vec
     m
 }
 
+fn ipvs_request(family_id: u16, seq: u32, cmd: Command, attrs: &Attrs) -> Vec<u8> {
+    message(
+        family_id,
+        seq,
+        cmd as u8,
+        IPVS_GENL_VERSION,
+        NLM_F_REQUEST | NLM_F_ACK,
+        attrs,
+    )
+}
+
 /// CTRL_CMD_GETFAMILY for "IPVS": its answer carries the family id used below.
 pub fn get_family(seq: u32) -> Vec<u8> {
     let mut a = Attrs::default();
     a.string(CTRL_ATTR_FAMILY_NAME, IPVS_GENL_NAME);
-    message(GENL_ID_CTRL, seq, CTRL_CMD_GETFAMILY, 1, &a)
+    message(
+        GENL_ID_CTRL,
+        seq,
+        CTRL_CMD_GETFAMILY,
+        1,
+        NLM_F_REQUEST | NLM_F_ACK,
+        &a,
+    )
 }
 
 /// A service command (new/set/delete).
@@ -179,7 +247,7 @@ pub fn service(family_id: u16, seq: u32, cmd: Command, vs: &VirtualServer) -> Ve
         CMD_ATTR_SERVICE,
         service_attrs(vs, cmd != Command::DelService),
     );
-    message(family_id, seq, cmd as u8, IPVS_GENL_VERSION, &a)
+    ipvs_request(family_id, seq, cmd, &a)
 }
 
 /// A destination command (new/set/delete) for a real server of `vs`.
@@ -192,114 +260,237 @@ pub fn dest(
 ) -> Vec<u8> {
     let mut a = Attrs::default();
     a.nested(CMD_ATTR_SERVICE, service_attrs(vs, false))
-        .nested(CMD_ATTR_DEST, dest_attrs(rs));
-    message(family_id, seq, cmd as u8, IPVS_GENL_VERSION, &a)
+        .nested(CMD_ATTR_DEST, dest_attrs(rs, cmd != Command::DelDest));
+    ipvs_request(family_id, seq, cmd, &a)
 }
 
-pub fn flush(family_id: u16, seq: u32) -> Vec<u8> {
+/// Dump of every virtual server.
+pub fn list_services(family_id: u16, seq: u32) -> Vec<u8> {
     message(
         family_id,
         seq,
-        Command::Flush as u8,
+        Command::GetService as u8,
         IPVS_GENL_VERSION,
+        NLM_F_REQUEST | NLM_F_DUMP,
         &Attrs::default(),
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Dump of the real servers of `vs`.
+pub fn list_dests(family_id: u16, seq: u32, vs: &VirtualServer) -> Vec<u8> {
+    let mut a = Attrs::default();
+    a.nested(CMD_ATTR_SERVICE, service_attrs(vs, false));
+    message(
+        family_id,
+        seq,
+        Command::GetDest as u8,
+        IPVS_GENL_VERSION,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        &a,
+    )
+}
 
-    fn vs() -> VirtualServer {
-        VirtualServer {
-            addr: "10.96.0.10".parse().unwrap(),
-            protocol: 6,
-            port: 80,
-            scheduler: "rr".into(),
-            flags: 0,
-            timeout: 0,
-        }
-    }
+/// IPVS_CMD_SET_CONFIG with the connection timeouts.
+pub fn set_timeouts(family_id: u16, seq: u32, t: Timeouts) -> Vec<u8> {
+    let mut a = Attrs::default();
+    a.u32(CMD_ATTR_TIMEOUT_TCP, t.tcp)
+        .u32(CMD_ATTR_TIMEOUT_TCP_FIN, t.tcp_fin)
+        .u32(CMD_ATTR_TIMEOUT_UDP, t.udp);
+    ipvs_request(family_id, seq, Command::SetConfig, &a)
+}
 
-    #[test]
-    fn new_service_message_layout() {
-        let m = service(0x1c, 7, Command::NewService, &vs());
-        assert_eq!(
-            u32::from_ne_bytes(m[0..4].try_into().unwrap()) as usize,
-            m.len(),
-            "nlmsg_len"
-        );
-        assert_eq!(
-            u16::from_ne_bytes(m[4..6].try_into().unwrap()),
-            0x1c,
-            "family id"
-        );
-        assert_eq!(
-            u16::from_ne_bytes(m[6..8].try_into().unwrap()),
-            NLM_F_REQUEST | NLM_F_ACK
-        );
-        assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 7, "seq");
-        assert_eq!(
-            &m[16..20],
-            &[1, 1, 0, 0],
-            "genl header: IPVS_CMD_NEW_SERVICE, version 1"
-        );
-        // Nested IPVS_CMD_ATTR_SERVICE spanning the rest of the message.
-        assert_eq!(
-            u16::from_ne_bytes(m[20..22].try_into().unwrap()) as usize,
-            m.len() - 20
-        );
-        assert_eq!(
-            u16::from_ne_bytes(m[22..24].try_into().unwrap()),
-            CMD_ATTR_SERVICE | NLA_F_NESTED
-        );
-        let inner = &m[24..];
-        // AF (u16, padded), protocol, 16-byte address, port in network order.
-        assert_eq!(&inner[..8], &[6, 0, 1, 0, 2, 0, 0, 0]);
-        assert_eq!(&inner[8..16], &[6, 0, 2, 0, 6, 0, 0, 0]);
-        assert_eq!(&inner[16..20], &[20, 0, 3, 0]);
-        assert_eq!(
-            &inner[20..36],
-            &[10, 96, 0, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
-        assert_eq!(&inner[36..42], &[6, 0, 4, 0, 0, 80]);
-        // Scheduler name, NUL-terminated and padded: "rr\0" in an 8-byte attribute.
-        assert_eq!(&inner[44..52], &[7, 0, 6, 0, b'r', b'r', 0, 0]);
-        assert_eq!(m.len() % 4, 0);
-    }
+pub fn flush(family_id: u16, seq: u32) -> Vec<u8> {
+    ipvs_request(family_id, seq, Command::Flush, &Attrs::default())
+}
 
-    #[test]
-    fn dest_and_delete_messages() {
-        let rs = RealServer {
-            addr: "fd00::5".parse().unwrap(),
-            port: 8080,
-            weight: 1,
-        };
-        let v6 = VirtualServer {
-            addr: "fd00::a".parse().unwrap(),
-            ..vs()
-        };
-        let m = dest(0x1c, 1, Command::NewDest, &v6, &rs);
-        assert_eq!(m[16], Command::NewDest as u8);
-        let port = 8080u16.to_be_bytes();
-        assert!(
-            m.windows(6)
-                .any(|w| w == [6, 0, DEST_ATTR_PORT as u8, 0, port[0], port[1]])
-        );
-        assert!(
-            m.windows(6)
-                .any(|w| w == [6, 0, DEST_ATTR_ADDR_FAMILY as u8, 0, AF_INET6 as u8, 0])
-        );
-        let del = service(0x1c, 2, Command::DelService, &vs());
-        assert!(
-            del.len() < service(0x1c, 2, Command::NewService, &vs()).len(),
-            "delete carries only the key"
-        );
-        let fam = get_family(3);
-        assert_eq!(
-            u16::from_ne_bytes(fam[4..6].try_into().unwrap()),
-            GENL_ID_CTRL
-        );
-        assert!(fam.windows(5).any(|w| w == b"IPVS\0"));
+/// A reply the kernel sent that does not have the shape linux/ip_vs.h gives it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed IPVS netlink reply: {0}")]
+pub struct DecodeError(pub String);
+
+fn bad(what: impl Into<String>) -> DecodeError {
+    DecodeError(what.into())
+}
+
+/// One netlink message of a reply buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    pub ty: u16,
+    pub seq: u32,
+    pub msg: &'a [u8],
+}
+
+impl Reply<'_> {
+    /// The (positive) errno of an NLMSG_ERROR or of a failed dump's NLMSG_DONE;
+    /// 0 for an acknowledgement.
+    pub fn errno(&self) -> i32 {
+        self.msg
+            .get(16..20)
+            .map(|b| -i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+            .unwrap_or(0)
     }
 }
+
+/// Splits a datagram into its netlink messages.
+pub fn replies(buf: &[u8]) -> Result<Vec<Reply<'_>>, DecodeError> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= buf.len() {
+        let len = u32::from_ne_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+        if len < 16 || at + len > buf.len() {
+            return Err(bad(format!("message length {len} at offset {at}")));
+        }
+        out.push(Reply {
+            ty: u16::from_ne_bytes([buf[at + 4], buf[at + 5]]),
+            seq: u32::from_ne_bytes([buf[at + 8], buf[at + 9], buf[at + 10], buf[at + 11]]),
+            msg: &buf[at..at + len],
+        });
+        at += (len + 3) & !3;
+    }
+    Ok(out)
+}
+
+/// Attributes in `data`: (type without flags, payload).
+fn attrs(data: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
+    std::iter::from_fn(move || {
+        if at + 4 > data.len() {
+            return None;
+        }
+        let len = u16::from_ne_bytes([data[at], data[at + 1]]) as usize;
+        let ty = u16::from_ne_bytes([data[at + 2], data[at + 3]]) & NLA_TYPE_MASK;
+        if len < 4 || at + len > data.len() {
+            return None;
+        }
+        let payload = &data[at + 4..at + len];
+        at += (len + 3) & !3;
+        Some((ty, payload))
+    })
+}
+
+fn genl_attrs(msg: &[u8]) -> Result<impl Iterator<Item = (u16, &[u8])>, DecodeError> {
+    if msg.len() < HEADERS {
+        return Err(bad(format!(
+            "{} bytes, shorter than its headers",
+            msg.len()
+        )));
+    }
+    Ok(attrs(&msg[HEADERS..]))
+}
+
+fn get_u16(what: &str, b: &[u8]) -> Result<u16, DecodeError> {
+    b.get(..2)
+        .map(|b| u16::from_ne_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad(format!("{what}: {} bytes", b.len())))
+}
+
+fn get_u32(what: &str, b: &[u8]) -> Result<u32, DecodeError> {
+    b.get(..4)
+        .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        .ok_or_else(|| bad(format!("{what}: {} bytes", b.len())))
+}
+
+fn get_be16(what: &str, b: &[u8]) -> Result<u16, DecodeError> {
+    b.get(..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad(format!("{what}: {} bytes", b.len())))
+}
+
+fn get_addr(what: &str, af: u16, b: &[u8]) -> Result<IpAddr, DecodeError> {
+    match af {
+        AF_INET => b.get(..4).map(|b| IpAddr::from([b[0], b[1], b[2], b[3]])),
+        AF_INET6 => b
+            .get(..16)
+            .and_then(|b| <[u8; 16]>::try_from(b).ok())
+            .map(IpAddr::from),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        bad(format!(
+            "{what}: address family {af} with {} bytes",
+            b.len()
+        ))
+    })
+}
+
+/// The family id in a CTRL_CMD_NEWFAMILY answer.
+pub fn parse_family_id(msg: &[u8]) -> Result<u16, DecodeError> {
+    genl_attrs(msg)?
+        .find(|(ty, _)| *ty == CTRL_ATTR_FAMILY_ID)
+        .ok_or_else(|| bad("family answer without CTRL_ATTR_FAMILY_ID"))
+        .and_then(|(_, b)| get_u16("CTRL_ATTR_FAMILY_ID", b))
+}
+
+fn nested<'a>(msg: &'a [u8], ty: u16, name: &str) -> Result<&'a [u8], DecodeError> {
+    genl_attrs(msg)?
+        .find(|(t, _)| *t == ty)
+        .map(|(_, b)| b)
+        .ok_or_else(|| bad(format!("reply without {name}")))
+}
+
+/// A virtual server from a service dump; `None` for firewall-mark services, which
+/// have no address and are never ours.
+pub fn parse_service(msg: &[u8]) -> Result<Option<VirtualServer>, DecodeError> {
+    let svc = nested(msg, CMD_ATTR_SERVICE, "IPVS_CMD_ATTR_SERVICE")?;
+    let (mut af, mut protocol, mut addr, mut port) = (None, None, None, None);
+    let (mut scheduler, mut flags, mut timeout) = (String::new(), 0, 0);
+    for (ty, b) in attrs(svc) {
+        match ty {
+            SVC_ATTR_AF => af = Some(get_u16("IPVS_SVC_ATTR_AF", b)?),
+            SVC_ATTR_PROTOCOL => protocol = Some(get_u16("IPVS_SVC_ATTR_PROTOCOL", b)?),
+            SVC_ATTR_ADDR => addr = Some(b),
+            SVC_ATTR_PORT => port = Some(get_be16("IPVS_SVC_ATTR_PORT", b)?),
+            SVC_ATTR_FWMARK if get_u32("IPVS_SVC_ATTR_FWMARK", b)? != 0 => return Ok(None),
+            SVC_ATTR_SCHED_NAME => {
+                scheduler =
+                    String::from_utf8_lossy(b.split(|c| *c == 0).next().unwrap_or(&[])).into_owned()
+            }
+            SVC_ATTR_FLAGS => flags = get_u32("IPVS_SVC_ATTR_FLAGS", b)? & !SVC_F_HASHED,
+            SVC_ATTR_TIMEOUT => timeout = get_u32("IPVS_SVC_ATTR_TIMEOUT", b)?,
+            _ => {}
+        }
+    }
+    let af = af.ok_or_else(|| bad("service without IPVS_SVC_ATTR_AF"))?;
+    let addr = addr.ok_or_else(|| bad("service without IPVS_SVC_ATTR_ADDR"))?;
+    Ok(Some(VirtualServer {
+        addr: get_addr("IPVS_SVC_ATTR_ADDR", af, addr)?,
+        protocol: protocol.ok_or_else(|| bad("service without IPVS_SVC_ATTR_PROTOCOL"))?,
+        port: port.ok_or_else(|| bad("service without IPVS_SVC_ATTR_PORT"))?,
+        scheduler,
+        flags,
+        timeout,
+    }))
+}
+
+/// A real server from a destination dump of a service of family `service_af`
+/// (destinations without their own family attribute share the service's).
+pub fn parse_dest(msg: &[u8], service_addr: &IpAddr) -> Result<Destination, DecodeError> {
+    let d = nested(msg, CMD_ATTR_DEST, "IPVS_CMD_ATTR_DEST")?;
+    let (mut addr, mut port, mut weight, mut af) = (None, None, 0, family(service_addr));
+    let (mut active, mut inactive) = (0, 0);
+    for (ty, b) in attrs(d) {
+        match ty {
+            DEST_ATTR_ADDR => addr = Some(b),
+            DEST_ATTR_PORT => port = Some(get_be16("IPVS_DEST_ATTR_PORT", b)?),
+            DEST_ATTR_WEIGHT => weight = get_u32("IPVS_DEST_ATTR_WEIGHT", b)?,
+            DEST_ATTR_ACTIVE_CONNS => active = get_u32("IPVS_DEST_ATTR_ACTIVE_CONNS", b)?,
+            DEST_ATTR_INACT_CONNS => inactive = get_u32("IPVS_DEST_ATTR_INACT_CONNS", b)?,
+            DEST_ATTR_ADDR_FAMILY => af = get_u16("IPVS_DEST_ATTR_ADDR_FAMILY", b)?,
+            _ => {}
+        }
+    }
+    let addr = addr.ok_or_else(|| bad("destination without IPVS_DEST_ATTR_ADDR"))?;
+    Ok(Destination {
+        server: RealServer {
+            addr: get_addr("IPVS_DEST_ATTR_ADDR", af, addr)?,
+            port: port.ok_or_else(|| bad("destination without IPVS_DEST_ATTR_PORT"))?,
+            weight,
+        },
+        active_conns: active,
+        inactive_conns: inactive,
+    })
+}
+
+#[cfg(test)]
+#[path = "netlink_tests.rs"]
+mod tests;

@@ -1,67 +1,40 @@
-//! The IPVS mode's planned state, computed from the model: virtual servers with their
-//! real servers, the addresses bound to the kube-ipvs0 dummy device, and the ipset
-//! entries the (small, fixed) iptables rules match on. Diffing two plans gives the
-//! netlink operations that move the kernel from one to the other.
+//! The IPVS mode's planned state for one IP family, computed from the model as
+//! upstream's proxier does: virtual servers with their real servers, the addresses
+//! bound to kube-ipvs0, the ipset members the fixed iptables rules match on, and the
+//! LoadBalancer addresses the node itself must not reach.
 
-use super::netlink::{RealServer, SVC_F_PERSISTENT, VirtualServer};
-use crate::model::{DesiredState, Protocol, entries};
+use super::ipset::{self, SetContents};
+use super::netlink::{SVC_F_PERSISTENT, SVC_F_SOURCE_HASH, ServiceKey, VirtualServer};
+use crate::model::{DesiredState, Endpoint, Protocol, ServiceEntry, entries};
+use crate::net::Cidr;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
-
-/// ipsets and their types, as upstream names them.
-pub const IPSETS: &[(&str, &str, &str)] = &[
-    (
-        "KUBE-CLUSTER-IP",
-        "hash:ip,port",
-        "Kubernetes service cluster ip + port for masquerade purpose",
-    ),
-    (
-        "KUBE-LOOP-BACK",
-        "hash:ip,port,ip",
-        "Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose",
-    ),
-    (
-        "KUBE-EXTERNAL-IP",
-        "hash:ip,port",
-        "Kubernetes service external ip + port for masquerade and filter purpose",
-    ),
-    (
-        "KUBE-LOAD-BALANCER",
-        "hash:ip,port",
-        "Kubernetes service lb portal",
-    ),
-    (
-        "KUBE-NODE-PORT-TCP",
-        "bitmap:port",
-        "Kubernetes nodeport TCP port for masquerade purpose",
-    ),
-    (
-        "KUBE-NODE-PORT-UDP",
-        "bitmap:port",
-        "Kubernetes nodeport UDP port for masquerade purpose",
-    ),
-    (
-        "KUBE-NODE-PORT-LOCAL-TCP",
-        "bitmap:port",
-        "Kubernetes nodeport TCP port with externalTrafficPolicy=local",
-    ),
-    (
-        "KUBE-NODE-PORT-LOCAL-UDP",
-        "bitmap:port",
-        "Kubernetes nodeport UDP port with externalTrafficPolicy=local",
-    ),
-];
+use std::net::{IpAddr, SocketAddr};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IpvsPlan {
-    /// Keyed by (address, protocol, port).
-    pub services: BTreeMap<(IpAddr, u16, u16), (VirtualServer, BTreeSet<RealServer>)>,
+pub struct FamilyPlan {
+    pub services: BTreeMap<ServiceKey, (VirtualServer, BTreeSet<SocketAddr>)>,
     /// Addresses on kube-ipvs0.
-    pub addresses: BTreeSet<IpAddr>,
-    pub ipsets: BTreeMap<&'static str, BTreeSet<String>>,
+    pub bound: BTreeSet<IpAddr>,
+    pub sets: SetContents,
+    /// (LoadBalancer IP, protocol, port) whose source ranges do not admit the node.
+    pub lb_no_node_access: BTreeSet<(IpAddr, &'static str, u16)>,
 }
 
-fn proto_number(p: Protocol) -> u16 {
+/// What the plan depends on besides the Services.
+pub struct PlanInputs<'a> {
+    pub v6: bool,
+    pub scheduler: &'a str,
+    /// Addresses that get a virtual server per NodePort.
+    pub node_port_ips: &'a [IpAddr],
+    /// Every address on the node outside kube-ipvs0: external and LoadBalancer IPs
+    /// that are one of them are not bound to the dummy device.
+    pub node_addresses: &'a BTreeSet<IpAddr>,
+    /// The node's primary address: LoadBalancer source ranges containing it let the
+    /// node itself through.
+    pub node_ip: Option<IpAddr>,
+}
+
+pub fn proto_number(p: Protocol) -> u16 {
     match p {
         Protocol::Tcp => 6,
         Protocol::Udp => 17,
@@ -69,222 +42,174 @@ fn proto_number(p: Protocol) -> u16 {
     }
 }
 
-impl IpvsPlan {
-    fn add(&mut self, vs: VirtualServer, reals: BTreeSet<RealServer>) {
-        self.services
-            .insert((vs.addr, vs.protocol, vs.port), (vs, reals));
-    }
-
-    fn set(&mut self, name: &'static str, entry: String) {
-        self.ipsets.entry(name).or_default().insert(entry);
-    }
+/// Real servers for one kind of traffic, as upstream's syncEndpoint picks them: the
+/// node's own endpoints under a Local policy, falling back to the cluster-wide ones
+/// when there is none here and the Service uses cluster endpoints at all.
+fn real_servers(e: &ServiceEntry, local_only: bool, v6: bool) -> BTreeSet<SocketAddr> {
+    let p = &e.port;
+    let uses_cluster =
+        !p.internal_policy_local || (p.externally_accessible() && !p.external_policy_local);
+    let pick: &[Endpoint] = match (local_only, e.categorized.local.is_empty()) {
+        (true, false) => &e.categorized.local,
+        (true, true) if !uses_cluster => &[],
+        _ => &e.categorized.cluster,
+    };
+    pick.iter()
+        .map(|ep| ep.addr)
+        .filter(|a| a.is_ipv6() == v6)
+        .collect()
 }
 
-/// Plans every Service port: ClusterIP, externalIPs, LoadBalancer IPs and one virtual
-/// server per node address for NodePorts.
-pub fn plan(state: &DesiredState, node_ips: &[IpAddr], scheduler: &str) -> IpvsPlan {
-    let mut p = IpvsPlan::default();
-    for e in entries(state) {
-        let port = &e.port;
-        let proto = port.name.protocol;
-        let proto_name = proto.lower();
-        let (flags, timeout) = match port.affinity_timeout {
-            Some(t) => (SVC_F_PERSISTENT, t),
-            None => (0, 0),
-        };
-        let reals = |local_only: bool| -> BTreeSet<RealServer> {
-            let eps = if local_only {
-                &e.categorized.local
-            } else {
-                &e.categorized.cluster
-            };
-            eps.iter()
-                .map(|ep| RealServer {
-                    addr: ep.addr.ip(),
-                    port: ep.addr.port(),
-                    weight: 1,
-                })
-                .collect()
-        };
-        let vs = |addr: IpAddr, port_number: u16| VirtualServer {
+struct Builder<'a> {
+    inputs: &'a PlanInputs<'a>,
+    plan: FamilyPlan,
+}
+
+impl Builder<'_> {
+    fn set(&mut self, name: &'static str, entry: String) {
+        self.plan.sets.entry(name).or_default().insert(entry);
+    }
+
+    fn service(&mut self, e: &ServiceEntry, addr: IpAddr, port: u16, reals: BTreeSet<SocketAddr>) {
+        let p = &e.port;
+        let mut flags = 0;
+        let mut timeout = 0;
+        if let Some(t) = p.affinity_timeout {
+            flags |= SVC_F_PERSISTENT;
+            timeout = t;
+        }
+        if self.inputs.scheduler == "mh" {
+            flags |= SVC_F_SOURCE_HASH;
+        }
+        let vs = VirtualServer {
             addr,
-            protocol: proto_number(proto),
-            port: port_number,
-            scheduler: scheduler.to_string(),
+            protocol: proto_number(p.name.protocol),
+            port,
+            scheduler: self.inputs.scheduler.to_string(),
             flags,
             timeout,
         };
-        for ip in &port.cluster_ips {
-            let family_reals: BTreeSet<RealServer> = reals(port.internal_policy_local)
-                .into_iter()
-                .filter(|r| r.addr.is_ipv6() == ip.is_ipv6())
-                .collect();
-            p.add(vs(*ip, port.port), family_reals);
-            p.addresses.insert(*ip);
-            p.set(
-                "KUBE-CLUSTER-IP",
-                format!("{ip},{proto_name}:{}", port.port),
-            );
-        }
-        for ep in e.categorized.cluster.iter().chain(&e.categorized.local) {
-            p.set(
-                "KUBE-LOOP-BACK",
-                format!(
-                    "{},{proto_name}:{},{}",
-                    ep.addr.ip(),
-                    ep.addr.port(),
-                    ep.addr.ip()
-                ),
-            );
-        }
-        let external = reals(port.external_policy_local);
-        for ip in &port.external_ips {
-            p.add(
-                vs(*ip, port.port),
-                external
-                    .iter()
-                    .filter(|r| r.addr.is_ipv6() == ip.is_ipv6())
-                    .cloned()
-                    .collect(),
-            );
-            p.addresses.insert(*ip);
-            p.set(
-                "KUBE-EXTERNAL-IP",
-                format!("{ip},{proto_name}:{}", port.port),
-            );
-        }
-        for ip in &port.load_balancer_ips {
-            p.add(
-                vs(*ip, port.port),
-                external
-                    .iter()
-                    .filter(|r| r.addr.is_ipv6() == ip.is_ipv6())
-                    .cloned()
-                    .collect(),
-            );
-            p.addresses.insert(*ip);
-            p.set(
-                "KUBE-LOAD-BALANCER",
-                format!("{ip},{proto_name}:{}", port.port),
-            );
-        }
-        if port.node_port != 0 {
-            for ip in node_ips {
-                p.add(
-                    vs(*ip, port.node_port),
-                    external
-                        .iter()
-                        .filter(|r| r.addr.is_ipv6() == ip.is_ipv6())
-                        .cloned()
-                        .collect(),
+        self.plan.services.insert(vs.key(), (vs, reals));
+    }
+
+    fn entry(&mut self, e: &ServiceEntry) {
+        let v6 = self.inputs.v6;
+        let p = &e.port;
+        let proto = p.name.protocol.lower();
+        let ip_port = |ip: &IpAddr| format!("{ip},{proto}:{}", p.port);
+        let ours = |ip: &&IpAddr| ip.is_ipv6() == v6;
+        for ep in e.endpoints.iter().filter(|ep| ep.local) {
+            if ep.addr.is_ipv6() == v6 {
+                let ip = ep.addr.ip();
+                self.set(
+                    ipset::LOOP_BACK,
+                    format!("{ip},{proto}:{},{ip}", ep.addr.port()),
                 );
             }
-            let set = match (proto, port.external_policy_local) {
-                (Protocol::Tcp, false) => Some("KUBE-NODE-PORT-TCP"),
-                (Protocol::Udp, false) => Some("KUBE-NODE-PORT-UDP"),
-                (Protocol::Tcp, true) => Some("KUBE-NODE-PORT-LOCAL-TCP"),
-                (Protocol::Udp, true) => Some("KUBE-NODE-PORT-LOCAL-UDP"),
-                (Protocol::Sctp, _) => None,
+        }
+        let internal = real_servers(e, p.internal_policy_local, v6);
+        let external = real_servers(e, p.external_policy_local, v6);
+        for ip in p.cluster_ips.iter().filter(ours) {
+            self.set(ipset::CLUSTER_IP, ip_port(ip));
+            self.service(e, *ip, p.port, internal.clone());
+            self.plan.bound.insert(*ip);
+        }
+        for ip in p.external_ips.iter().filter(ours) {
+            let set = if p.external_policy_local {
+                ipset::EXTERNAL_IP_LOCAL
+            } else {
+                ipset::EXTERNAL_IP
             };
-            if let Some(set) = set {
-                p.set(set, port.node_port.to_string());
+            self.set(set, ip_port(ip));
+            self.service(e, *ip, p.port, external.clone());
+            if !self.inputs.node_addresses.contains(ip) {
+                self.plan.bound.insert(*ip);
             }
         }
-    }
-    p
-}
-
-/// One change to the kernel's IPVS table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpvsOp {
-    AddService(VirtualServer),
-    UpdateService(VirtualServer),
-    DeleteService(VirtualServer),
-    AddDest(VirtualServer, RealServer),
-    DeleteDest(VirtualServer, RealServer),
-}
-
-/// The operations from `old` to `new`: deletes of real servers before their service,
-/// services before their real servers.
-pub fn diff(old: &IpvsPlan, new: &IpvsPlan) -> Vec<IpvsOp> {
-    let mut ops = Vec::new();
-    for (key, (vs, reals)) in &old.services {
-        match new.services.get(key) {
-            None => ops.push(IpvsOp::DeleteService(vs.clone())),
-            Some((_, new_reals)) => ops.extend(
-                reals
-                    .difference(new_reals)
-                    .map(|r| IpvsOp::DeleteDest(vs.clone(), r.clone())),
-            ),
-        }
-    }
-    for (key, (vs, reals)) in &new.services {
-        let previous = old.services.get(key);
-        match previous {
-            None => ops.push(IpvsOp::AddService(vs.clone())),
-            Some((old_vs, _)) if old_vs != vs => ops.push(IpvsOp::UpdateService(vs.clone())),
-            Some(_) => {}
-        }
-        let before = previous.map(|(_, r)| r.clone()).unwrap_or_default();
-        ops.extend(
-            reals
-                .difference(&before)
-                .map(|r| IpvsOp::AddDest(vs.clone(), r.clone())),
-        );
-    }
-    ops
-}
-
-/// `ipset restore` input making the sets equal to the plan's.
-pub fn ipset_restore(plan: &IpvsPlan, v6: bool) -> String {
-    let family = if v6 { "inet6" } else { "inet" };
-    let mut out = String::new();
-    for (name, ty, comment) in IPSETS {
-        let opts = if ty.starts_with("bitmap") {
-            "range 0-65535".to_string()
-        } else {
-            format!("family {family} hashsize 1024 maxelem 65536")
-        };
-        out.push_str(&format!(
-            "create {name} {ty} {opts} comment -exist\nflush {name}\n"
-        ));
-        for entry in plan.ipsets.get(name).into_iter().flatten() {
-            let is_v6_entry =
-                entry.contains(':') && entry.split(',').next().is_some_and(|ip| ip.contains(':'));
-            if ty.starts_with("bitmap") || is_v6_entry == v6 {
-                out.push_str(&format!(
-                    "add {name} {entry} comment \"{comment}\" -exist\n"
-                ));
+        for ip in p.load_balancer_ips.iter().filter(ours) {
+            self.set(ipset::LOAD_BALANCER, ip_port(ip));
+            if p.external_policy_local {
+                self.set(ipset::LOAD_BALANCER_LOCAL, ip_port(ip));
+            }
+            let ranges: Vec<Cidr> = p
+                .load_balancer_source_ranges
+                .iter()
+                .filter_map(|r| Cidr::parse(r).ok())
+                .filter(|c| c.is_ipv6() == v6)
+                .collect();
+            if !ranges.is_empty() {
+                self.set(ipset::LOAD_BALANCER_FW, ip_port(ip));
+                for c in &ranges {
+                    self.set(
+                        ipset::LOAD_BALANCER_SOURCE_CIDR,
+                        format!("{ip},{proto}:{},{c}", p.port),
+                    );
+                }
+                let node_allowed = self
+                    .inputs
+                    .node_ip
+                    .is_some_and(|n| ranges.iter().any(|c| c.contains(n)));
+                if node_allowed {
+                    self.set(
+                        ipset::LOAD_BALANCER_SOURCE_IP,
+                        format!("{ip},{proto}:{},{ip}", p.port),
+                    );
+                } else {
+                    self.plan.lb_no_node_access.insert((*ip, proto, p.port));
+                }
+            }
+            self.service(e, *ip, p.port, external.clone());
+            if !self.inputs.node_addresses.contains(ip) {
+                self.plan.bound.insert(*ip);
             }
         }
+        if p.node_port != 0 && !self.inputs.node_port_ips.is_empty() {
+            let np = p.node_port;
+            let (all, local) = match p.name.protocol {
+                Protocol::Tcp => (ipset::NODE_PORT_TCP, ipset::NODE_PORT_LOCAL_TCP),
+                Protocol::Udp => (ipset::NODE_PORT_UDP, ipset::NODE_PORT_LOCAL_UDP),
+                Protocol::Sctp => (ipset::NODE_PORT_SCTP, ipset::NODE_PORT_LOCAL_SCTP),
+            };
+            // bitmap:port for TCP/UDP; hash:ip,port per node address for SCTP.
+            let members: Vec<String> = match p.name.protocol {
+                Protocol::Sctp => self
+                    .inputs
+                    .node_port_ips
+                    .iter()
+                    .map(|ip| format!("{ip},sctp:{np}"))
+                    .collect(),
+                _ => vec![np.to_string()],
+            };
+            for m in &members {
+                self.set(all, m.clone());
+                if p.external_policy_local {
+                    self.set(local, m.clone());
+                }
+            }
+            for ip in self.inputs.node_port_ips {
+                self.service(e, *ip, np, external.clone());
+            }
+        }
+        if p.health_check_node_port != 0 {
+            self.set(
+                ipset::HEALTH_CHECK_NODE_PORT,
+                p.health_check_node_port.to_string(),
+            );
+        }
     }
-    out
 }
 
-/// The fixed iptables rules of IPVS mode (nat table), matching on the ipsets.
-pub fn iptables_restore(masq_mark: &str, not_local: Option<&str>) -> String {
-    let masq_cluster = match not_local {
-        Some(m) => format!(
-            "-A KUBE-SERVICES -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst {m} -j KUBE-MARK-MASQ\n"
-        ),
-        None => String::new(),
+pub fn plan(state: &DesiredState, inputs: &PlanInputs) -> FamilyPlan {
+    let mut b = Builder {
+        inputs,
+        plan: FamilyPlan::default(),
     };
-    format!(
-        "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-POSTROUTING - [0:0]\n:KUBE-NODE-PORT - [0:0]\n:KUBE-LOAD-BALANCER - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n\
--A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE\n\
--A KUBE-POSTROUTING -m mark ! --mark {masq_mark}/{masq_mark} -j RETURN\n\
--A KUBE-POSTROUTING -j MARK --xor-mark {masq_mark}\n\
--A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully\n\
--A KUBE-MARK-MASQ -j MARK --or-mark {masq_mark}\n\
-{masq_cluster}\
--A KUBE-SERVICES -m comment --comment \"Kubernetes service external ip + port for masquerade and filter purpose\" -m set --match-set KUBE-EXTERNAL-IP dst,dst -j KUBE-MARK-MASQ\n\
--A KUBE-SERVICES -m comment --comment \"Kubernetes service lb portal\" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-MARK-MASQ\n\
--A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT\n\
--A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT\n\
--A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN\n\
--A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ\n\
--A KUBE-NODE-PORT -p udp -m comment --comment \"Kubernetes nodeport UDP port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-UDP dst -j RETURN\n\
--A KUBE-NODE-PORT -p udp -m comment --comment \"Kubernetes nodeport UDP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-UDP dst -j KUBE-MARK-MASQ\n\
-COMMIT\n"
-    )
+    for e in entries(state) {
+        b.entry(e);
+    }
+    let bound: BTreeSet<String> = b.plan.bound.iter().map(IpAddr::to_string).collect();
+    if !bound.is_empty() {
+        b.plan.sets.insert(ipset::IPVS_IPS, bound);
+    }
+    b.plan
 }
