@@ -257,12 +257,23 @@ fn service(t: &mut ChangeTracker, name: &str, spec: Value, lb: Option<&str>) {
 }
 
 fn slice(t: &mut ChangeTracker, svc: &str, port: u16, proto: &str, eps: &[(&str, &str)]) {
+    family_slice(t, svc, "IPv4", port, proto, eps)
+}
+
+fn family_slice(
+    t: &mut ChangeTracker,
+    svc: &str,
+    family: &str,
+    port: u16,
+    proto: &str,
+    eps: &[(&str, &str)],
+) {
     let endpoints: Vec<Value> = eps
         .iter()
         .map(|(ip, node)| json!({"addresses": [ip], "nodeName": node, "conditions": {"ready": true}}))
         .collect();
-    let s = json!({"metadata": {"namespace": "ns", "name": format!("{svc}-1"), "labels": {SERVICE_NAME_LABEL: svc}},
-        "addressType": "IPv4", "endpoints": endpoints, "ports": [{"name": "p", "port": port, "protocol": proto}]});
+    let s = json!({"metadata": {"namespace": "ns", "name": format!("{svc}-{family}"), "labels": {SERVICE_NAME_LABEL: svc}},
+        "addressType": family, "endpoints": endpoints, "ports": [{"name": "p", "port": port, "protocol": proto}]});
     t.apply_slice(&serde_json::from_value(s).unwrap());
 }
 
@@ -743,4 +754,139 @@ fn cleanup_removes_everything_ipvs_mode_made() {
     assert_eq!(ns.exec("ipset", &["list", "-n"]).trim(), "");
     let rules = ns.exec("iptables-save", &[]);
     assert!(!rules.contains("KUBE-"), "{rules}");
+}
+
+#[test]
+fn dual_stack_programs_both_families_and_restarts_cleanly() {
+    let ns = node_ns();
+    ns.exec(
+        "ip",
+        &["addr", "add", "fd00:18:1::1/64", "dev", "node0", "nodad"],
+    );
+    let table = Recording::default();
+    let mut t = ChangeTracker::new("node-a");
+    service(
+        &mut t,
+        "dual",
+        json!({"type": "NodePort", "clusterIP": "198.19.0.30", "clusterIPs": ["198.19.0.30", "fd00:19::30"],
+               "ipFamilies": ["IPv4", "IPv6"], "ipFamilyPolicy": "RequireDualStack",
+               "ports": [{"name": "p", "port": 80, "protocol": "TCP", "nodePort": 30090}]}),
+        None,
+    );
+    family_slice(
+        &mut t,
+        "dual",
+        "IPv4",
+        8080,
+        "TCP",
+        &[("198.18.2.31", "node-a")],
+    );
+    family_slice(
+        &mut t,
+        "dual",
+        "IPv6",
+        8080,
+        "TCP",
+        &[("fd00:18:2::31", "node-a")],
+    );
+    let opts = IpvsOptions {
+        families: vec![false, true],
+        ..options()
+    };
+    let p = new_proxier(&ns, &table, opts.clone());
+    let p = sync(&ns, p, &mut t, true);
+
+    let dump = table.dump();
+    assert_eq!(dump["fd00:19::30/6/80"], ["fd00:18:2::31:8080w1"]);
+    assert_eq!(dump["fd00:18:1::1/6/30090"], ["fd00:18:2::31:8080w1"]);
+    assert_eq!(dump["198.19.0.30/6/80"], ["198.18.2.31:8080w1"]);
+    assert_eq!(dump.len(), 4, "{dump:?}");
+    assert_eq!(
+        kube_ipvs0_addresses(&ns),
+        set(&["198.19.0.30/32", "fd00:19::30/128"])
+    );
+    assert_eq!(
+        members(&ns, "KUBE-6-CLUSTER-IP"),
+        set(&["fd00:19::30,tcp:80"])
+    );
+    assert_eq!(members(&ns, "KUBE-6-NODE-PORT-TCP"), set(&["30090"]));
+    assert_eq!(
+        members(&ns, "KUBE-6-LOOP-BACK"),
+        set(&["fd00:18:2::31,tcp:8080,fd00:18:2::31"])
+    );
+    assert_eq!(
+        members(&ns, "KUBE-CLUSTER-IP"),
+        set(&["198.19.0.30,tcp:80"])
+    );
+    let save = ns.exec("ipset", &["save"]);
+    assert!(
+        save.contains(
+            "create KUBE-6-CLUSTER-IP hash:ip,port family inet6 hashsize 1024 maxelem 65536"
+        ),
+        "{save}"
+    );
+    let nat6 = ns.exec("ip6tables-save", &["-t", "nat"]);
+    assert!(
+        nat6.contains("-A KUBE-SERVICES -m set --match-set KUBE-6-CLUSTER-IP dst,dst -j ACCEPT"),
+        "{nat6}"
+    );
+    let filter6 = ns.exec("ip6tables-save", &["-t", "filter"]);
+    assert!(filter6.contains("-j KUBE-IPVS-FILTER"), "{filter6}");
+
+    // What the kernel lists back (ipset's and ip's spelling of IPv6) matches the
+    // plan, so a restart finds nothing to change.
+    drop(p);
+    table.take_ops();
+    let before = ns.exec("ipset", &["save"]);
+    let p = new_proxier(&ns, &table, opts);
+    let _p = sync(&ns, p, &mut t, true);
+    assert_eq!(table.take_ops(), []);
+    assert_eq!(ns.exec("ipset", &["save"]), before);
+    assert_eq!(
+        kube_ipvs0_addresses(&ns),
+        set(&["198.19.0.30/32", "fd00:19::30/128"])
+    );
+}
+
+#[test]
+fn flushed_rules_are_noticed_and_restored_by_the_next_sync() {
+    let ns = node_ns();
+    let table = Recording::default();
+    let mut t = cluster();
+    let p = new_proxier(&ns, &table, options());
+    let p = sync(&ns, p, &mut t, true);
+    let p = ns.enter(move || {
+        let mut p = p;
+        assert!(!p.tampered(), "nothing changed yet");
+        p
+    });
+    ns.exec(
+        "iptables",
+        &[
+            "-D",
+            "INPUT",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes ipvs access filter",
+            "-j",
+            "KUBE-IPVS-FILTER",
+        ],
+    );
+    ns.exec("iptables", &["-F", "KUBE-IPVS-FILTER"]);
+    ns.exec("iptables", &["-X", "KUBE-IPVS-FILTER"]);
+    let p = ns.enter(move || {
+        let mut p = p;
+        assert!(p.tampered());
+        p
+    });
+    let _p = sync(&ns, p, &mut t, false);
+    let filter = ns.exec("iptables-save", &["-t", "filter"]);
+    assert!(
+        filter.contains(
+            "-A INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER"
+        ),
+        "{filter}"
+    );
+    assert!(filter.contains("-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"));
 }

@@ -559,4 +559,96 @@ mod tests {
                 .contains("apiVersion")
         );
     }
+
+    #[test]
+    fn ipvs_section_and_flags() {
+        let f = write(
+            "apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ipvs\nhostnameOverride: n\n\
+             ipvs:\n  scheduler: wlc\n  strictARP: true\n  excludeCIDRs: [\"10.200.0.0/16\"]\n  tcpTimeout: 15m0s\n  tcpFinTimeout: 2m\n  udpTimeout: 5m\n  minSyncPeriod: 2s\n",
+        );
+        let path = f.path().to_str().unwrap();
+        let cfg = ProxyConfig::resolve(
+            &Flags::try_parse_from(["berth-proxy", "--config", path]).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(cfg.mode, Mode::Ipvs);
+        assert_eq!(cfg.min_sync_period, Duration::from_secs(2));
+        assert_eq!(
+            cfg.ipvs,
+            IpvsConfig {
+                scheduler: "wlc".into(),
+                strict_arp: true,
+                exclude_cidrs: vec![Cidr::parse("10.200.0.0/16").unwrap()],
+                tcp_timeout: 900,
+                tcp_fin_timeout: 120,
+                udp_timeout: 300,
+            }
+        );
+        let flags = Flags::try_parse_from([
+            "berth-proxy",
+            "--config",
+            path,
+            "--ipvs-scheduler",
+            "sh",
+            "--ipvs-udp-timeout",
+            "30s",
+            "--ipvs-strict-arp=false",
+        ])
+        .unwrap();
+        let cfg = ProxyConfig::resolve(&flags).unwrap();
+        assert_eq!(
+            (
+                cfg.ipvs.scheduler.as_str(),
+                cfg.ipvs.udp_timeout,
+                cfg.ipvs.strict_arp
+            ),
+            ("sh", 30, false)
+        );
+        // Defaults: rr, no strict ARP, kernel timeouts kept.
+        let cfg = ProxyConfig::resolve(
+            &Flags::try_parse_from([
+                "berth-proxy",
+                "--hostname-override",
+                "n",
+                "--proxy-mode",
+                "ipvs",
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.ipvs,
+            IpvsConfig {
+                scheduler: "rr".into(),
+                ..Default::default()
+            }
+        );
+        for (flag, value, field) in [
+            ("--ipvs-scheduler", "fastest", "ipvs.scheduler:"),
+            ("--ipvs-exclude-cidrs", "10.0.0.0/40", "ipvs.excludeCIDRs:"),
+        ] {
+            let flags = Flags::try_parse_from([
+                "berth-proxy",
+                "--hostname-override",
+                "n",
+                "--proxy-mode",
+                "ipvs",
+                flag,
+                value,
+            ])
+            .unwrap();
+            let err = ProxyConfig::resolve(&flags).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{err}");
+        }
+        // Outside IPVS mode the section is not looked at.
+        let flags = Flags::try_parse_from([
+            "berth-proxy",
+            "--hostname-override",
+            "n",
+            "--ipvs-scheduler",
+            "fastest",
+        ])
+        .unwrap();
+        assert!(ProxyConfig::resolve(&flags).is_ok());
+    }
 }

@@ -91,6 +91,13 @@ fn dest_addr(d: &Destination) -> SocketAddr {
     SocketAddr::new(d.server.addr, d.server.port)
 }
 
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
+        IpAddr::V4(_) => false,
+    }
+}
+
 fn real(addr: SocketAddr, weight: u32) -> RealServer {
     RealServer {
         addr: addr.ip(),
@@ -161,11 +168,7 @@ impl<K: IpvsKernel, N: Netfilter> IpvsProxier<K, N> {
             .links
             .node_addresses(Some(dummy))?
             .into_iter()
-            .filter(|ip| ip.is_ipv6() == v6 && !ip.is_loopback())
-            .filter(|ip| match ip {
-                IpAddr::V6(a) => (a.segments()[0] & 0xffc0) != 0xfe80,
-                IpAddr::V4(_) => true,
-            })
+            .filter(|ip| ip.is_ipv6() == v6 && !ip.is_loopback() && !is_link_local(ip))
             .collect())
     }
 
@@ -298,7 +301,8 @@ impl<K: IpvsKernel, N: Netfilter> IpvsProxier<K, N> {
             self.links
                 .addresses(dummy)?
                 .into_iter()
-                .filter(|ip| ip.is_ipv6() == v6)
+                // The kernel's own link-local address is not ours to remove.
+                .filter(|ip| ip.is_ipv6() == v6 && !is_link_local(ip))
                 .collect()
         } else {
             std::mem::take(&mut self.families[i].bound)
