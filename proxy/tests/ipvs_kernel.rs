@@ -6,7 +6,7 @@
 mod common;
 
 use berth_proxy::ipvs::dummy::Links;
-use berth_proxy::ipvs::{IpvsError, IpvsKernel, open_kernel};
+use berth_proxy::ipvs::{GenlSocket, IpvsError, IpvsKernel, open_kernel};
 use common::{Cluster, NetNs};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,21 @@ fn kernel_has_ipvs() -> bool {
             .arg("ip_vs")
             .output()
             .is_ok_and(|o| o.status.success())
+}
+
+/// The transport against the kernel's generic netlink controller, which every kernel
+/// has: a lookup answered with the family and an acknowledgement, and one refused.
+#[test]
+fn generic_netlink_transport_talks_to_the_real_controller() {
+    let ns = NetNs::new("g");
+    let (ctrl, missing) = ns.enter(|| {
+        let mut sock = GenlSocket::open().unwrap();
+        let ctrl = sock.resolve("nlctrl").unwrap();
+        let missing = sock.resolve("no-such-family").unwrap();
+        (ctrl, missing)
+    });
+    assert_eq!(ctrl, Some(0x10), "nlctrl is GENL_ID_CTRL");
+    assert_eq!(missing, None);
 }
 
 #[test]

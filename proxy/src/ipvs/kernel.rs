@@ -60,20 +60,15 @@ fn sock_err(e: nix::Error) -> IpvsError {
     IpvsError::Socket(std::io::Error::from(e))
 }
 
-/// IPVS over generic netlink, in the network namespace the socket was opened in.
-pub struct NetlinkIpvs {
+/// A NETLINK_GENERIC socket: requests out, their answers (dump parts or the
+/// acknowledgement) back, errors as the kernel's errno.
+pub struct GenlSocket {
     fd: OwnedFd,
-    family: u16,
     seq: u32,
 }
 
-/// An address from TEST-NET-2 that no node uses, as upstream's probe does.
-const PROBE_ADDR: [u8; 4] = [198, 51, 100, 0];
-
-impl NetlinkIpvs {
-    /// Opens the socket and resolves the "IPVS" family. The kernel loads ip_vs on
-    /// this lookup when it can (module alias net-pf-16-proto-16-family-IPVS); a
-    /// missing family means the kernel cannot do IPVS at all.
+impl GenlSocket {
+    /// A socket in the calling thread's network namespace.
     pub fn open() -> Result<Self, IpvsError> {
         let fd = socket(
             AddressFamily::Netlink,
@@ -90,55 +85,31 @@ impl NetlinkIpvs {
             &TimeVal::new(REPLY_TIMEOUT_S, 0),
         )
         .map_err(sock_err)?;
-        let mut ipvs = NetlinkIpvs {
-            fd,
-            family: netlink::GENL_ID_CTRL,
-            seq: 0,
-        };
-        let answer = match ipvs.exchange("resolving the IPVS family", false, netlink::get_family) {
-            Ok(mut msgs) if !msgs.is_empty() => msgs.swap_remove(0),
-            Ok(_) => {
-                return Err(IpvsError::Protocol(
-                    "no answer to the IPVS family lookup".into(),
-                ));
-            }
+        Ok(GenlSocket { fd, seq: 0 })
+    }
+
+    /// The id of generic netlink family `name`; `None` when the kernel has no such
+    /// family. Asking loads the family's module when the kernel can (for IPVS the
+    /// alias net-pf-16-proto-16-family-IPVS names ip_vs).
+    pub fn resolve(&mut self, name: &str) -> Result<Option<u16>, IpvsError> {
+        let answer = match self.exchange(&format!("resolving family {name:?}"), false, |seq| {
+            netlink::get_family(seq, name)
+        }) {
+            Ok(answer) => answer,
             Err(IpvsError::Kernel { source, .. }) if source.raw_os_error() == Some(ENOENT) => {
-                return Err(IpvsError::Unavailable);
+                return Ok(None);
             }
             Err(e) => return Err(e),
         };
-        ipvs.family = netlink::parse_family_id(&answer)?;
-        Ok(ipvs)
-    }
-
-    /// Upstream's startup check: IPVS can be listed, and a virtual server with
-    /// `scheduler` can be made (which loads the scheduler's module), unless one
-    /// using it exists already.
-    pub fn check_scheduler(&mut self, scheduler: &str) -> Result<(), IpvsError> {
-        if self.services()?.iter().any(|vs| vs.scheduler == scheduler) {
-            return Ok(());
-        }
-        let probe = VirtualServer {
-            addr: PROBE_ADDR.into(),
-            protocol: 6,
-            port: 20000,
-            scheduler: scheduler.to_string(),
-            flags: 0,
-            timeout: 0,
-        };
-        self.add_service(&probe).map_err(|e| match e {
-            IpvsError::Kernel { source, .. } => IpvsError::Kernel {
-                what: format!("scheduler {scheduler:?} (ipvs.scheduler) cannot be used"),
-                source,
-            },
-            e => e,
+        let first = answer.first().ok_or_else(|| {
+            IpvsError::Protocol(format!("no answer to the lookup of family {name:?}"))
         })?;
-        self.delete_service(&probe)
+        Ok(Some(netlink::parse_family_id(first)?))
     }
 
     /// Sends one request and collects the answer's messages: for a dump everything
     /// up to NLMSG_DONE, otherwise up to the acknowledgement.
-    fn exchange(
+    pub fn exchange(
         &mut self,
         what: &str,
         dump: bool,
@@ -177,15 +148,70 @@ impl NetlinkIpvs {
             }
         }
     }
+}
+
+/// IPVS over generic netlink, in the network namespace the socket was opened in.
+pub struct NetlinkIpvs {
+    sock: GenlSocket,
+    family: u16,
+}
+
+/// An address from TEST-NET-2 that no node uses, as upstream's probe does.
+const PROBE_ADDR: [u8; 4] = [198, 51, 100, 0];
+
+impl NetlinkIpvs {
+    /// Opens the socket and resolves the "IPVS" family; a kernel without it cannot
+    /// do IPVS at all (no ip_vs module). Upstream's failure mode, minus its bug of
+    /// mistaking a missing family for an empty table.
+    pub fn open() -> Result<Self, IpvsError> {
+        let mut sock = GenlSocket::open()?;
+        let family = sock
+            .resolve(netlink::IPVS_GENL_NAME)?
+            .ok_or(IpvsError::Unavailable)?;
+        Ok(NetlinkIpvs { sock, family })
+    }
+
+    /// Upstream's startup check: IPVS can be listed, and a virtual server with
+    /// `scheduler` can be made (which loads the scheduler's module), unless one
+    /// using it exists already.
+    pub fn check_scheduler(&mut self, scheduler: &str) -> Result<(), IpvsError> {
+        if self.services()?.iter().any(|vs| vs.scheduler == scheduler) {
+            return Ok(());
+        }
+        let probe = VirtualServer {
+            addr: PROBE_ADDR.into(),
+            protocol: 6,
+            port: 20000,
+            scheduler: scheduler.to_string(),
+            flags: 0,
+            timeout: 0,
+        };
+        self.add_service(&probe).map_err(|e| match e {
+            IpvsError::Kernel { source, .. } => IpvsError::Kernel {
+                what: format!("scheduler {scheduler:?} (ipvs.scheduler) cannot be used"),
+                source,
+            },
+            e => e,
+        })?;
+        self.delete_service(&probe)
+    }
+
+    fn exchange(
+        &mut self,
+        what: &str,
+        dump: bool,
+        build: impl FnOnce(u16, u32) -> Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, IpvsError> {
+        let family = self.family;
+        self.sock.exchange(what, dump, |seq| build(family, seq))
+    }
 
     fn command(
         &mut self,
         what: String,
         build: impl FnOnce(u16, u32) -> Vec<u8>,
     ) -> Result<(), IpvsError> {
-        let family = self.family;
-        self.exchange(&what, false, |seq| build(family, seq))
-            .map(|_| ())
+        self.exchange(&what, false, build).map(|_| ())
     }
 }
 
@@ -205,10 +231,7 @@ fn describe(vs: &VirtualServer) -> String {
 
 impl IpvsKernel for NetlinkIpvs {
     fn services(&mut self) -> Result<Vec<VirtualServer>, IpvsError> {
-        let family = self.family;
-        let msgs = self.exchange("listing virtual servers", true, |seq| {
-            netlink::list_services(family, seq)
-        })?;
+        let msgs = self.exchange("listing virtual servers", true, netlink::list_services)?;
         let mut out = Vec::with_capacity(msgs.len());
         for m in &msgs {
             out.extend(netlink::parse_service(m)?);
@@ -217,11 +240,10 @@ impl IpvsKernel for NetlinkIpvs {
     }
 
     fn destinations(&mut self, vs: &VirtualServer) -> Result<Vec<Destination>, IpvsError> {
-        let family = self.family;
         let msgs = self.exchange(
             &format!("listing real servers of {}", describe(vs)),
             true,
-            |seq| netlink::list_dests(family, seq, vs),
+            |f, seq| netlink::list_dests(f, seq, vs),
         )?;
         msgs.iter()
             .map(|m| netlink::parse_dest(m, &vs.addr).map_err(IpvsError::from))

@@ -18,7 +18,7 @@ mod proxier;
 pub mod rules;
 mod sysctl;
 
-pub use kernel::{IpvsError, IpvsKernel, NetlinkIpvs};
+pub use kernel::{GenlSocket, IpvsError, IpvsKernel, NetlinkIpvs};
 pub use netlink::{Destination, RealServer, Timeouts, VirtualServer};
 pub use proxier::{IpvsOptions, IpvsProxier, cleanup};
 pub use sysctl::{SysctlError, prepare_ipvs_sysctls};

@@ -226,10 +226,11 @@ fn ipvs_request(family_id: u16, seq: u32, cmd: Command, attrs: &Attrs) -> Vec<u8
     )
 }
 
-/// CTRL_CMD_GETFAMILY for "IPVS": its answer carries the family id used below.
-pub fn get_family(seq: u32) -> Vec<u8> {
+/// CTRL_CMD_GETFAMILY for family `name` ("IPVS"): its answer carries the id that
+/// the family's messages are sent with.
+pub fn get_family(seq: u32, name: &str) -> Vec<u8> {
     let mut a = Attrs::default();
-    a.string(CTRL_ATTR_FAMILY_NAME, IPVS_GENL_NAME);
+    a.string(CTRL_ATTR_FAMILY_NAME, name);
     message(
         GENL_ID_CTRL,
         seq,

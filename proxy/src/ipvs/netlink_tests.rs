@@ -147,7 +147,7 @@ fn dumps_and_config_bytes() {
         ])
     );
     assert_eq!(
-        get_family(1),
+        get_family(1, IPVS_GENL_NAME),
         cat(&[
             &nlhdr(32, 0x10, 0x5, 1),
             &[3, 1, 0, 0],

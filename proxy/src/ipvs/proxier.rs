@@ -113,7 +113,10 @@ impl<K: IpvsKernel, N: Netfilter> IpvsProxier<K, N> {
         sysctl::prepare_node_sysctls(options.strict_arp).map_err(sync_err)?;
         let t = options.timeouts;
         if t.tcp > 0 || t.tcp_fin > 0 || t.udp > 0 {
-            ipvs.set_timeouts(t).map_err(sync_err)?;
+            // As upstream: the proxy works with the kernel's timeouts too.
+            if let Err(e) = ipvs.set_timeouts(t) {
+                tracing::error!(error = %e, "cannot set the IPVS timeouts (ipvs.tcpTimeout, tcpFinTimeout, udpTimeout)");
+            }
         }
         let links = Links::open().map_err(sync_err)?;
         Ok(IpvsProxier {
