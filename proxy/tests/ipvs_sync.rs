@@ -890,3 +890,32 @@ fn flushed_rules_are_noticed_and_restored_by_the_next_sync() {
     );
     assert!(filter.contains("-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"));
 }
+
+#[test]
+fn a_drain_gives_up_after_its_maximum_wait() {
+    let ns = node_ns();
+    let table = Recording::default();
+    let mut t = cluster();
+    let opts = IpvsOptions {
+        drain_max_wait: Duration::ZERO,
+        ..options()
+    };
+    let p = new_proxier(&ns, &table, opts);
+    let p = sync(&ns, p, &mut t, true);
+    let web = key("198.19.0.10", 80);
+    table.set_conns(web, "198.18.2.12:8080", 5);
+    table.take_ops();
+    slice(&mut t, "web", 8080, "TCP", &[("198.18.2.11", "node-a")]);
+    let _p = sync(&ns, p, &mut t, false);
+    let gone: SocketAddr = "198.18.2.12:8080".parse().unwrap();
+    let ops = table.take_ops();
+    let weight_zero = ops
+        .iter()
+        .position(|o| *o == Op::UpdateDest(web, gone, 0))
+        .expect("quiesced first");
+    let deleted = ops
+        .iter()
+        .position(|o| *o == Op::DeleteDest(web, gone))
+        .expect("deleted despite its connections");
+    assert!(weight_zero < deleted, "{ops:?}");
+}

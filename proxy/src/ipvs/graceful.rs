@@ -34,10 +34,6 @@ impl Draining {
         }
     }
 
-    pub fn contains(&self, key: &ServiceKey, rs: &SocketAddr) -> bool {
-        self.entries.contains_key(&(*key, *rs))
-    }
-
     /// Starts draining `rs` (its weight is 0 in the kernel already).
     pub fn start(&mut self, vs: &VirtualServer, rs: SocketAddr, now: Instant) {
         self.entries
@@ -52,14 +48,6 @@ impl Draining {
 
     pub fn forget_service(&mut self, key: &ServiceKey) {
         self.entries.retain(|(k, _), _| k != key);
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Deletes the real servers that have drained or waited long enough; returns

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-pub const GENL_ID_CTRL: u16 = 0x10;
+const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
@@ -463,8 +463,8 @@ pub fn parse_service(msg: &[u8]) -> Result<Option<VirtualServer>, DecodeError> {
     }))
 }
 
-/// A real server from a destination dump of a service of family `service_af`
-/// (destinations without their own family attribute share the service's).
+/// A real server from a destination dump of the service at `service_addr`
+/// (destinations without their own family attribute share the service's family).
 pub fn parse_dest(msg: &[u8], service_addr: &IpAddr) -> Result<Destination, DecodeError> {
     let d = nested(msg, CMD_ATTR_DEST, "IPVS_CMD_ATTR_DEST")?;
     let (mut addr, mut port, mut weight, mut af) = (None, None, 0, family(service_addr));

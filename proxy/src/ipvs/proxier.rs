@@ -138,11 +138,6 @@ impl<K: IpvsKernel, N: Netfilter> IpvsProxier<K, N> {
         })
     }
 
-    /// The IPVS table this proxier drives (tests read the recording one back).
-    pub fn kernel(&self) -> &K {
-        &self.ipvs
-    }
-
     fn excluded(&self, ip: IpAddr) -> bool {
         self.options.exclude_cidrs.iter().any(|c| c.contains(ip))
     }
