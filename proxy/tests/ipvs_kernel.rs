@@ -110,3 +110,20 @@ fn kube_ipvs0_is_made_as_a_dummy_or_refused_with_the_driver_named() {
     );
     assert!(!ns.try_exec("ip", &["link", "show", "kube-ipvs0"]));
 }
+
+/// The proxy's main loop makes and drops the backend in async code; the rtnetlink
+/// runtime inside must allow both.
+#[test]
+fn links_can_be_made_and_dropped_by_async_code() {
+    let ns = NetNs::new("a");
+    ns.enter(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let links = Links::open().unwrap();
+            drop(links);
+        });
+    });
+}

@@ -6,7 +6,8 @@
 //! Modules: `netlink` (IPVS generic netlink messages), `kernel` (the IPVS seam and
 //! its netlink implementation), `dummy` (kube-ipvs0 over rtnetlink), `ipset`,
 //! `rules` (iptables), `plan` (the wanted state), `graceful` (draining real servers),
-//! `proxier` (the sync).
+//! `sysctl`, `proxier` (the sync). The iptables rules go through the iptables
+//! backend's `Netfilter` (iptables-restore --noflush), not a copy of it.
 
 pub mod dummy;
 pub mod graceful;
