@@ -253,32 +253,37 @@ impl Host for KernelAppArmor {
     }
 
     fn load(&self, name: &str, profile: &str) -> Result<(), String> {
-        let parser = apparmor_parser().ok_or("apparmor_parser is not installed")?;
         // -K: no cache; -r: replace (or add).
-        let mut child = std::process::Command::new(&parser)
-            .arg("-Kr")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("running {}: {e}", parser.display()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(profile.as_bytes())
-                .map_err(|e| format!("writing profile {name} to apparmor_parser: {e}"))?;
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| format!("waiting for apparmor_parser: {e}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "apparmor_parser {}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            ))
-        }
+        run_parser("-Kr", profile).map_err(|e| format!("profile {name}: {e}"))
+    }
+}
+
+/// Feeds `profile` to apparmor_parser with `flags`.
+fn run_parser(flags: &str, profile: &str) -> Result<(), String> {
+    let parser = apparmor_parser().ok_or("apparmor_parser is not installed")?;
+    let mut child = std::process::Command::new(&parser)
+        .arg(flags)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running {}: {e}", parser.display()))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(profile.as_bytes())
+            .map_err(|e| format!("writing to apparmor_parser: {e}"))?;
+    }
+    let output = child
+        .wait_with_output()
+        .map_err(|e| format!("waiting for apparmor_parser: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "apparmor_parser {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
     }
 }
 
@@ -441,6 +446,14 @@ mod tests {
         let missing = with_profile(ProfileType::Localhost, "nope");
         let err = profile(&missing, &host).unwrap_err();
         assert!(err.reason.contains("\"nope\" is not loaded"), "{err}");
+    }
+
+    #[test]
+    fn the_default_profile_compiles() {
+        // -Q: everything but loading into the kernel (no AppArmor needed);
+        // apparmor_parser comes with scripts/install-deps.
+        run_parser("-QK", &default_profile(DEFAULT_PROFILE)).unwrap();
+        assert!(run_parser("-QK", "profile broken {").is_err());
     }
 
     #[test]
