@@ -1,14 +1,16 @@
 //! CDI devices (CreateContainer's `CDI_devices` and `cdi.k8s.io/`
 //! annotations) resolved in the spec dirs berth-cri is given: the container
 //! sees the device node under its CDI path, the env and the mount the spec
-//! adds; an unknown device fails CreateContainer by name and leaves nothing.
+//! adds, and the spec's hook runs; an unknown device fails CreateContainer
+//! by name and leaves nothing.
 //! containerd 1.6 has no CDI: against it these tests are skipped.
 
 use berth_proto::runtime::v1::{CdiDevice, ContainerFilter, ListContainersRequest};
 use berth_tests::cri::{self, CriEnv, EndpointKind};
 
-/// A spec exposing /dev/null as /dev/cdi-null, with an env var and a
-/// read-only mount of `data_dir` at /run/cdi-data.
+/// A spec exposing /dev/null as /dev/cdi-null, with an env var, a
+/// read-only mount of `data_dir` at /run/cdi-data and a poststart hook
+/// that appends a line to `data_dir/hook-ran`.
 fn write_spec(spec_dir: &std::path::Path, data_dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(spec_dir)?;
     std::fs::write(
@@ -29,6 +31,10 @@ devices:
         - hostPath: {data}
           containerPath: /run/cdi-data
           options: [ro, rbind, nosuid, nodev]
+      hooks:
+        - hookName: poststart
+          path: /bin/sh
+          args: ["sh", "-c", "echo ran >> {data}/hook-ran"]
 "#,
             data = data_dir.display()
         ),
@@ -94,6 +100,9 @@ fn cdi_devices_bring_their_nodes_env_and_mounts() -> anyhow::Result<()> {
         }];
         let (pod, pod_config, id) = env.pod_with_container("cdi", config).await?;
         check_device_env_and_mount(&mut env, &id).await?;
+        // Poststart hooks run before the start operation returns.
+        let hook_log = data_dir.join("hook-ran");
+        assert_eq!(std::fs::read_to_string(&hook_log)?, "ran\n");
 
         // The same device asked for through a kubelet device-plugin annotation.
         let mut config = env.container_config("cdi-annotation", &["sleep", "3600"]);
@@ -104,6 +113,7 @@ fn cdi_devices_bring_their_nodes_env_and_mounts() -> anyhow::Result<()> {
         let id = env.create_container(&pod, &pod_config, config).await?;
         env.start_container(&id).await?;
         check_device_env_and_mount(&mut env, &id).await?;
+        assert_eq!(std::fs::read_to_string(&hook_log)?, "ran\nran\n");
         Ok(())
     })
 }
