@@ -90,6 +90,21 @@ pub struct Flags {
     /// The berth-pause binary [default: berth-pause next to this binary].
     #[arg(long, value_name = "PATH")]
     pub pause_binary: Option<PathBuf>,
+    /// Never confine containers with AppArmor, even where the host has it
+    /// (containerd's `disable_apparmor`).
+    #[arg(long)]
+    pub disable_apparmor: bool,
+    /// Label containers for SELinux where the host enforces it
+    /// (containerd's `enable_selinux`).
+    #[arg(long)]
+    pub enable_selinux: bool,
+    /// Inject CDI devices that containers ask for [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub enable_cdi: Option<bool>,
+    /// A CDI spec dir; may be repeated, later ones take priority
+    /// [default: /etc/cdi and /var/run/cdi].
+    #[arg(long, value_name = "DIR")]
+    pub cdi_spec_dir: Vec<PathBuf>,
 }
 
 /// The config file: the same settings as the flags, all optional.
@@ -115,6 +130,13 @@ struct FileConfig {
     stream_idle_timeout: Option<String>,
     log_format: Option<LogFormat>,
     pause_binary: Option<PathBuf>,
+    #[serde(default)]
+    disable_apparmor: bool,
+    #[serde(default)]
+    enable_selinux: bool,
+    enable_cdi: Option<bool>,
+    #[serde(default)]
+    cdi_spec_dirs: Vec<PathBuf>,
 }
 
 /// The effective configuration.
@@ -136,6 +158,11 @@ pub struct Config {
     pub stream_idle_timeout: std::time::Duration,
     pub log_format: LogFormat,
     pub pause_binary: PathBuf,
+    pub disable_apparmor: bool,
+    pub enable_selinux: bool,
+    pub enable_cdi: bool,
+    /// Lowest priority first.
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +239,14 @@ impl Config {
             },
             log_format: flags.log_format.or(file.log_format).unwrap_or_default(),
             pause_binary,
+            disable_apparmor: flags.disable_apparmor || file.disable_apparmor,
+            enable_selinux: flags.enable_selinux || file.enable_selinux,
+            enable_cdi: flags.enable_cdi.or(file.enable_cdi).unwrap_or(true),
+            cdi_spec_dirs: match (flags.cdi_spec_dir.is_empty(), file.cdi_spec_dirs.is_empty()) {
+                (false, _) => flags.cdi_spec_dir,
+                (true, false) => file.cdi_spec_dirs,
+                (true, true) => DEFAULT_CDI_SPEC_DIRS.iter().map(PathBuf::from).collect(),
+            },
         };
         config.validate()?;
         Ok(config)
@@ -237,9 +272,15 @@ impl Config {
         for dir in &self.cni_bin_dirs {
             absolute("cni_bin_dir", dir)?;
         }
+        for dir in &self.cdi_spec_dirs {
+            absolute("cdi_spec_dirs", dir)?;
+        }
         Ok(())
     }
 }
+
+/// containerd's `cdi_spec_dirs` default: static specs, then generated ones.
+const DEFAULT_CDI_SPEC_DIRS: &[&str] = &["/etc/cdi", "/var/run/cdi"];
 
 /// containerd's `stream_idle_timeout` default.
 const DEFAULT_STREAM_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4 * 3600);
@@ -312,6 +353,26 @@ mod tests {
         assert_eq!(config.stream_address.to_string(), "127.0.0.1:0");
         assert_eq!(config.stream_tls, None);
         assert_eq!(config.stream_idle_timeout, DEFAULT_STREAM_IDLE_TIMEOUT);
+        assert!(config.enable_cdi);
+        assert_eq!(
+            config.cdi_spec_dirs,
+            [PathBuf::from("/etc/cdi"), PathBuf::from("/var/run/cdi")]
+        );
+        assert!(!config.disable_apparmor && !config.enable_selinux);
+    }
+
+    #[test]
+    fn lsm_and_cdi_options_come_from_flags_or_the_file() {
+        let config = Config::merge(
+            Flags::parse_from(["berth-cri", "--enable-cdi", "false", "--disable-apparmor"]),
+            file("enable_selinux = true\ncdi_spec_dirs = [\"/opt/cdi\"]"),
+        )
+        .unwrap();
+        assert!(!config.enable_cdi);
+        assert!(config.disable_apparmor && config.enable_selinux);
+        assert_eq!(config.cdi_spec_dirs, [PathBuf::from("/opt/cdi")]);
+        let err = Config::merge(Flags::default(), file("cdi_spec_dirs = [\"cdi\"]")).unwrap_err();
+        assert!(err.to_string().contains("cdi_spec_dirs"), "{err}");
     }
 
     #[test]

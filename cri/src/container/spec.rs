@@ -11,7 +11,7 @@ use berth_proto::runtime::v1 as cri;
 use oci_spec::runtime::Spec;
 use serde_json::{Value, json};
 
-use super::user;
+use super::{HostOptions, apparmor, cdi, selinux, user};
 use crate::config::CgroupDriver;
 use crate::oci::seccomp::{DEFAULT_CAPABILITIES, runtime_default_profile};
 
@@ -43,12 +43,15 @@ impl ImageDefaults {
 /// The sandbox as a container's spec needs it.
 #[derive(Debug, Clone)]
 pub struct SandboxContext {
+    pub id: String,
     pub pause_pid: i32,
     pub namespaces: cri::NamespaceOption,
     pub hostname: String,
     /// Generated hostname, hosts and resolv.conf.
     pub files: crate::sandbox::files::SandboxFiles,
     pub cgroup_parent: String,
+    /// The pod's SELinux options (containers without their own use them).
+    pub selinux_options: Option<cri::SeLinuxOption>,
 }
 
 pub struct SpecInputs<'a> {
@@ -59,6 +62,7 @@ pub struct SpecInputs<'a> {
     /// The mounted root filesystem (names are resolved in its /etc files).
     pub rootfs: &'a Path,
     pub cgroup_driver: CgroupDriver,
+    pub host: &'a HostOptions,
 }
 
 /// A spec problem, naming the ContainerConfig field.
@@ -233,6 +237,10 @@ fn bind_mount(index: usize, mount: &cri::Mount) -> Result<Value, SpecError> {
     };
     let mut options = vec!["rbind", propagation];
     options.push(if mount.readonly { "ro" } else { "rw" });
+    if mount.image.is_some() {
+        // An image volume holds data, never programs to run.
+        options.extend(["nosuid", "nodev", "noexec"]);
+    }
     Ok(json!({
         "destination": mount.container_path,
         "type": "bind",
@@ -495,6 +503,20 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
     if let Some(profile) = seccomp(&security)? {
         linux_spec["seccomp"] = profile;
     }
+    let labels = selinux::labels(
+        security.selinux_options.as_ref(),
+        inputs.sandbox.selinux_options.as_ref(),
+        &inputs.sandbox.id,
+        inputs.host.selinux.as_ref(),
+    )
+    .map_err(|e| invalid(e.field, e.reason))?;
+    selinux::relabel_mounts(&config.mounts, &labels, inputs.host.selinux.as_ref())
+        .map_err(|e| invalid(e.field, e.reason))?;
+    if !labels.mount.is_empty() {
+        linux_spec["mountLabel"] = json!(labels.mount);
+    }
+    let apparmor_profile = apparmor::profile(&security, inputs.host.apparmor.as_ref())
+        .map_err(|e| invalid(e.field, e.reason))?;
 
     let mut process = json!({
         "terminal": config.tty,
@@ -507,6 +529,12 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
     });
     if resources_in.oom_score_adj != 0 {
         process["oomScoreAdj"] = json!(resources_in.oom_score_adj);
+    }
+    if let Some(profile) = apparmor_profile {
+        process["apparmorProfile"] = json!(profile);
+    }
+    if !labels.process.is_empty() {
+        process["selinuxLabel"] = json!(labels.process);
     }
     let annotations: BTreeMap<String, String> = config
         .annotations
@@ -524,7 +552,28 @@ pub fn build(inputs: &SpecInputs<'_>) -> Result<Spec, SpecError> {
     if ns.network != node && !inputs.sandbox.hostname.is_empty() {
         spec["hostname"] = json!(inputs.sandbox.hostname);
     }
+    inject_cdi_devices(&mut spec, config, &inputs.host.cdi_spec_dirs)?;
     serde_json::from_value(spec).map_err(|e| invalid("config", format!("generated spec: {e}")))
+}
+
+/// Applies the CDI devices the container asks for (none without CDI, as
+/// containerd ignores them with `enable_cdi = false`).
+fn inject_cdi_devices(
+    spec: &mut Value,
+    config: &cri::ContainerConfig,
+    dirs: &[PathBuf],
+) -> Result<(), SpecError> {
+    let devices = cdi::requested_devices(config).map_err(|e| invalid(e.field, e.reason))?;
+    if devices.is_empty() {
+        return Ok(());
+    }
+    if dirs.is_empty() {
+        tracing::info!(?devices, "CDI is disabled: devices not injected");
+        return Ok(());
+    }
+    cdi::Registry::load(dirs)
+        .inject(spec, &devices)
+        .map_err(|e| invalid(e.field, e.reason))
 }
 
 /// Where a container's bundle (config.json + rootfs mount point) lives.
@@ -539,11 +588,13 @@ mod tests {
 
     fn sandbox() -> SandboxContext {
         SandboxContext {
+            id: "sb1".into(),
             pause_pid: 4242,
             namespaces: cri::NamespaceOption::default(),
             hostname: "web-0".into(),
             files: SandboxFiles::in_dir(Path::new("/sb")),
             cgroup_parent: "/kubepods/pod1".into(),
+            selinux_options: None,
         }
     }
 
@@ -566,6 +617,7 @@ mod tests {
             image: &image(),
             rootfs: rootfs.path(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            host: &HostOptions::none(),
         })
     }
 
@@ -748,6 +800,7 @@ mod tests {
             image: &ImageDefaults::default(),
             rootfs: rootfs.path(),
             cgroup_driver: CgroupDriver::Cgroupfs,
+            host: &HostOptions::none(),
         })
         .unwrap_err();
         assert_eq!(err.field, "command");

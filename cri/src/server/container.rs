@@ -12,6 +12,8 @@ use super::daemon::Daemon;
 use super::events::EventType;
 use super::sandbox::store_status;
 use super::status::{image_status, now_nanos, present, required};
+use crate::container::HostOptions;
+use crate::container::image_volume;
 use crate::container::spec::{self, ImageDefaults, SandboxContext, SpecInputs};
 use crate::sandbox::files::SandboxFiles;
 use crate::store::{ContainerPhase, ContainerRecord, SandboxState, StoreError};
@@ -28,6 +30,11 @@ async fn call(dir: PathBuf, op: Op) -> Result<Response, SupervisorError> {
         .await
         .unwrap_or_else(|e| Err(SupervisorError::Failed(format!("supervisor call: {e}"))))
 }
+
+/// containerd's reason and exit code (docker's 128) of a container that
+/// could not start.
+const START_ERROR_REASON: &str = "StartError";
+const START_ERROR_EXIT_CODE: i32 = 128;
 
 /// The CRI reason of a container exit, as containerd words it.
 pub(super) fn exit_reason(exit: &Exit) -> &'static str {
@@ -55,10 +62,20 @@ struct Made<'a> {
     rootfs: Option<PathBuf>,
     snapshot: bool,
     bundle: Option<PathBuf>,
+    /// Snapshots of image volumes, with where each got mounted.
+    image_volumes: Vec<(String, Option<PathBuf>)>,
 }
 
 impl Made<'_> {
     fn undo(self) {
+        for (snapshot, mounted) in &self.image_volumes {
+            if let Some(dir) = mounted {
+                let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
+            }
+            if let Err(e) = self.daemon.snapshots.remove(snapshot) {
+                tracing::warn!(container = %self.id, "rollback of image volume {snapshot}: {e}");
+            }
+        }
         if let Some(rootfs) = &self.rootfs {
             let _ = nix::mount::umount2(rootfs, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -74,17 +91,33 @@ impl Made<'_> {
     }
 }
 
+fn unmount(path: &Path) -> Result<(), Status> {
+    match nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Status::internal(format!(
+            "unmounting {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn unmount_and_remove(daemon: &Daemon, record: &ContainerRecord) -> Result<(), Status> {
-    let rootfs = record.bundle.join("rootfs");
-    match nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => {
-            return Err(Status::internal(format!(
-                "unmounting {}: {e}",
-                rootfs.display()
-            )));
+    for (index, mount) in record.config.mounts.iter().enumerate() {
+        if image_volume::image_of(mount).is_none() {
+            continue;
+        }
+        unmount(&image_volume::mount_dir(&record.bundle, index))?;
+        let snapshot = image_volume::snapshot_id(&record.id, index);
+        if daemon
+            .snapshots
+            .get(&snapshot)
+            .map_err(image_status)?
+            .is_some()
+        {
+            daemon.snapshots.remove(&snapshot).map_err(image_status)?;
         }
     }
+    unmount(&record.bundle.join("rootfs"))?;
     daemon.snapshots.remove(&record.id).map_err(image_status)?;
     if let Err(e) = std::fs::remove_dir_all(&record.bundle)
         && e.kind() != std::io::ErrorKind::NotFound
@@ -145,6 +178,7 @@ impl Daemon {
             rootfs: None,
             snapshot: false,
             bundle: None,
+            image_volumes: Vec::new(),
         };
         let result = async {
             let bundle = spec::bundle_dir(&self.config.root, &id);
@@ -160,22 +194,29 @@ impl Daemon {
             snapshot.mount.mount_at(&rootfs).map_err(image_status)?;
             made.rootfs = Some(rootfs.clone());
 
+            let spec_config = self.mount_image_volumes(&id, &bundle, &config, &mut made)?;
             let sandbox_linux = sandbox.config.linux.clone().unwrap_or_default();
             let context = SandboxContext {
+                id: sandbox.id.clone(),
                 pause_pid,
                 namespaces: sandbox.namespace_options(),
                 hostname: sandbox.config.hostname.clone(),
                 files: SandboxFiles::in_dir(&sandbox.dir),
                 cgroup_parent: sandbox_linux.cgroup_parent.clone(),
+                selinux_options: sandbox_linux
+                    .security_context
+                    .as_ref()
+                    .and_then(|s| s.selinux_options.clone()),
             };
             let defaults = ImageDefaults::from_config(&image_config);
             let oci = spec::build(&SpecInputs {
                 id: &id,
-                config: &config,
+                config: &spec_config,
                 sandbox: &context,
                 image: &defaults,
                 rootfs: &rootfs,
                 cgroup_driver: self.config.cgroup_driver,
+                host: &HostOptions::from_config(&self.config),
             })
             .map_err(|e| Status::invalid_argument(format!("config.{e}")))?;
             let spec_path = bundle.join("config.json");
@@ -190,30 +231,7 @@ impl Daemon {
             } else {
                 Path::new(&sandbox.config.log_directory).join(&config.log_path)
             };
-            // The supervisor was started with the sandbox.
-            let dir = self.supervisor_dir(&sandbox.id);
-            let created = call(
-                dir,
-                Op::Create {
-                    id: id.clone(),
-                    bundle: bundle.clone(),
-                    log_path: if log_path.as_os_str().is_empty() {
-                        bundle.join("discarded.log")
-                    } else {
-                        log_path.clone()
-                    },
-                    systemd_cgroup: self.config.cgroup_driver
-                        == crate::config::CgroupDriver::Systemd,
-                    stdio: crate::supervisor::protocol::Stdio {
-                        tty: config.tty,
-                        stdin: config.stdin,
-                        stdin_once: config.stdin_once,
-                    },
-                },
-            )
-            .await
-            .map_err(|e| Status::unknown(format!("creating container {id}: {e}")))?;
-            let record = ContainerRecord {
+            let mut record = ContainerRecord {
                 id: id.clone(),
                 name: name.clone(),
                 sandbox_id: sandbox.id.clone(),
@@ -238,8 +256,22 @@ impl Daemon {
                 message: String::new(),
                 log_path,
                 bundle,
-                pid: created.pid,
+                pid: None,
             };
+            match self.create_in_runtime(&record).await {
+                Ok(pid) => record.pid = Some(pid),
+                // What runc's create refuses (a missing executable, a bad
+                // mount source) containerd only meets in StartContainer,
+                // where it runs the runtime's create: keep the container
+                // without a process (no pid) and let StartContainer retry
+                // and report it.
+                Err(SupervisorError::Failed(reason)) => {
+                    tracing::info!(container = %id, "runtime create deferred to start: {reason}");
+                }
+                Err(e) => {
+                    return Err(Status::unknown(format!("creating container {id}: {e}")));
+                }
+            }
             self.containers.put(record).map_err(store_status)
         }
         .await;
@@ -261,9 +293,88 @@ impl Daemon {
         }
     }
 
+    /// Mounts a read-only snapshot of each image volume's image under the
+    /// bundle; returns the config the spec is built from, with those mounts
+    /// turned into binds of them.
+    fn mount_image_volumes(
+        &self,
+        id: &str,
+        bundle: &Path,
+        config: &cri::ContainerConfig,
+        made: &mut Made<'_>,
+    ) -> Result<cri::ContainerConfig, Status> {
+        let mut spec_config = config.clone();
+        for (index, mount) in config.mounts.iter().enumerate() {
+            let Some(name) = image_volume::image_of(mount) else {
+                continue;
+            };
+            let image = self.images.status(name).ok_or_else(|| {
+                Status::not_found(format!(
+                    "config.mounts[{index}].image: image {name:?} not found: pull it first"
+                ))
+            })?;
+            let snapshot_id = image_volume::snapshot_id(id, index);
+            let snapshot = self
+                .snapshots
+                .prepare(&snapshot_id, image.id.as_str(), true)
+                .map_err(image_status)?;
+            made.image_volumes.push((snapshot_id, None));
+            let dir = image_volume::mount_dir(bundle, index);
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Status::internal(format!("creating {}: {e}", dir.display())))?;
+            snapshot.mount.mount_at(&dir).map_err(image_status)?;
+            if let Some(last) = made.image_volumes.last_mut() {
+                last.1 = Some(dir.clone());
+            }
+            let host_path = image_volume::host_path(index, &dir, mount)
+                .map_err(|e| Status::invalid_argument(format!("config.{e}")))?;
+            spec_config.mounts[index] = image_volume::as_bind(mount, &host_path);
+        }
+        Ok(spec_config)
+    }
+
     fn container(&self, id: &str) -> Result<ContainerRecord, Status> {
         required(id, "container_id")?;
         self.containers.get(id).map_err(store_status)
+    }
+
+    /// Creates the container in its pod's supervisor (the runtime's create:
+    /// process forked, namespaces and rootfs set up, waiting for start);
+    /// returns its pid. A failure leaves nothing behind in the supervisor.
+    async fn create_in_runtime(&self, record: &ContainerRecord) -> Result<i32, SupervisorError> {
+        let dir = self.supervisor_dir(&record.sandbox_id);
+        let config = &record.config;
+        let created = call(
+            dir.clone(),
+            Op::Create {
+                id: record.id.clone(),
+                bundle: record.bundle.clone(),
+                log_path: if record.log_path.as_os_str().is_empty() {
+                    record.bundle.join("discarded.log")
+                } else {
+                    record.log_path.clone()
+                },
+                systemd_cgroup: self.config.cgroup_driver == crate::config::CgroupDriver::Systemd,
+                stdio: crate::supervisor::protocol::Stdio {
+                    tty: config.tty,
+                    stdin: config.stdin,
+                    stdin_once: config.stdin_once,
+                },
+            },
+        )
+        .await;
+        if created.is_err() {
+            let _ = call(
+                dir,
+                Op::Delete {
+                    id: record.id.clone(),
+                },
+            )
+            .await;
+        }
+        created?
+            .pid
+            .ok_or_else(|| SupervisorError::Failed("the supervisor reported no pid".into()))
     }
 
     pub async fn start_container(&self, id: &str) -> Result<(), Status> {
@@ -274,13 +385,28 @@ impl Daemon {
                 record.id, record.phase
             )));
         }
-        let response = call(
-            self.supervisor_dir(&record.sandbox_id),
-            Op::Start {
-                id: record.id.clone(),
-            },
-        )
-        .await;
+        let mut response = if record.pid.is_none() {
+            // Its runtime create failed at CreateContainer: try again.
+            self.create_in_runtime(&record)
+                .await
+                .and_then(|pid| {
+                    self.containers
+                        .update(&record.id, |r| r.pid = Some(pid))
+                        .map_err(|e| SupervisorError::Failed(e.to_string()))
+                })
+                .map(|_| Response::default())
+        } else {
+            Ok(Response::default())
+        };
+        if response.is_ok() {
+            response = call(
+                self.supervisor_dir(&record.sandbox_id),
+                Op::Start {
+                    id: record.id.clone(),
+                },
+            )
+            .await;
+        }
         match response {
             Ok(response) => {
                 self.containers
@@ -304,24 +430,38 @@ impl Daemon {
                     record.id, record.sandbox_id
                 )))
             }
-            Err(e) => {
-                // What runc users see: the container could not run.
-                let message = e.to_string();
-                self.containers
-                    .update(&record.id, |r| {
-                        r.phase = ContainerPhase::Exited;
-                        r.finished_at = now_nanos();
-                        r.exit_code = 128;
-                        r.reason = "ContainerCannotRun".into();
-                        r.message = message.clone();
-                    })
-                    .map_err(store_status)?;
-                Err(Status::unknown(format!(
-                    "starting container {}: {message}",
-                    record.id
-                )))
-            }
+            Err(e) => Err(self.record_start_failure(&record, &e.to_string()).await),
         }
+    }
+
+    /// A container that could not start ends EXITED the way containerd
+    /// reports it (reason StartError, exit code 128 as docker, the error as
+    /// message), its half-started process is removed, and STOPPED goes out.
+    async fn record_start_failure(&self, record: &ContainerRecord, message: &str) -> Status {
+        let _ = call(
+            self.supervisor_dir(&record.sandbox_id),
+            Op::Delete {
+                id: record.id.clone(),
+            },
+        )
+        .await;
+        let updated = self.containers.update(&record.id, |r| {
+            r.phase = ContainerPhase::Exited;
+            r.pid = None;
+            r.finished_at = now_nanos();
+            r.exit_code = START_ERROR_EXIT_CODE;
+            r.reason = START_ERROR_REASON.into();
+            r.message = message.to_string();
+        });
+        if let Err(e) = updated {
+            return store_status(e);
+        }
+        self.emit_event(
+            &record.id,
+            &record.sandbox_id,
+            EventType::ContainerStoppedEvent,
+        );
+        Status::unknown(format!("starting container {}: {message}", record.id))
     }
 
     /// The record updated with what the supervisor knows (exit, lost).

@@ -254,6 +254,7 @@ async fn demo(options: &Options, interrupts: Interrupts) -> anyhow::Result<()> {
         cni_bin_dir,
         registry_config_dir: dir.join("certs.d"),
         pause_image: String::new(),
+        extra_flags: Vec::new(),
     };
     let mut daemon = Daemon::start(EndpointKind::Berth, layout)
         .await

@@ -26,6 +26,7 @@ pub fn command(layout: &DaemonLayout) -> anyhow::Result<Command> {
         .arg(layout.dir.join("netns"))
         .arg("--registry-config-path")
         .arg(&layout.registry_config_dir)
-        .args(["--stream-address", "127.0.0.1", "--stream-port", "0"]);
+        .args(["--stream-address", "127.0.0.1", "--stream-port", "0"])
+        .args(&layout.extra_flags);
     Ok(command)
 }

@@ -30,6 +30,8 @@ pub struct DaemonLayout {
     pub registry_config_dir: PathBuf,
     /// The sandbox (pause) image, for runtimes that run one.
     pub pause_image: String,
+    /// More berth-cri flags a test needs (containerd ignores them).
+    pub extra_flags: Vec<String>,
 }
 
 impl DaemonLayout {

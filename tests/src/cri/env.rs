@@ -59,6 +59,16 @@ where
     F: FnOnce(CriEnv) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
+    run_with_flags(&[], test)
+}
+
+/// [`run`] with more berth-cri flags (containerd ignores them: a test
+/// that needs them checks [`CriEnv::kind`]).
+pub fn run_with_flags<F, Fut>(flags: &[&str], test: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CriEnv) -> Fut,
+    Fut: Future<Output = anyhow::Result<()>>,
+{
     let (kind, explicit) = EndpointKind::selection()?;
     if kind == EndpointKind::Berth && !berth_cri_binary().is_file() {
         if explicit {
@@ -78,7 +88,8 @@ where
         .enable_all()
         .build()?;
     let result = runtime.block_on(async {
-        let env = CriEnv::start(kind, 0).await?;
+        let flags = flags.iter().map(|f| f.to_string()).collect();
+        let env = CriEnv::start_with_flags(kind, 0, flags).await?;
         test(env).await
     });
     drop(runtime);
@@ -101,6 +112,15 @@ impl CriEnv {
     /// calling thread's network namespace. `instance` tells apart several
     /// environments in one netns (the benchmark): bridge and subnet differ.
     pub async fn start(kind: EndpointKind, instance: u8) -> anyhow::Result<CriEnv> {
+        Self::start_with_flags(kind, instance, Vec::new()).await
+    }
+
+    /// [`CriEnv::start`] with more berth-cri flags.
+    pub async fn start_with_flags(
+        kind: EndpointKind,
+        instance: u8,
+        extra_flags: Vec<String>,
+    ) -> anyhow::Result<CriEnv> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("berth-cri-{}-", kind.name()))
             .tempdir()?;
@@ -118,6 +138,7 @@ impl CriEnv {
             cni_bin_dir,
             registry_config_dir,
             pause_image: images.pause.clone(),
+            extra_flags,
         };
         let cgroup_parent = format!("/{}", crate::unique_name("berth-cri-test"));
         let daemon = Daemon::start(kind, layout).await?;

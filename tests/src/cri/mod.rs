@@ -15,12 +15,13 @@ mod images;
 mod network;
 mod procs;
 pub mod spdy;
+pub mod tls;
 pub mod websocket;
 
 pub use config::{container_config, pod_config};
 pub use daemon::{Daemon, DaemonLayout};
 pub use endpoint::{BINARY_VAR, EndpointKind, berth_cri_binary, require_berth_cri};
-pub use env::{CriEnv, enter_test_netns, run};
+pub use env::{CriEnv, enter_test_netns, run, run_with_flags};
 pub use images::TestImages;
 pub use network::{CNI_BIN_DIR_VAR, write_cni};
 pub use procs::{mount_ns_processes, pss_kib, rss_kib};

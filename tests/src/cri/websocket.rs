@@ -7,6 +7,7 @@
 
 use anyhow::Context;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -22,9 +23,15 @@ pub const RESIZE: u8 = 4;
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Opens the streaming URL a CRI Exec/Attach/PortForward call returned
-/// (http:// becomes ws://) asking for `protocol`.
-pub async fn connect(url: &str, protocol: &str) -> anyhow::Result<Socket> {
+/// A WebSocket over TLS to a streaming server of the daemon.
+pub type TlsSocket = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The upgrade request for a streaming URL (http(s):// becomes ws(s)://)
+/// asking for `protocol`.
+fn upgrade_request(
+    url: &str,
+    protocol: &str,
+) -> anyhow::Result<tokio_tungstenite::tungstenite::handshake::client::Request> {
     let ws_url = url
         .replacen("http://", "ws://", 1)
         .replacen("https://", "wss://", 1);
@@ -32,14 +39,57 @@ pub async fn connect(url: &str, protocol: &str) -> anyhow::Result<Socket> {
     request
         .headers_mut()
         .insert("Sec-WebSocket-Protocol", protocol.parse()?);
-    let (socket, response) = tokio_tungstenite::connect_async(request)
-        .await
-        .with_context(|| format!("WebSocket upgrade of {ws_url}"))?;
+    Ok(request)
+}
+
+fn check_protocol(
+    response: &tokio_tungstenite::tungstenite::handshake::client::Response,
+    protocol: &str,
+) -> anyhow::Result<()> {
     let chosen = response
         .headers()
         .get("Sec-WebSocket-Protocol")
         .and_then(|v| v.to_str().ok());
     anyhow::ensure!(chosen == Some(protocol), "server chose protocol {chosen:?}");
+    Ok(())
+}
+
+/// Opens the streaming URL a CRI Exec/Attach/PortForward call returned
+/// asking for `protocol`.
+pub async fn connect(url: &str, protocol: &str) -> anyhow::Result<Socket> {
+    let request = upgrade_request(url, protocol)?;
+    let (socket, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .with_context(|| format!("WebSocket upgrade of {url}"))?;
+    check_protocol(&response, protocol)?;
+    Ok(socket)
+}
+
+/// Opens an https:// streaming URL, trusting the certificates of `roots`.
+pub async fn connect_tls(
+    url: &str,
+    protocol: &str,
+    roots: rustls::RootCertStore,
+) -> anyhow::Result<TlsSocket> {
+    let parsed = url::Url::parse(url)?;
+    anyhow::ensure!(parsed.scheme() == "https", "{url} is not https");
+    let host = parsed.host_str().context("URL without host")?.to_string();
+    let port = parsed.port_or_known_default().context("URL without port")?;
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    let name = rustls::pki_types::ServerName::try_from(host)?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .with_context(|| format!("TLS handshake with {url}"))?;
+    let (socket, response) = tokio_tungstenite::client_async(upgrade_request(url, protocol)?, tls)
+        .await
+        .with_context(|| format!("WebSocket upgrade of {url}"))?;
+    check_protocol(&response, protocol)?;
     Ok(socket)
 }
 
@@ -71,8 +121,8 @@ impl CommandOutput {
 
 /// Reads frames until the server closes, sorting them by channel. `until`
 /// may end the read early once enough stdout arrived (attach streams never end).
-pub async fn collect(
-    socket: &mut Socket,
+pub async fn collect<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
     until: impl Fn(&CommandOutput) -> bool,
 ) -> anyhow::Result<CommandOutput> {
     let mut output = CommandOutput::default();
@@ -101,7 +151,11 @@ pub async fn collect(
 }
 
 /// Sends `data` on the remote command channel `channel`.
-pub async fn send(socket: &mut Socket, channel: u8, data: &[u8]) -> anyhow::Result<()> {
+pub async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+    channel: u8,
+    data: &[u8],
+) -> anyhow::Result<()> {
     let mut frame = vec![channel];
     frame.extend_from_slice(data);
     socket.send(Message::Binary(frame.into())).await?;
@@ -109,7 +163,10 @@ pub async fn send(socket: &mut Socket, channel: u8, data: &[u8]) -> anyhow::Resu
 }
 
 /// Reads the next binary frame of port-forward `channel`, skipping others.
-pub async fn next_on(socket: &mut Socket, channel: u8) -> anyhow::Result<Vec<u8>> {
+pub async fn next_on<S: AsyncRead + AsyncWrite + Unpin>(
+    socket: &mut WebSocketStream<S>,
+    channel: u8,
+) -> anyhow::Result<Vec<u8>> {
     while let Some(message) = socket.next().await {
         if let Message::Binary(data) = message?
             && data.first() == Some(&channel)

@@ -6,9 +6,10 @@
 
 mod cpu;
 pub(super) mod netdev;
+mod psi;
 
-use std::collections::HashSet;
-use std::path::Path;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
 
 use berth_proto::runtime::v1 as cri;
 use tonic::Status;
@@ -19,7 +20,7 @@ use super::daemon::Daemon;
 use super::sandbox::store_status;
 use super::status::{now_nanos, required};
 use crate::image::FsUsage;
-use crate::oci::cgroups::{CgroupStats, MemoryStats};
+use crate::oci::cgroups::{CgroupManager, CgroupStats, MemoryStats};
 use crate::oci::state::StateStore;
 use crate::sandbox::cgroup::PodCgroups;
 use crate::store::{ContainerPhase, ContainerRecord, SandboxRecord};
@@ -35,14 +36,44 @@ fn value(value: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value })
 }
 
-fn cpu_usage(sampler: &CpuSampler, id: &str, at: i64, stats: &CgroupStats) -> cri::CpuUsage {
-    let total = stats.cpu.usage.total;
+/// A cgroup's usage and its pressure (v2 only).
+struct Reading {
+    stats: CgroupStats,
+    pressure: psi::Pressure,
+}
+
+/// The cgroup v2 dir of a manager on a unified host: None on v1 and hybrid
+/// hosts, whose per-cgroup PSI containerd does not report either.
+fn unified_dir(paths: &BTreeMap<String, PathBuf>) -> Option<&Path> {
+    match paths.len() {
+        1 => paths.get("").map(PathBuf::as_path),
+        _ => None,
+    }
+}
+
+fn read_cgroup(manager: &dyn CgroupManager) -> Result<Reading, String> {
+    let stats = manager.stats().map_err(|e| e.to_string())?;
+    let pressure = unified_dir(&manager.paths())
+        .map(psi::read)
+        .unwrap_or_default();
+    Ok(Reading { stats, pressure })
+}
+
+fn cpu_usage(sampler: &CpuSampler, id: &str, at: i64, reading: &Reading) -> cri::CpuUsage {
+    let total = reading.stats.cpu.usage.total;
     cri::CpuUsage {
         timestamp: at,
         usage_core_nano_seconds: value(total),
         usage_nano_cores: value(sampler.nano_cores(id, at, total)),
-        psi: None,
+        psi: reading.pressure.cpu,
     }
+}
+
+fn io_usage(at: i64, reading: &Reading) -> Option<cri::IoUsage> {
+    reading.pressure.io.map(|psi| cri::IoUsage {
+        timestamp: at,
+        psi: Some(psi),
+    })
 }
 
 /// cgroup v1's hierarchical memory.stat names its counters `total_*`.
@@ -56,7 +87,7 @@ fn raw_counter(memory: &MemoryStats, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn memory_usage(at: i64, memory: &MemoryStats) -> cri::MemoryUsage {
+fn memory_usage(at: i64, memory: &MemoryStats, psi: Option<cri::PsiStats>) -> cri::MemoryUsage {
     let working_set = memory.working_set();
     let limit = memory.usage.limit;
     cri::MemoryUsage {
@@ -72,7 +103,7 @@ fn memory_usage(at: i64, memory: &MemoryStats) -> cri::MemoryUsage {
         rss_bytes: value(memory.rss),
         page_faults: value(raw_counter(memory, "pgfault")),
         major_page_faults: value(raw_counter(memory, "pgmajfault")),
-        psi: None,
+        psi,
     }
 }
 
@@ -140,13 +171,17 @@ impl Daemon {
 
     /// The container's cgroup reading, None once its cgroup is gone.
     pub(super) fn container_cgroup_stats(&self, id: &str) -> Option<CgroupStats> {
+        self.container_cgroup(id).map(|reading| reading.stats)
+    }
+
+    fn container_cgroup(&self, id: &str) -> Option<Reading> {
         let result = StateStore::new(self.runtime_root())
             .load(id)
             .map_err(|e| e.to_string())
             .and_then(|state| state.cgroup_manager().map_err(|e| e.to_string()))
-            .and_then(|manager| manager.stats().map_err(|e| e.to_string()));
+            .and_then(|manager| read_cgroup(manager.as_ref()));
         match result {
-            Ok(stats) => Some(stats),
+            Ok(reading) => Some(reading),
             Err(e) => {
                 tracing::debug!(container = %id, "cgroup stats: {e}");
                 None
@@ -160,7 +195,7 @@ impl Daemon {
             record.phase,
             ContainerPhase::Running | ContainerPhase::Created
         )
-        .then(|| self.container_cgroup_stats(&record.id))
+        .then(|| self.container_cgroup(&record.id))
         .flatten();
         cri::ContainerStats {
             attributes: Some(cri::ContainerAttributes {
@@ -172,10 +207,12 @@ impl Daemon {
             cpu: cgroup
                 .as_ref()
                 .map(|s| cpu_usage(&self.cpu_samples, &record.id, at, s)),
-            memory: cgroup.as_ref().map(|s| memory_usage(at, &s.memory)),
-            swap: cgroup.as_ref().map(|s| swap_usage(at, &s.memory)),
+            memory: cgroup
+                .as_ref()
+                .map(|r| memory_usage(at, &r.stats.memory, r.pressure.memory)),
+            swap: cgroup.as_ref().map(|r| swap_usage(at, &r.stats.memory)),
             writable_layer: self.writable_layer(&record.id),
-            io: None,
+            io: cgroup.as_ref().and_then(|r| io_usage(at, r)),
         }
     }
 
@@ -249,10 +286,14 @@ impl Daemon {
         })
     }
 
-    fn pod_cgroup_stats(&self, record: &SandboxRecord) -> Option<CgroupStats> {
+    fn pod_cgroup(&self, record: &SandboxRecord) -> Option<Reading> {
         let cgroups = PodCgroups::of(&record.config, self.config.cgroup_driver, &record.id)?;
-        match cgroups.pod().and_then(|m| m.stats()) {
-            Ok(stats) => Some(stats),
+        let reading = cgroups
+            .pod()
+            .map_err(|e| e.to_string())
+            .and_then(|m| read_cgroup(m.as_ref()));
+        match reading {
+            Ok(reading) => Some(reading),
             Err(e) => {
                 tracing::debug!(sandbox = %record.id, "pod cgroup stats: {e}");
                 None
@@ -262,7 +303,7 @@ impl Daemon {
 
     fn pod_sandbox_stats_of(&self, record: &SandboxRecord) -> cri::PodSandboxStats {
         let at = now_nanos();
-        let cgroup = self.pod_cgroup_stats(record);
+        let cgroup = self.pod_cgroup(record);
         let containers = self
             .containers
             .list()
@@ -281,14 +322,16 @@ impl Daemon {
                 cpu: cgroup
                     .as_ref()
                     .map(|s| cpu_usage(&self.cpu_samples, &record.id, at, s)),
-                memory: cgroup.as_ref().map(|s| memory_usage(at, &s.memory)),
+                memory: cgroup
+                    .as_ref()
+                    .map(|r| memory_usage(at, &r.stats.memory, r.pressure.memory)),
                 network: self.network_usage(record, at),
-                process: cgroup.as_ref().map(|s| cri::ProcessUsage {
+                process: cgroup.as_ref().map(|r| cri::ProcessUsage {
                     timestamp: at,
-                    process_count: value(s.pids.current),
+                    process_count: value(r.stats.pids.current),
                 }),
                 containers,
-                io: None,
+                io: cgroup.as_ref().and_then(|r| io_usage(at, r)),
             }),
             windows: None,
         }
@@ -351,7 +394,7 @@ mod tests {
     #[test]
     fn memory_is_reported_like_containerd() {
         let mut m = v1_memory();
-        let usage = memory_usage(7, &m);
+        let usage = memory_usage(7, &m, None);
         assert_eq!(usage.working_set_bytes, value(90 << 20));
         assert_eq!(usage.usage_bytes, value(100 << 20));
         assert_eq!(usage.rss_bytes, value(60 << 20));
@@ -359,7 +402,7 @@ mod tests {
         assert_eq!(usage.major_page_faults, value(5));
         assert_eq!(usage.available_bytes, value(0), "unlimited");
         m.usage.limit = 128 << 20;
-        assert_eq!(memory_usage(7, &m).available_bytes, value(38 << 20));
+        assert_eq!(memory_usage(7, &m, None).available_bytes, value(38 << 20));
     }
 
     #[test]
@@ -381,6 +424,49 @@ mod tests {
         let swap = swap_usage(1, &m);
         assert_eq!(swap.swap_usage_bytes, value(8192));
         assert_eq!(swap.swap_available_bytes, value(0));
+    }
+
+    #[test]
+    fn psi_is_read_only_from_a_unified_cgroup() {
+        let v2: BTreeMap<String, PathBuf> =
+            [(String::new(), PathBuf::from("/sys/fs/cgroup/pod"))].into();
+        assert_eq!(unified_dir(&v2), Some(Path::new("/sys/fs/cgroup/pod")));
+        let hybrid: BTreeMap<String, PathBuf> = [
+            (String::new(), PathBuf::from("/sys/fs/cgroup/unified/pod")),
+            (
+                "memory".to_string(),
+                PathBuf::from("/sys/fs/cgroup/memory/pod"),
+            ),
+        ]
+        .into();
+        assert_eq!(unified_dir(&hybrid), None);
+    }
+
+    #[test]
+    fn v2_pressure_fills_cpu_memory_and_io() {
+        let dir = tempfile::tempdir().unwrap();
+        let sample = "some avg10=2.00 avg60=1.00 avg300=0.50 total=1000\nfull avg10=1.00 avg60=0.00 avg300=0.00 total=10\n";
+        for file in ["cpu.pressure", "memory.pressure", "io.pressure"] {
+            std::fs::write(dir.path().join(file), sample).unwrap();
+        }
+        let reading = Reading {
+            stats: CgroupStats::default(),
+            pressure: psi::read(dir.path()),
+        };
+        let sampler = CpuSampler::default();
+        let cpu = cpu_usage(&sampler, "c", 5, &reading);
+        assert_eq!(cpu.psi.unwrap().some.unwrap().total, 1_000_000);
+        let memory = memory_usage(5, &reading.stats.memory, reading.pressure.memory);
+        assert_eq!(memory.psi.unwrap().full.unwrap().avg10, 1.0);
+        let io = io_usage(5, &reading).unwrap();
+        assert_eq!(io.timestamp, 5);
+        assert!(io.psi.is_some());
+        let v1 = Reading {
+            stats: CgroupStats::default(),
+            pressure: psi::Pressure::default(),
+        };
+        assert_eq!(io_usage(5, &v1), None);
+        assert_eq!(cpu_usage(&sampler, "d", 5, &v1).psi, None);
     }
 
     #[test]
