@@ -78,7 +78,10 @@ impl ResultCache {
         }
     }
 
-    /// Writes the entry atomically (temp file + rename), mode 0600.
+    /// Writes the entry atomically (temp file + rename), mode 0600. Not
+    /// fsynced, as libcni does not: the entry must survive a restart of
+    /// the daemon, which the page cache covers; after a power loss the
+    /// netns is gone and DEL works without the entry.
     pub fn store(&self, entry: &CacheEntry) -> Result<(), CniError> {
         let path = self.path(&entry.network_name, &entry.container_id, &entry.if_name);
         let err = |e: &dyn ToString| Self::error(&entry.network_name, &path, e.to_string());
@@ -88,7 +91,10 @@ impl ResultCache {
             .create(self.results_dir())
             .map_err(|e| err(&e))?;
         let bytes = serde_json::to_vec(entry).map_err(|e| err(&e))?;
-        let tmp = path.with_extension("tmp");
+        // Appended, not an extension: network names may contain dots.
+        let mut tmp = path.clone().into_os_string();
+        tmp.push(".tmp");
+        let tmp = PathBuf::from(tmp);
         let mut file = fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -97,7 +103,6 @@ impl ResultCache {
             .open(&tmp)
             .map_err(|e| err(&e))?;
         file.write_all(&bytes)
-            .and_then(|()| file.sync_all())
             .and_then(|()| fs::rename(&tmp, &path))
             .map_err(|e| {
                 let _ = fs::remove_file(&tmp);
@@ -213,5 +218,28 @@ mod tests {
         let written: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         let original: Value = serde_json::from_str(LIBCNI_ENTRY).unwrap();
         assert_eq!(written, original);
+    }
+
+    #[test]
+    fn dotted_network_names_keep_one_entry_per_attachment() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ResultCache::new(dir.path().to_path_buf());
+        let entries: Vec<CacheEntry> = ["c1", "c2"]
+            .into_iter()
+            .map(|id| CacheEntry::new("pods.v1", id, "eth0", b"{}"))
+            .collect();
+        std::thread::scope(|s| {
+            for entry in &entries {
+                s.spawn(|| cache.store(entry).unwrap());
+            }
+        });
+        let mut found = cache.entries("pods.v1").unwrap();
+        found.sort_by(|a, b| a.container_id.cmp(&b.container_id));
+        assert_eq!(found, entries);
+        let names: Vec<_> = std::fs::read_dir(cache.results_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }

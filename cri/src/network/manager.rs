@@ -269,23 +269,32 @@ impl CniManager {
                     ),
                 })?;
         let call = PodCallArgs::of(pod);
-        let mut last = None;
-        for (list, ifname) in self.networks(&network) {
+        // The loopback network only touches `lo` inside the pod's netns and
+        // shares no state with the configured one: both ADDs run at once.
+        // Only the configured network's result is returned, as in sequence.
+        let add = |list, ifname| {
             let att = call.attachment(pod, &netns, ifname);
-            match self.runner.add(list, &att).await {
-                Ok(result) => last = Some(result),
-                Err(setup) => {
-                    return Err(match self.teardown_with(&network, pod).await {
-                        Ok(()) => setup,
-                        Err(rollback) => CniError::RollbackFailed {
-                            setup: Box::new(setup),
-                            rollback: Box::new(rollback),
-                        },
-                    });
-                }
+            async move { self.runner.add(list, &att).await }
+        };
+        let configured = add(&network, self.settings.ifname.as_str());
+        let (loopback, configured) = if self.settings.loopback {
+            let (loopback, configured) = tokio::join!(add(&self.loopback, "lo"), configured);
+            (loopback.map(drop), configured)
+        } else {
+            (Ok(()), configured.await)
+        };
+        let result = match loopback.and(configured) {
+            Ok(result) => result,
+            Err(setup) => {
+                return Err(match self.teardown_with(&network, pod).await {
+                    Ok(()) => setup,
+                    Err(rollback) => CniError::RollbackFailed {
+                        setup: Box::new(setup),
+                        rollback: Box::new(rollback),
+                    },
+                });
             }
-        }
-        let result = last.ok_or(CniError::NotInitialized)?;
+        };
         let ips = PodIps::from_result(&result, &self.settings.ifname);
         tracing::info!(network = %network.name, ips = ?ips, "pod network set up");
         Ok(PodNetworkSetup { result, ips })

@@ -66,6 +66,17 @@ impl PodCgroups {
         )
     }
 
+    /// The pod overhead (`config.linux.overhead`) as the sandbox cgroup's
+    /// limits.
+    pub fn overhead(config: &cri::PodSandboxConfig) -> Result<Option<LinuxResources>, String> {
+        config
+            .linux
+            .as_ref()
+            .and_then(|l| l.overhead.as_ref())
+            .map(|o| oci_resources(o, "config.linux.overhead"))
+            .transpose()
+    }
+
     /// Creates the sandbox cgroup with `resources` and moves `pid` into it.
     pub fn place(&self, pid: i32, resources: Option<&LinuxResources>) -> Result<(), CgroupError> {
         let manager = self.sandbox()?;

@@ -410,7 +410,7 @@ impl Daemon {
         match response {
             Ok(response) => {
                 self.containers
-                    .update(&record.id, |r| {
+                    .update_running(&record.id, |r| {
                         r.phase = ContainerPhase::Running;
                         r.started_at = response.started_at.unwrap_or_else(now_nanos);
                     })

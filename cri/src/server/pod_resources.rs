@@ -1,5 +1,5 @@
-//! The sandbox's own cgroup: pause placed in it at RunPodSandbox with the
-//! pod overhead as limits, removed at StopPodSandbox, updated by
+//! The sandbox's own cgroup (pause is placed in it by RunPodSandbox with
+//! the pod overhead as limits): removed at StopPodSandbox, updated by
 //! UpdatePodSandboxResources.
 
 use berth_proto::runtime::v1 as cri;
@@ -14,32 +14,6 @@ use crate::store::SandboxRecord;
 impl Daemon {
     fn pod_cgroups(&self, record: &SandboxRecord) -> Option<PodCgroups> {
         PodCgroups::of(&record.config, self.config.cgroup_driver, &record.id)
-    }
-
-    /// Moves pause into the sandbox cgroup below the pod's cgroup parent;
-    /// returns the cgroups made (None for a pod without a cgroup parent).
-    pub(super) fn place_pause(
-        &self,
-        record: &SandboxRecord,
-        pid: i32,
-    ) -> Result<Option<PodCgroups>, Status> {
-        let Some(cgroups) = self.pod_cgroups(record) else {
-            return Ok(None);
-        };
-        let overhead = record
-            .config
-            .linux
-            .as_ref()
-            .and_then(|l| l.overhead.as_ref())
-            .map(|o| oci_resources(o, "config.linux.overhead"))
-            .transpose()
-            .map_err(Status::invalid_argument)?;
-        cgroups.place(pid, overhead.as_ref()).map_err(|e| {
-            Status::invalid_argument(format!(
-                "config.linux.cgroup_parent: placing pause in the pod cgroup: {e}"
-            ))
-        })?;
-        Ok(Some(cgroups))
     }
 
     /// Removes the sandbox cgroup once pause is gone.

@@ -228,10 +228,30 @@ impl Daemon {
             hostname: (!host_network && !record.config.hostname.is_empty())
                 .then(|| record.config.hostname.clone()),
         };
+        let placement = match PodCgroups::of(&record.config, self.config.cgroup_driver, id) {
+            Some(cgroups) => Some((
+                cgroups,
+                PodCgroups::overhead(&record.config).map_err(Status::invalid_argument)?,
+            )),
+            None => None,
+        };
         let pause_binary = self.config.pause_binary.clone();
+        // Moving pause into its cgroup may wait for an RCU grace period
+        // (cgroup v1 migration): it happens here, while CNI runs.
         let pause = tokio::task::spawn_blocking(move || {
             let pause = spawn_pause(&pause_binary, &namespaces)?;
-            Ok((pause.pid(), process::start_time(pause.pid())))
+            let pid = pause.pid();
+            let started = process::start_time(pid);
+            let placed = match (placement, started) {
+                (Some((cgroups, overhead)), Some(_)) => Some(
+                    cgroups
+                        .place(pid, overhead.as_ref())
+                        .map(|()| cgroups)
+                        .map_err(|e| e.to_string()),
+                ),
+                _ => None,
+            };
+            Ok((pid, started, placed))
         });
         let supervisor_dir = self.supervisor_dir(id);
         let supervisor = {
@@ -260,8 +280,11 @@ impl Daemon {
             .await
             .unwrap_or_else(|e| Err(SupervisorError::Failed(format!("start task: {e}"))));
         // Everything that did start is recorded for the rollback first.
-        if let Ok((pid, Some(started))) = pause {
-            made.pause = Some((pid, started));
+        if let Ok((pid, Some(started), placed)) = &pause {
+            made.pause = Some((*pid, *started));
+            if let Some(Ok(cgroups)) = placed {
+                made.cgroups = Some(cgroups.clone());
+            }
         }
         if supervisor.is_ok() {
             made.supervisor = Some(supervisor_dir);
@@ -278,17 +301,21 @@ impl Daemon {
                     .collect();
             }
         }
-        let (pause_pid, started) = pause.map_err(|e| {
+        let (pause_pid, started, placed) = pause.map_err(|e| {
             Status::unknown(format!(
                 "starting pause process ({}): {e}",
                 self.config.pause_binary.display()
             ))
         })?;
         let started = started.ok_or_else(|| Status::internal("pause process exited at once"))?;
+        if let Some(Err(e)) = placed {
+            return Err(Status::invalid_argument(format!(
+                "config.linux.cgroup_parent: placing pause in the pod cgroup: {e}"
+            )));
+        }
         supervisor.map_err(|e| Status::unknown(format!("starting the pod's supervisor: {e}")))?;
         record.pause_pid = Some(pause_pid);
         record.pause_start_time = Some(started);
-        made.cgroups = self.place_pause(&record, pause_pid)?;
 
         if let Some(linux) = &record.config.linux {
             sysctl::apply(pause_pid, &linux.sysctls)

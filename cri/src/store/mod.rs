@@ -1,6 +1,7 @@
 //! The daemon's stores, each the single owner of its state: records kept in
-//! memory and persisted atomically (temp file + fsync + rename) as one JSON
-//! file per object, so they survive a restart of the daemon.
+//! memory and persisted atomically (temp file + rename) as one JSON file
+//! per object, so they survive a restart of the daemon; fsynced unless the
+//! change only describes running processes, which a power loss ends.
 
 mod atomic;
 pub mod container;

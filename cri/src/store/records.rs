@@ -10,7 +10,8 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{NameIndex, StoreError, atomic};
+use super::atomic::{self, Durability};
+use super::{NameIndex, StoreError};
 
 /// What a store keeps.
 pub trait Record: Clone + Serialize + DeserializeOwned {
@@ -76,12 +77,12 @@ impl<T: Record> Store<T> {
         self.dir.join(format!("{id}.json"))
     }
 
-    fn persist(&self, record: &T) -> Result<(), StoreError> {
+    fn persist(&self, record: &T, durability: Durability) -> Result<(), StoreError> {
         let data = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
             path: self.path(record.id()),
             reason: e.to_string(),
         })?;
-        atomic::write(&self.path(record.id()), &data)
+        atomic::write(&self.path(record.id()), &data, durability)
     }
 
     /// Reserves a sandbox name for `id` before anything is made for it.
@@ -95,13 +96,30 @@ impl<T: Record> Store<T> {
 
     /// Adds or replaces a record, on disk first.
     pub fn put(&self, record: T) -> Result<(), StoreError> {
-        self.persist(&record)?;
+        self.persist(&record, Durability::PowerLoss)?;
         self.lock().insert(record.id().to_string(), record);
         Ok(())
     }
 
     /// Changes a record with `change` and persists it.
     pub fn update(&self, id: &str, change: impl FnOnce(&mut T)) -> Result<T, StoreError> {
+        self.change(id, change, Durability::PowerLoss)
+    }
+
+    /// Like [`Store::update`] for a change that only describes processes
+    /// now running (a container started): persisted for a restart of the
+    /// daemon but not fsynced, since a power loss ends those processes and
+    /// recovery then records them exited whichever version it reads.
+    pub fn update_running(&self, id: &str, change: impl FnOnce(&mut T)) -> Result<T, StoreError> {
+        self.change(id, change, Durability::Restart)
+    }
+
+    fn change(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut T),
+        durability: Durability,
+    ) -> Result<T, StoreError> {
         let mut records = self.lock();
         let record = records.get_mut(id).ok_or_else(|| StoreError::NotFound {
             kind: T::KIND,
@@ -109,7 +127,7 @@ impl<T: Record> Store<T> {
         })?;
         let mut changed = record.clone();
         change(&mut changed);
-        self.persist(&changed)?;
+        self.persist(&changed, durability)?;
         *record = changed.clone();
         Ok(changed)
     }

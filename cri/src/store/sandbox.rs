@@ -128,6 +128,25 @@ mod tests {
     }
 
     #[test]
+    fn unsynced_updates_survive_reopening_and_leave_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SandboxStore::open(dir.path()).unwrap();
+        store.put(record("abc1", "web_default_u_0")).unwrap();
+        store
+            .update_running("abc1", |r| r.pause_pid = Some(4321))
+            .unwrap();
+        drop(store);
+
+        let store = SandboxStore::open(dir.path()).unwrap();
+        assert_eq!(store.get("abc1").unwrap().pause_pid, Some(4321));
+        let files: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(files, ["abc1.json"]);
+    }
+
+    #[test]
     fn ambiguous_prefixes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = SandboxStore::open(dir.path()).unwrap();

@@ -4,8 +4,10 @@
 //!
 //! 1. Pod start-up and teardown, interleaved iterations: RunPodSandbox +
 //!    CreateContainer + StartContainer, then StopContainer + RemoveContainer +
-//!    StopPodSandbox + RemovePodSandbox. Prints medians.
-//! 2. Memory: `--pods` pods with a running container each, then the summed
+//!    StopPodSandbox + RemovePodSandbox. Prints medians, also of each of the
+//!    three start-up calls.
+//! 2. Memory (skipped with `--pods 0`, a latency-only run): `--pods` pods
+//!    with a running container each, then the summed
 //!    VmRSS of the daemon and the processes it forked into its mount
 //!    namespace (containerd's shims, berth-cri's supervisors; not the pods'
 //!    pause processes), and their summed PSS, which counts pages shared
@@ -89,10 +91,24 @@ fn parse_options() -> anyhow::Result<Options> {
     Ok(options)
 }
 
-/// Durations of one pod's start-up and teardown.
+/// Durations of one pod's start-up (and its three calls) and teardown.
 struct PodTimes {
-    start: Duration,
+    start: StartTimes,
     teardown: Duration,
+}
+
+/// RunPodSandbox, CreateContainer and StartContainer of one pod.
+#[derive(Clone, Copy, Default)]
+struct StartTimes {
+    run: Duration,
+    create: Duration,
+    start: Duration,
+}
+
+impl StartTimes {
+    fn total(&self) -> Duration {
+        self.run + self.create + self.start
+    }
 }
 
 struct Pod {
@@ -100,13 +116,21 @@ struct Pod {
     container: String,
 }
 
-async fn start_pod(env: &mut CriEnv, name: &str) -> anyhow::Result<Pod> {
+async fn start_pod(env: &mut CriEnv, name: &str) -> anyhow::Result<(Pod, StartTimes)> {
     let pod_config = env.pod_config(name);
+    let begin = Instant::now();
     let id = env.run_pod(&pod_config).await?;
+    let ran = Instant::now();
     let config = env.container_config("app", WORKLOAD);
     let container = env.create_container(&id, &pod_config, config).await?;
+    let created = Instant::now();
     env.start_container(&container).await?;
-    Ok(Pod { id, container })
+    let times = StartTimes {
+        run: ran - begin,
+        create: created - ran,
+        start: created.elapsed(),
+    };
+    Ok((Pod { id, container }, times))
 }
 
 async fn teardown_pod(env: &mut CriEnv, pod: Pod) -> anyhow::Result<()> {
@@ -135,12 +159,11 @@ async fn teardown_pod(env: &mut CriEnv, pod: Pod) -> anyhow::Result<()> {
 }
 
 async fn time_pod(env: &mut CriEnv, name: &str) -> anyhow::Result<PodTimes> {
-    let begin = Instant::now();
-    let pod = start_pod(env, name).await?;
+    let (pod, start) = start_pod(env, name).await?;
     let started = Instant::now();
     teardown_pod(env, pod).await?;
     Ok(PodTimes {
-        start: started - begin,
+        start,
         teardown: started.elapsed(),
     })
 }
@@ -157,6 +180,8 @@ fn ms(d: Duration) -> f64 {
 struct Results {
     kind: EndpointKind,
     start: Duration,
+    /// Median of each call on its own (they need not add up to `start`).
+    calls: StartTimes,
     teardown: Duration,
     rss_kib: u64,
     pss_kib: u64,
@@ -175,7 +200,7 @@ fn is_pause(pid: u32) -> bool {
 async fn measure_rss(env: &mut CriEnv, pods: usize) -> anyhow::Result<(u64, u64, usize)> {
     let mut running = Vec::with_capacity(pods);
     for n in 0..pods {
-        running.push(start_pod(env, &format!("rss-{n}")).await?);
+        running.push(start_pod(env, &format!("rss-{n}")).await?.0);
     }
     let runtime_processes: Vec<u32> = env
         .daemon
@@ -216,10 +241,19 @@ async fn bench(options: &Options) -> anyhow::Result<Vec<Results>> {
     }
     let mut results = Vec::new();
     for (mut env, samples) in envs.into_iter().zip(times) {
-        let (rss_kib, pss_kib, processes) = measure_rss(&mut env, options.pods).await?;
+        let (rss_kib, pss_kib, processes) = if options.pods == 0 {
+            (0, 0, 0)
+        } else {
+            measure_rss(&mut env, options.pods).await?
+        };
         results.push(Results {
             kind: env.kind(),
-            start: median(samples.iter().map(|t| t.start).collect()),
+            start: median(samples.iter().map(|t| t.start.total()).collect()),
+            calls: StartTimes {
+                run: median(samples.iter().map(|t| t.start.run).collect()),
+                create: median(samples.iter().map(|t| t.start.create).collect()),
+                start: median(samples.iter().map(|t| t.start.start).collect()),
+            },
             teardown: median(samples.iter().map(|t| t.teardown).collect()),
             rss_kib,
             pss_kib,
@@ -254,17 +288,36 @@ fn report(options: &Options, results: &[Results]) {
             r.processes
         );
     }
+    println!(
+        "{:<12} {:>14} {:>17} {:>16}",
+        "endpoint", "run pod (ms)", "create ctr (ms)", "start ctr (ms)"
+    );
+    for r in results {
+        println!(
+            "{:<12} {:>14.1} {:>17.1} {:>16.1}",
+            r.kind.name(),
+            ms(r.calls.run),
+            ms(r.calls.create),
+            ms(r.calls.start)
+        );
+    }
     let find = |kind| results.iter().find(|r| r.kind == kind);
     if let (Some(berth), Some(containerd)) =
         (find(EndpointKind::Berth), find(EndpointKind::Containerd))
     {
-        println!(
-            "berth/containerd: start {:.3}, teardown {:.3}, RSS {:.3}, PSS {:.3}",
+        print!(
+            "berth/containerd: start {:.3}, teardown {:.3}",
             ms(berth.start) / ms(containerd.start),
             ms(berth.teardown) / ms(containerd.teardown),
-            berth.rss_kib as f64 / containerd.rss_kib as f64,
-            berth.pss_kib as f64 / containerd.pss_kib as f64
         );
+        if options.pods > 0 {
+            print!(
+                ", RSS {:.3}, PSS {:.3}",
+                berth.rss_kib as f64 / containerd.rss_kib as f64,
+                berth.pss_kib as f64 / containerd.pss_kib as f64
+            );
+        }
+        println!();
     }
 }
 
