@@ -17,6 +17,8 @@ pub enum ExecError {
         status: String,
         stderr: String,
     },
+    #[error("reading the nf_tables generation: {0}")]
+    Generation(std::io::Error),
     #[error("writing sysctl {path}: {source}")]
     Sysctl {
         path: &'static str,
@@ -53,6 +55,9 @@ pub trait Netfilter: Send {
     /// 1.8.x spends time quadratic in the chains one `--noflush` input declares. False on
     /// the legacy backend, where every restore reads and rewrites the whole table.
     fn prefers_small_restores(&mut self, v6: bool) -> bool;
+    /// The nf_tables ruleset generation of the namespace, which every committed change
+    /// (ours or anyone's) bumps by one; None on the legacy backend, which has none.
+    fn generation(&mut self) -> Result<Option<u32>, ExecError>;
     /// Sets net.ipv4.conf.all.route_localnet=1 (in the proxy's network namespace), which
     /// lets DNAT send packets from 127.0.0.0/8 to other hosts: NodePorts on localhost.
     fn enable_route_localnet(&mut self) -> Result<(), ExecError>;
@@ -232,6 +237,15 @@ impl Netfilter for SystemNetfilter {
             .unwrap_or(false);
         self.nft_backend = Some(nft);
         nft
+    }
+
+    fn generation(&mut self) -> Result<Option<u32>, ExecError> {
+        if !self.prefers_small_restores(false) {
+            return Ok(None);
+        }
+        super::generation::read()
+            .map(Some)
+            .map_err(ExecError::Generation)
     }
 
     fn enable_route_localnet(&mut self) -> Result<(), ExecError> {

@@ -5,8 +5,16 @@
 //! follows the change, not the cluster size. A full sync rewrites every owned chain and
 //! deletes stale Service chains left by an earlier run; it runs at start, on the sync
 //! timer, after a failed partial sync, and when the canary chain shows tampering.
+//!
+//! On the nf_tables backend a full sync whose kernel state is proven untouched sends
+//! only the differences too: the kernel bumps the ruleset generation on every commit,
+//! so when it still reads what our own last change left, nothing (ours or anyone
+//! else's) changed since, and rewriting every chain would reproduce what is there.
+//! Any foreign commit in between makes the next full sync a complete rewrite, which
+//! repairs tampering as upstream's periodic full sync does.
 
 mod exec;
+mod generation;
 pub(crate) mod names;
 mod restore;
 mod rules;
@@ -21,9 +29,11 @@ use crate::model::{ServicePortName, Snapshot, entries, port_names};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// Chains per restore in a batched full sync: small enough that iptables-nft-restore's
-/// quadratic cost stays low, big enough that process starts do not dominate.
-const CHAINS_PER_RESTORE: usize = 500;
+/// Chains per transaction (COMMIT) in a batched full rewrite: iptables-nft-restore 1.8.x
+/// keeps the chain names one transaction mentions in a sorted linked list (time
+/// quadratic in them), while the kernel validates the reachable ruleset once per
+/// transaction; this balances the two.
+const CHAINS_PER_COMMIT: usize = 500;
 
 /// A jump from a built-in chain into ours: (table, chain, rule).
 type Jump = (&'static str, &'static str, &'static [&'static str]);
@@ -246,6 +256,9 @@ pub struct IptablesProxier<N: Netfilter> {
     options: IptablesOptions,
     node_ips: Vec<IpAddr>,
     families: Vec<Family>,
+    /// The nf_tables generation our last change left, while nobody else is known to
+    /// have committed since the kernel last held exactly what `families` record.
+    generation: Option<u32>,
 }
 
 fn sync_error(e: impl std::fmt::Display) -> SyncError {
@@ -278,7 +291,37 @@ impl<N: Netfilter> IptablesProxier<N> {
             options,
             node_ips: Vec::new(),
             families,
+            generation: None,
         }
+    }
+
+    /// The current nf_tables generation; None when unknown (legacy backend, errors).
+    fn current_generation(&mut self) -> Option<u32> {
+        self.nf
+            .generation()
+            .inspect_err(|e| tracing::debug!(error = %e, "nf_tables generation unknown"))
+            .ok()
+            .flatten()
+    }
+
+    /// Runs `input` through iptables-restore and keeps track of whether the kernel
+    /// still holds only what we wrote: it does when the generation advanced by exactly
+    /// our transactions and either it did before or `rewrites_all` repaired it.
+    fn restore(&mut self, v6: bool, input: &str, rewrites_all: bool) -> Result<(), ExecError> {
+        let before = self.current_generation();
+        let result = self.nf.restore(v6, input);
+        let after = self.current_generation();
+        let commits = input.lines().filter(|l| *l == "COMMIT").count() as u32;
+        let clean_before = rewrites_all || (before.is_some() && before == self.generation);
+        self.generation = match (before, after) {
+            (Some(b), Some(a))
+                if result.is_ok() && clean_before && a == b.wrapping_add(commits) =>
+            {
+                Some(a)
+            }
+            _ => None,
+        };
+        result
     }
 
     pub fn netfilter(&mut self) -> &mut N {
@@ -386,8 +429,9 @@ impl<N: Netfilter> IptablesProxier<N> {
             );
             let applied = match input {
                 None => Ok(()),
-                Some(text) => self.nf.restore(v6, &text),
+                Some(text) => self.restore(v6, &text, false),
             };
+            let fam = &mut self.families[index];
             match applied {
                 Ok(()) => {
                     for (k, new) in &updates {
@@ -417,45 +461,77 @@ impl<N: Netfilter> IptablesProxier<N> {
             }
         }
         // On a full sync, rebuild every port: node-wide settings may have changed.
-        fam.programmed = entries(&snapshot.state)
+        let fam = &mut self.families[index];
+        let programmed: BTreeMap<ServicePortName, ServiceRules> = entries(&snapshot.state)
             .filter_map(|e| {
                 let r = service_rules(e, &fam.ctx);
                 (r.rule_count() > 0).then(|| (e.port.name.clone(), r))
             })
             .collect();
+        let old = std::mem::replace(&mut fam.programmed, programmed);
         fam.needs_full = true;
-        let verified = fam.verified;
-        fam.verified = false;
-        if !verified {
-            // Leftovers of an earlier run, or chains someone else changed.
-            let found = self.nf.chains(v6, "nat").map_err(sync_error)?;
-            let fam = &mut self.families[index];
-            fam.kernel_chains
-                .extend(found.into_iter().filter(|c| names::is_service_chain(c)));
-        }
-        let batching = if self.nf.prefers_small_restores(v6) {
-            restore::Batching::ChainsPerRestore(CHAINS_PER_RESTORE)
+        let verified = std::mem::take(&mut fam.verified);
+        let current = self.current_generation();
+        let untouched = self.generation.is_some() && current == self.generation;
+        if verified && untouched {
+            // Nothing committed since our last change: the kernel holds `old` exactly.
+            let fam = &self.families[index];
+            let keys: BTreeSet<&ServicePortName> =
+                old.keys().chain(fam.programmed.keys()).collect();
+            let input = restore::partial(
+                keys.into_iter()
+                    .map(|k| (old.get(k), fam.programmed.get(k)))
+                    .filter(|(old, new)| old != new),
+            );
+            if let Some(text) = input {
+                self.restore(v6, &text, false).map_err(sync_error)?;
+            }
         } else {
-            restore::Batching::Single
-        };
+            // A foreign commit may have touched anything (a jump, a chain): re-check it all.
+            let verified = verified && current.is_none();
+            self.rewrite_family(index, &statics, verified)?;
+        }
         let fam = &mut self.families[index];
-        let owned: BTreeSet<String> = fam
+        fam.kernel_chains = fam
             .programmed
             .values()
             .flat_map(|r| r.chains.keys().cloned())
             .collect();
-        let stale: Vec<String> = fam.kernel_chains.difference(&owned).cloned().collect();
-        let inputs = restore::full(fam.programmed.values(), &statics, &stale, batching);
-        // Until the last restore succeeds, the kernel may hold old and new chains.
-        fam.kernel_chains.extend(owned.iter().cloned());
-        for input in &inputs {
-            self.nf.restore(v6, input).map_err(sync_error)?;
-        }
+        fam.needs_full = false;
+        fam.verified = true;
+        let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
+        Ok(SyncReport { full: true, rules })
+    }
+
+    /// Rewrites everything family `index` owns from `programmed`, deleting stale Service
+    /// chains. Without `verified`, first learns the kernel's Service chains and ensures
+    /// the jumps from the built-in chains (into chains created empty if missing, as
+    /// upstream does) and the canary, so that the restore is our last change.
+    fn rewrite_family(
+        &mut self,
+        index: usize,
+        statics: &restore::StaticRules,
+        verified: bool,
+    ) -> Result<(), SyncError> {
+        let v6 = self.families[index].ctx.v6;
         if !verified {
+            // Leftovers of an earlier run, or chains someone else changed.
+            let found = self.nf.chains(v6, "nat").map_err(sync_error)?;
+            self.families[index]
+                .kernel_chains
+                .extend(found.into_iter().filter(|c| names::is_service_chain(c)));
             if self.localhost_node_ports(v6) {
                 self.nf.enable_route_localnet().map_err(sync_error)?;
             }
-            for (table, chain, rule) in self.jumps(v6) {
+            let jumps = self.jumps(v6);
+            let targets: BTreeSet<(&str, &str)> = jumps
+                .iter()
+                .filter_map(|(table, _, rule)| rule.last().map(|target| (*table, *target)))
+                .collect();
+            for (table, chain) in targets {
+                self.nf.create_chain(v6, table, chain).map_err(sync_error)?;
+            }
+            for (table, chain, rule) in jumps {
                 self.nf
                     .ensure_rule(v6, table, chain, rule)
                     .map_err(sync_error)?;
@@ -466,12 +542,22 @@ impl<N: Netfilter> IptablesProxier<N> {
                     .map_err(sync_error)?;
             }
         }
+        let batching = if self.nf.prefers_small_restores(v6) {
+            restore::Batching::ChainsPerCommit(CHAINS_PER_COMMIT)
+        } else {
+            restore::Batching::Single
+        };
         let fam = &mut self.families[index];
-        fam.kernel_chains = owned;
-        fam.needs_full = false;
-        fam.verified = true;
-        let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
-        Ok(SyncReport { full: true, rules })
+        let owned: BTreeSet<String> = fam
+            .programmed
+            .values()
+            .flat_map(|r| r.chains.keys().cloned())
+            .collect();
+        let stale: Vec<String> = fam.kernel_chains.difference(&owned).cloned().collect();
+        let input = restore::full(fam.programmed.values(), statics, &stale, batching);
+        // Until the restore succeeds, the kernel may hold old and new chains.
+        fam.kernel_chains.extend(owned);
+        self.restore(v6, &input, true).map_err(sync_error)
     }
 }
 

@@ -98,44 +98,41 @@ fn section(
     out.push_str("COMMIT\n");
 }
 
-/// How a full rewrite is cut into restores.
+/// How a full rewrite is cut into transactions (COMMIT sections of one input).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batching {
-    /// One restore, one transaction (the legacy backend rewrites the whole table per call).
+    /// One transaction per table (the legacy backend rewrites the whole table per commit).
     Single,
-    /// Service chains in restores declaring about this many chains each, then one
-    /// restore of the shared chains: on nf_tables a restore costs what it sends, and
-    /// iptables-nft-restore's cost grows quadratically with the chains of one input.
-    ChainsPerRestore(usize),
+    /// Service chains in transactions declaring about this many chains each, then one
+    /// of the shared chains: iptables-nft-restore's cost grows quadratically with the
+    /// chains one transaction names.
+    ChainsPerCommit(usize),
 }
 
-/// Everything, from scratch: shared chains are flushed and refilled, every Service chain
-/// rewritten, and `stale_chains` (Service chains in the kernel but no longer wanted)
-/// flushed and deleted. Batched, each Service port's chains stay in one restore (so each
-/// restore is self-contained), the nat static chains they jump to come first, and the
-/// shared chains that jump to them come last, after which the stale chains are
-/// unreferenced and deleted.
+/// Everything, from scratch, as one iptables-restore input: shared chains are flushed
+/// and refilled, every Service chain rewritten, and `stale_chains` (Service chains in
+/// the kernel but no longer wanted) flushed and deleted. Batched, each Service port's
+/// chains stay in one transaction (so each is self-contained), the nat static chains
+/// they jump to come first, and the shared chains that jump to them come last, after
+/// which the stale chains are unreferenced and deleted.
 pub fn full<'a>(
     all: impl Iterator<Item = &'a ServiceRules> + Clone,
     statics: &StaticRules,
     stale_chains: &[String],
     batching: Batching,
-) -> Vec<String> {
-    let Batching::ChainsPerRestore(limit) = batching else {
-        return vec![full_input(all, statics, stale_chains, true)];
+) -> String {
+    let Batching::ChainsPerCommit(limit) = batching else {
+        return full_input(all, statics, stale_chains, true);
     };
-    let mut out = Vec::new();
     // KUBE-MARK-MASQ and KUBE-POSTROUTING: refilled with the same rules, atomically.
-    let static_nat = statics.rules(Table::Nat);
-    let mut text = String::new();
+    let mut out = String::new();
     section(
-        &mut text,
+        &mut out,
         Table::Nat,
         &["KUBE-POSTROUTING".into(), "KUBE-MARK-MASQ".into()],
-        &static_nat,
+        &statics.rules(Table::Nat),
         &[],
     );
-    out.push(text);
     let (mut declare, mut body) = (Vec::new(), Vec::new());
     for s in all.clone() {
         for (chain, rules) in &s.chains {
@@ -143,19 +140,15 @@ pub fn full<'a>(
             body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
         }
         if declare.len() >= limit {
-            let mut text = String::new();
-            section(&mut text, Table::Nat, &declare, &body, &[]);
-            out.push(text);
+            section(&mut out, Table::Nat, &declare, &body, &[]);
             declare.clear();
             body.clear();
         }
     }
     if !declare.is_empty() {
-        let mut text = String::new();
-        section(&mut text, Table::Nat, &declare, &body, &[]);
-        out.push(text);
+        section(&mut out, Table::Nat, &declare, &body, &[]);
     }
-    out.push(full_input(all, statics, stale_chains, false));
+    out.push_str(&full_input(all, statics, stale_chains, false));
     out
 }
 

@@ -18,6 +18,8 @@ pub struct Recorder {
     pub route_localnet: bool,
     pub ensured: Vec<String>,
     pub chain_reads: usize,
+    /// The nf_tables generation, bumped per transaction (None: the legacy backend).
+    pub generation: Option<u32>,
 }
 
 impl Netfilter for Recorder {
@@ -30,6 +32,9 @@ impl Netfilter for Recorder {
             });
         }
         self.restores.push(input.to_string());
+        if let Some(g) = self.generation.as_mut() {
+            *g += input.lines().filter(|l| *l == "COMMIT").count() as u32;
+        }
         Ok(())
     }
     fn chains(&mut self, _v6: bool, _table: &str) -> Result<Vec<String>, ExecError> {
@@ -59,6 +64,9 @@ impl Netfilter for Recorder {
     }
     fn prefers_small_restores(&mut self, _: bool) -> bool {
         self.nft
+    }
+    fn generation(&mut self) -> Result<Option<u32>, ExecError> {
+        Ok(self.generation)
     }
     fn enable_route_localnet(&mut self) -> Result<(), ExecError> {
         self.route_localnet = true;
@@ -411,12 +419,14 @@ fn full_sync_on_nf_tables_is_batched_and_self_contained() {
     };
     let mut p = IptablesProxier::new(recorder, options());
     p.sync(&t.snapshot(), false).unwrap();
-    let restores = p.netfilter().restores.clone();
-    // 120 ports x 3 chains in batches of about CHAINS_PER_RESTORE, framed by the
-    // static chains first and the shared chains last.
+    assert_eq!(p.netfilter().restores.len(), 1, "one iptables-restore run");
+    let input = p.netfilter().restores[0].clone();
+    let restores: Vec<&str> = input.split_inclusive("COMMIT\n").collect();
+    // 120 ports x 3 chains in transactions of about CHAINS_PER_COMMIT, framed by the
+    // static chains first and the shared chains (filter, then nat) last.
     assert_eq!(
         restores.len(),
-        1 + 360usize.div_ceil(CHAINS_PER_RESTORE + 2) + 1
+        1 + 360usize.div_ceil(CHAINS_PER_COMMIT + 2) + 2
     );
     assert!(restores[0].contains(":KUBE-MARK-MASQ - [0:0]") && !restores[0].contains("KUBE-SVC-"));
     let last = restores.last().unwrap();
@@ -425,7 +435,7 @@ fn full_sync_on_nf_tables_is_batched_and_self_contained() {
         lines_of(last, "-A KUBE-SERVICES -m comment --comment \"ns/s").len(),
         120
     );
-    for batch in &restores[1..restores.len() - 1] {
+    for batch in &restores[1..restores.len() - 2] {
         assert!(!batch.contains("KUBE-SERVICES") && !batch.contains("-X "));
         // Every chain a batch jumps to is declared in that batch (or is static).
         for target in batch.split_whitespace().filter(|w| w.starts_with("KUBE-S")) {
@@ -533,4 +543,80 @@ fn endpoint_rules_lose_their_comments_above_1000_endpoints() {
         )),
         "{input}"
     );
+}
+
+#[test]
+fn full_sync_of_an_untouched_nf_tables_ruleset_sends_only_differences() {
+    let mut t = ChangeTracker::new("n");
+    for name in ["a", "b"] {
+        t.apply_service(&service(
+            name,
+            if name == "a" {
+                "198.19.0.10"
+            } else {
+                "198.19.0.11"
+            },
+            json!({}),
+        ));
+    }
+    t.apply_slice(&slice("a", &[("10.244.1.2", true, "n")]));
+    t.apply_slice(&slice("b", &[("10.244.2.2", true, "n")]));
+    let recorder = Recorder {
+        nft: true,
+        generation: Some(41),
+        ..Default::default()
+    };
+    let mut p = IptablesProxier::new(recorder, options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let svc_b = service_chain(&port_name("b"));
+    assert!(p.netfilter().restores[0].contains(&format!(":{svc_b} - [0:0]")));
+    let ensured = p.netfilter().ensured.len();
+
+    // Nothing committed since: a full sync has nothing to send.
+    let report = p.sync(&t.snapshot(), true).unwrap();
+    assert!(report.full);
+    assert_eq!(
+        p.netfilter().restores.len(),
+        1,
+        "no restore without differences"
+    );
+
+    // One endpoint of a changes: the full sync rewrites a's chains only.
+    t.apply_slice(&slice("a", &[("10.244.1.9", true, "n")]));
+    p.sync(&t.snapshot(), true).unwrap();
+    let input = p.netfilter().restores.last().unwrap().clone();
+    assert!(input.contains(&format!(":{} - [0:0]", service_chain(&port_name("a")))));
+    assert!(!input.contains(&svc_b), "b is untouched:\n{input}");
+
+    // Someone else committed (maybe into our chains): everything is rewritten, the
+    // kernel's chains re-read and the jumps re-ensured.
+    *p.netfilter().generation.as_mut().unwrap() += 1;
+    let reads = p.netfilter().chain_reads;
+    p.sync(&t.snapshot(), true).unwrap();
+    let input = p.netfilter().restores.last().unwrap().clone();
+    assert!(input.contains(&format!(":{svc_b} - [0:0]")), "{input}");
+    assert_eq!(p.netfilter().chain_reads, reads + 1);
+    assert_eq!(p.netfilter().ensured.len(), 2 * ensured);
+
+    // Our own partial sync keeps the ruleset known; a foreign commit during it does not.
+    t.apply_slice(&slice("b", &[("10.244.2.3", true, "n")]));
+    p.sync(&t.snapshot(), false).unwrap();
+    let count = p.netfilter().restores.len();
+    p.sync(&t.snapshot(), true).unwrap();
+    assert_eq!(p.netfilter().restores.len(), count, "still untouched");
+}
+
+#[test]
+fn without_a_generation_every_full_sync_rewrites_everything() {
+    let mut t = ChangeTracker::new("n");
+    t.apply_service(&service("a", "198.19.0.10", json!({})));
+    t.apply_slice(&slice("a", &[("10.244.1.2", true, "n")]));
+    // The legacy backend: no generation to prove the ruleset untouched.
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+    p.sync(&t.snapshot(), true).unwrap();
+    let input = p.netfilter().restores.last().unwrap().clone();
+    assert_eq!(p.netfilter().restores.len(), 2);
+    assert!(input.contains(&format!(":{} - [0:0]", service_chain(&port_name("a")))));
+    assert!(input.contains(":KUBE-SERVICES - [0:0]"));
 }
