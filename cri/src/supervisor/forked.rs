@@ -88,3 +88,37 @@ fn read_available(pipe: OwnedFd) -> std::io::Result<Vec<u8>> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nix::unistd::Pid;
+
+    use super::*;
+
+    #[test]
+    fn the_result_comes_from_a_reaped_child() {
+        let child = run("probe", || Ok(std::process::id())).unwrap();
+        assert_ne!(child, std::process::id());
+        // Already reaped: no zombie is left behind.
+        assert_eq!(
+            waitpid(Pid::from_raw(child as i32), None),
+            Err(Errno::ECHILD)
+        );
+    }
+
+    #[test]
+    fn errors_and_deaths_are_reported() {
+        assert_eq!(
+            run::<(), _>("probe", || Err("refused".into())),
+            Err("refused".into())
+        );
+        let died = run::<(), _>("probe", || {
+            // SAFETY: ends the forked child at once.
+            unsafe { libc::_exit(3) }
+        });
+        assert_eq!(
+            died,
+            Err("probe: the runtime child died without a result".into())
+        );
+    }
+}
