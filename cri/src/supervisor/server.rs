@@ -14,13 +14,13 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, dup, dup2_stderr, dup2_stdin, dup2_stdout, pipe2};
+use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, pipe2};
 
-use super::SOCKET;
 use super::protocol::{
     Exit, Op, Request, Response, Stdio, VERSION, exit_file, now_nanos, read_exit,
 };
 use super::stdio::ContainerIo;
+use super::{SOCKET, forked};
 use crate::logs::{DEFAULT_MAX_LINE_SIZE, LogWriter};
 use crate::oci::container::{self, create::CreateOptions};
 use crate::oci::state::StateStore;
@@ -156,7 +156,8 @@ impl Supervisor {
         else {
             return;
         };
-        let oom_killed = code == 128 + libc::SIGKILL && oom_killed(&runtime, id);
+        let oom_killed = code == 128 + libc::SIGKILL
+            && forked::run("oom check", || Ok(oom_killed(&runtime, id))).unwrap_or(false);
         let exit = Exit {
             code,
             finished_at: now_nanos(),
@@ -233,7 +234,9 @@ impl Supervisor {
                 stdio,
             } => self.create(id, bundle, &log_path, systemd_cgroup, stdio),
             Op::Start { id } => self.with(&id, |s, id| {
-                container::start::start(&s.runtime, id).map_err(|e| e.to_string())?;
+                forked::run("start", || {
+                    container::start::start(&s.runtime, id).map_err(|e| e.to_string())
+                })?;
                 if let Some(c) = s.containers.get_mut(id) {
                     c.started_at = Some(now_nanos());
                 }
@@ -245,10 +248,14 @@ impl Supervisor {
                 }
                 let signal =
                     Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
-                container::kill::kill(&s.runtime, id, signal, false).map_err(|e| e.to_string())
+                forked::run("kill", || {
+                    container::kill::kill(&s.runtime, id, signal, false).map_err(|e| e.to_string())
+                })
             }),
             Op::Delete { id } => {
-                let result = container::delete::delete(&self.runtime, &id, true);
+                let result = forked::run("delete", || {
+                    container::delete::delete(&self.runtime, &id, true).map_err(|e| e.to_string())
+                });
                 self.containers.remove(&id);
                 let _ = std::fs::remove_file(exit_file(&self.dir, &id));
                 match result {
@@ -258,7 +265,7 @@ impl Supervisor {
                         let _ = e;
                         Response::default()
                     }
-                    Err(e) => Response::failed(e.to_string()),
+                    Err(e) => Response::failed(e),
                 }
             }
             Op::Status { id } => match self.containers.get(&id) {
@@ -360,36 +367,25 @@ impl Supervisor {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let stdin = if stdio.stdin { Some(pipe()?) } else { None };
-        // The container init inherits our stdio: point it at the pipes for the
-        // create, then restore it.
-        let saved = (
-            dup(std::io::stdin()),
-            dup(std::io::stdout()),
-            dup(std::io::stderr()),
-        );
-        let (Ok(saved_in), Ok(saved_out), Ok(saved_err)) = saved else {
-            return Err("saving stdio failed".into());
-        };
-        let redirected = dup2_stdout(&out_w)
-            .and_then(|()| dup2_stderr(&err_w))
-            .and_then(|()| match &stdin {
-                Some((read, _)) => dup2_stdin(read),
-                None => Ok(()),
-            });
-        let result = redirected
-            .map_err(|e| format!("redirecting stdio: {e}"))
-            .and_then(|()| {
-                container::create::create(&self.runtime, &options).map_err(|e| e.to_string())
-            });
-        let _ = dup2_stdin(&saved_in);
-        let _ = dup2_stdout(&saved_out);
-        let _ = dup2_stderr(&saved_err);
+        // The container init inherits the creating child's stdio: the pipes.
+        let pid = forked::run("create", || {
+            dup2_stdout(&out_w)
+                .and_then(|()| dup2_stderr(&err_w))
+                .and_then(|()| match &stdin {
+                    Some((read, _)) => dup2_stdin(read),
+                    None => Ok(()),
+                })
+                .map_err(|e| format!("redirecting stdio: {e}"))?;
+            container::create::create(&self.runtime, &options)
+                .map(|state| state.pid)
+                .map_err(|e| e.to_string())
+        });
         drop((out_w, err_w));
-        let state = result?;
+        let pid = pid?;
         let stdin = stdin.map(|(_, write)| write);
         let io = ContainerIo::pipes(log, out_r, err_r, stdin, stdio)
             .map_err(|e| format!("container stdio: {e}"))?;
-        Ok((state.pid, io))
+        Ok((pid, io))
     }
 
     /// The container runs on a pty; its master comes back over a console socket.
@@ -404,14 +400,18 @@ impl Supervisor {
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).map_err(|e| format!("console socket: {e}"))?;
         options.console_socket = Some(socket.clone());
-        let created = container::create::create(&self.runtime, &options).map_err(|e| e.to_string());
+        let created = forked::run("create", || {
+            container::create::create(&self.runtime, &options)
+                .map(|state| state.pid)
+                .map_err(|e| e.to_string())
+        });
         let master = created.as_ref().ok().map(|_| receive_pty(&listener));
         let _ = std::fs::remove_file(&socket);
-        let state = created?;
+        let pid = created?;
         let master = master.unwrap_or_else(|| Err("no pty".into()))?;
         let io = ContainerIo::terminal(log, master, stdio)
             .map_err(|e| format!("container stdio: {e}"))?;
-        Ok((state.pid, io))
+        Ok((pid, io))
     }
 }
 
