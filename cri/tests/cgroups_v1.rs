@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use berth_cri::oci::cgroups::{CgroupDriver, CgroupError, CgroupManager, new_manager};
 use oci_spec::runtime::{
-    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType,
-    LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxNetworkBuilder, LinuxPidsBuilder,
-    LinuxResources, LinuxResourcesBuilder, LinuxThrottleDeviceBuilder,
+    LinuxBlockIoBuilder, LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder,
+    LinuxNetworkBuilder, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder,
+    LinuxThrottleDeviceBuilder,
 };
 
 fn is_v1_host() -> bool {
@@ -478,19 +478,9 @@ fn device_rules_are_enforced_and_updated() {
     let mut cg = test_cgroup("devices");
     cg.manager.create(None).unwrap();
     assert_eq!(run(&mut cg), "open-denied");
-    let allow_loop = LinuxResourcesBuilder::default()
-        .devices(vec![
-            LinuxDeviceCgroupBuilder::default()
-                .allow(true)
-                .typ(LinuxDeviceType::B)
-                .major(7i64)
-                .access("r")
-                .build()
-                .unwrap(),
-        ])
-        .build()
+    cg.manager
+        .update(&cgroups_common::allow_reading_loop_devices())
         .unwrap();
-    cg.manager.update(&allow_loop).unwrap();
     assert_eq!(run(&mut cg), "open-ok");
 }
 

@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use berth_cri::oci::cgroups::{CgroupManager, V2Manager};
-use oci_spec::runtime::{
-    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxResourcesBuilder,
-};
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder};
 
 fn cgroup2_mount() -> Option<PathBuf> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
@@ -94,19 +92,9 @@ fn device_program_enforces_the_rules_and_update_replaces_it() {
         ["open-denied", "1"]
     );
 
-    let allow_loop = LinuxResourcesBuilder::default()
-        .devices(vec![
-            LinuxDeviceCgroupBuilder::default()
-                .allow(true)
-                .typ(LinuxDeviceType::B)
-                .major(7i64)
-                .access("r")
-                .build()
-                .unwrap(),
-        ])
-        .build()
+    cg.manager
+        .update(&cgroups_common::allow_reading_loop_devices())
         .unwrap();
-    cg.manager.update(&allow_loop).unwrap();
     assert_eq!(run_in(&mut cg, OPEN_LOOP0).trim(), "open-ok");
 }
 

@@ -5,7 +5,6 @@ mod streaming_support;
 use std::time::Duration;
 
 use berth_cri::streaming::{AttachRequest, Status, StreamingConfig, StreamingServer};
-use streaming_support::backend::process_ended;
 use streaming_support::spdy_client::{
     ClientStream, CommandStreams as Streams, SpdyClient, connect,
     open_command_streams as open_streams,
@@ -27,6 +26,16 @@ async fn exec_session(
     let (client, _) = connect(&url, &[V4], false).await.unwrap();
     let streams = open_streams(&client, stdin, stderr, tty).await;
     (client, streams)
+}
+
+/// An exec of a command that sleeps until killed, stdin open; with its pid.
+async fn sleeper_session(
+    server: &StreamingServer,
+    backend: &ProcessBackend,
+) -> (SpdyClient, Streams, u32) {
+    let cmd = ["sh", "-c", "exec sleep 1000"];
+    let (client, streams) = exec_session(server, &cmd, true, false, false).await;
+    (client, streams, first_pid(backend).await)
 }
 
 async fn status_of(error: &mut ClientStream) -> Status {
@@ -187,18 +196,19 @@ async fn attach_connects_to_the_container_process() {
 #[tokio::test]
 async fn no_common_protocol_is_forbidden_and_lists_ours() {
     let (server, _) = default_server().await;
-    let url = exec_url(&server, &["true"], false, false, false);
-    let (reply, mut socket) = http_request(
-        &url,
-        "POST",
-        &[
-            ("Connection", "Upgrade"),
-            ("Upgrade", "SPDY/3.1"),
-            ("X-Stream-Protocol-Version", "v9.channel.k8s.io"),
-        ],
-    )
-    .await
-    .unwrap();
+    // A fresh URL for each attempt: a refused upgrade may have used up its token.
+    let refused = async |headers: &[(&str, &str)]| {
+        let url = exec_url(&server, &["true"], false, false, false);
+        let (reply, mut socket) = http_request(&url, "POST", headers).await.unwrap();
+        let body = read_body(&reply, &mut socket).await.unwrap();
+        (reply, body)
+    };
+    let (reply, body) = refused(&[
+        ("Connection", "Upgrade"),
+        ("Upgrade", "SPDY/3.1"),
+        ("X-Stream-Protocol-Version", "v9.channel.k8s.io"),
+    ])
+    .await;
     assert_eq!(reply.status, 403);
     assert_eq!(
         reply.headers_named("X-Accepted-Stream-Protocol-Versions"),
@@ -209,27 +219,13 @@ async fn no_common_protocol_is_forbidden_and_lists_ours() {
             "channel.k8s.io"
         ]
     );
-    assert!(
-        read_body(&reply, &mut socket)
-            .await
-            .unwrap()
-            .contains("unable to negotiate protocol")
-    );
+    assert!(body.contains("unable to negotiate protocol"), "{body}");
 
-    let url = exec_url(&server, &["true"], false, false, false);
-    let (reply, mut socket) = http_request(
-        &url,
-        "POST",
-        &[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")],
-    )
-    .await
-    .unwrap();
+    let (reply, body) = refused(&[("Connection", "Upgrade"), ("Upgrade", "SPDY/3.1")]).await;
     assert_eq!(reply.status, 400);
     assert!(
-        read_body(&reply, &mut socket)
-            .await
-            .unwrap()
-            .contains("X-Stream-Protocol-Version is required")
+        body.contains("X-Stream-Protocol-Version is required"),
+        "{body}"
     );
 
     let url = exec_url(&server, &["true"], false, false, false);
@@ -342,16 +338,7 @@ async fn a_client_that_disconnects_mid_stream_ends_the_command() {
     }
     let pid = backend.pids.lock().unwrap()[0];
     client.disconnect();
-    wait_for("the process to be killed", || process_ended(pid)).await;
-    // Every task of the connection ends; only the server's accept loop is left.
-    let metrics = tokio::runtime::Handle::current().metrics();
-    wait_for("the session tasks to end", || {
-        metrics.num_alive_tasks() == idle_tasks
-    })
-    .await;
-    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
-        .await
-        .expect("server tasks ended");
+    assert_session_cleaned_up(server, pid, idle_tasks).await;
 }
 
 #[tokio::test]
@@ -371,18 +358,10 @@ async fn idle_connections_are_closed() {
         ..Default::default()
     };
     let (server, backend) = start_server(config).await;
-    let (_client, mut s) = exec_session(
-        &server,
-        &["sh", "-c", "exec sleep 1000"],
-        true,
-        false,
-        false,
-    )
-    .await;
-    let pid = first_pid(&backend).await;
+    let (_client, mut s, pid) = sleeper_session(&server, &backend).await;
     // No traffic: the server gives up on the connection and the command with it.
     assert_eq!(s.stdout.read_to_end().await, None);
-    wait_for("the process to be killed", || process_ended(pid)).await;
+    wait_killed(pid).await;
 }
 
 #[tokio::test]
@@ -463,18 +442,8 @@ async fn output_stops_at_the_window_the_client_granted() {
 #[tokio::test]
 async fn shutdown_ends_active_sessions() {
     let (server, backend) = default_server().await;
-    let (_client, mut s) = exec_session(
-        &server,
-        &["sh", "-c", "exec sleep 1000"],
-        true,
-        false,
-        false,
-    )
-    .await;
-    let pid = first_pid(&backend).await;
-    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
-        .await
-        .expect("server tasks ended");
+    let (_client, mut s, pid) = sleeper_session(&server, &backend).await;
+    shut_down(server).await;
     assert_eq!(s.stdout.read_to_end().await, None, "connection closed");
-    wait_for("the process to be killed", || process_ended(pid)).await;
+    wait_killed(pid).await;
 }

@@ -4,7 +4,6 @@ mod streaming_support;
 
 use berth_cri::streaming::Status;
 use futures_util::{SinkExt, StreamExt};
-use streaming_support::backend::process_ended;
 use streaming_support::ws_client::{collect, connect, send};
 use streaming_support::*;
 use tokio_tungstenite::tungstenite::Message;
@@ -188,13 +187,5 @@ async fn a_dropped_websocket_ends_the_command() {
     let (ws, _) = connect(&url, &["v5.channel.k8s.io"]).await.unwrap();
     let pid = first_pid(&backend).await;
     drop(ws);
-    wait_for("the process to be killed", || process_ended(pid)).await;
-    let metrics = tokio::runtime::Handle::current().metrics();
-    wait_for("the session tasks to end", || {
-        metrics.num_alive_tasks() == idle_tasks
-    })
-    .await;
-    tokio::time::timeout(std::time::Duration::from_secs(20), server.shutdown())
-        .await
-        .expect("server tasks ended");
+    assert_session_cleaned_up(server, pid, idle_tasks).await;
 }

@@ -331,6 +331,14 @@ fn members(ns: &NetNs, set: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Asserts that `listing` (an `ipset save` or `iptables-save` dump) holds
+/// every one of `expected`.
+fn assert_listed(listing: &str, expected: &[&str]) {
+    for line in expected {
+        assert!(listing.contains(line), "missing {line}\n{listing}");
+    }
+}
+
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
@@ -418,44 +426,47 @@ fn full_sync_programs_ipvs_addresses_sets_and_rules_in_its_netns_only() {
         set(&["198.19.0.10", "198.19.0.20", "198.51.100.20", "203.0.113.7"])
     );
     let save = ns.exec("ipset", &["save"]);
-    for header in [
-        "create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536",
-        "create KUBE-LOAD-BALANCER-SOURCE-CIDR hash:ip,port,net family inet hashsize 1024 maxelem 65536",
-        "create KUBE-NODE-PORT-UDP bitmap:port range 0-65535",
-        "create KUBE-NODE-PORT-SCTP-HASH hash:ip,port family inet hashsize 1024 maxelem 65536",
-        "create KUBE-IPVS-IPS hash:ip family inet hashsize 1024 maxelem 65536",
-    ] {
-        assert!(save.contains(header), "{header}\n{save}");
-    }
+    assert_listed(
+        &save,
+        &[
+            "create KUBE-LOOP-BACK hash:ip,port,ip family inet hashsize 1024 maxelem 65536",
+            "create KUBE-LOAD-BALANCER-SOURCE-CIDR hash:ip,port,net family inet hashsize 1024 maxelem 65536",
+            "create KUBE-NODE-PORT-UDP bitmap:port range 0-65535",
+            "create KUBE-NODE-PORT-SCTP-HASH hash:ip,port family inet hashsize 1024 maxelem 65536",
+            "create KUBE-IPVS-IPS hash:ip family inet hashsize 1024 maxelem 65536",
+        ],
+    );
 
     let nat = ns.exec("iptables-save", &["-t", "nat"]);
-    for rule in [
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
-        "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE",
-        // iptables-save puts the address match first.
-        "-A KUBE-SERVICES ! -s 198.18.2.0/24 -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ",
-        "-A KUBE-SERVICES -m comment --comment \"Kubernetes service lb portal\" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER",
-        "-A KUBE-LOAD-BALANCER -m comment --comment \"Kubernetes service load balancer ip + port with externalTrafficPolicy=local\" -m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst -j RETURN",
-        "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN",
-        "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ",
-        "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
-        "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
-        "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
-    ] {
-        assert!(nat.contains(rule), "missing {rule}\n{nat}");
-    }
+    assert_listed(
+        &nat,
+        &[
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+            "-A KUBE-POSTROUTING -m comment --comment \"Kubernetes endpoints dst ip:port, source ip for solving hairpin purpose\" -m set --match-set KUBE-LOOP-BACK dst,dst,src -j MASQUERADE",
+            // iptables-save puts the address match first.
+            "-A KUBE-SERVICES ! -s 198.18.2.0/24 -m comment --comment \"Kubernetes service cluster ip + port for masquerade purpose\" -m set --match-set KUBE-CLUSTER-IP dst,dst -j KUBE-MARK-MASQ",
+            "-A KUBE-SERVICES -m comment --comment \"Kubernetes service lb portal\" -m set --match-set KUBE-LOAD-BALANCER dst,dst -j KUBE-LOAD-BALANCER",
+            "-A KUBE-LOAD-BALANCER -m comment --comment \"Kubernetes service load balancer ip + port with externalTrafficPolicy=local\" -m set --match-set KUBE-LOAD-BALANCER-LOCAL dst,dst -j RETURN",
+            "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port with externalTrafficPolicy=local\" -m set --match-set KUBE-NODE-PORT-LOCAL-TCP dst -j RETURN",
+            "-A KUBE-NODE-PORT -p tcp -m comment --comment \"Kubernetes nodeport TCP port for masquerade purpose\" -m set --match-set KUBE-NODE-PORT-TCP dst -j KUBE-MARK-MASQ",
+            "-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODE-PORT",
+            "-A KUBE-SERVICES -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
+            "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000",
+        ],
+    );
     let filter = ns.exec("iptables-save", &["-t", "filter"]);
-    for rule in [
-        "-A INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER",
-        "-A OUTPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-OUT-FILTER",
-        "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
-        "-A KUBE-NODE-PORT -m comment --comment \"Kubernetes health check node port\" -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT",
-        "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT --reject-with icmp-port-unreachable",
-        "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP",
-    ] {
-        assert!(filter.contains(rule), "missing {rule}\n{filter}");
-    }
+    assert_listed(
+        &filter,
+        &[
+            "-A INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER",
+            "-A OUTPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-OUT-FILTER",
+            "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
+            "-A KUBE-NODE-PORT -m comment --comment \"Kubernetes health check node port\" -m set --match-set KUBE-HEALTH-CHECK-NODE-PORT dst -j ACCEPT",
+            "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT --reject-with icmp-port-unreachable",
+            "-A KUBE-SOURCE-RANGES-FIREWALL -j DROP",
+        ],
+    );
 
     // Sets, links and rules are per network namespace: nothing leaked next door.
     assert_eq!(bystander.exec("ipset", &["list", "-n"]).trim(), "");
@@ -882,13 +893,13 @@ fn flushed_rules_are_noticed_and_restored_by_the_next_sync() {
     });
     let _p = sync(&ns, p, &mut t, false);
     let filter = ns.exec("iptables-save", &["-t", "filter"]);
-    assert!(
-        filter.contains(
-            "-A INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER"
-        ),
-        "{filter}"
+    assert_listed(
+        &filter,
+        &[
+            "-A INPUT -m comment --comment \"kubernetes ipvs access filter\" -j KUBE-IPVS-FILTER",
+            "-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT",
+        ],
     );
-    assert!(filter.contains("-A KUBE-IPVS-FILTER -m conntrack --ctstate NEW -m set --match-set KUBE-IPVS-IPS dst -j REJECT"));
 }
 
 #[test]

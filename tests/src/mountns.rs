@@ -34,8 +34,9 @@ where
     })
 }
 
-/// A command that runs `program` in a fresh private mount namespace.
-pub fn private_mount_ns_command(program: &str) -> Command {
+/// A command that runs `program` in a fresh private mount namespace (exec'd by
+/// `unshare`, so the child's PID is the program's).
+pub fn private_mount_ns_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--propagation", "private", "--"])

@@ -21,6 +21,35 @@ fn security(config: &mut ContainerConfig) -> &mut LinuxContainerSecurityContext 
         .unwrap()
 }
 
+/// Starts a `sleep` container named `name` with the security context `secure`
+/// sets, alone in a pod named `pod`; returns the container id.
+async fn secured_sleeper(
+    env: &mut CriEnv,
+    pod: &str,
+    name: &str,
+    secure: impl FnOnce(&mut LinuxContainerSecurityContext),
+) -> anyhow::Result<String> {
+    let mut config = env.container_config(name, &["sleep", "3600"]);
+    secure(security(&mut config));
+    let (_, _, id) = env.pod_with_container(pod, config).await?;
+    Ok(id)
+}
+
+fn capabilities(add: &str, drop: &str) -> Option<Capability> {
+    Some(Capability {
+        add_capabilities: vec![add.into()],
+        drop_capabilities: vec![drop.into()],
+        add_ambient_capabilities: vec![],
+    })
+}
+
+fn seccomp(profile_type: ProfileType) -> Option<SecurityProfile> {
+    Some(SecurityProfile {
+        profile_type: profile_type as i32,
+        localhost_ref: String::new(),
+    })
+}
+
 /// The value of a `/proc/self/status` field inside the container.
 async fn proc_status(env: &mut CriEnv, id: &str, field: &str) -> anyhow::Result<String> {
     let status = env.exec_ok(id, &["cat", "/proc/self/status"]).await?;
@@ -45,11 +74,12 @@ fn has(caps: u64, cap: u32) -> bool {
 #[test]
 fn run_as_user_and_group() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("user", &["sleep", "3600"]);
-        security(&mut config).run_as_user = Some(Int64Value { value: 1234 });
-        security(&mut config).run_as_group = Some(Int64Value { value: 5678 });
-        security(&mut config).supplemental_groups = vec![4000];
-        let (_, _, id) = env.pod_with_container("run-as", config).await?;
+        let id = secured_sleeper(&mut env, "run-as", "user", |security| {
+            security.run_as_user = Some(Int64Value { value: 1234 });
+            security.run_as_group = Some(Int64Value { value: 5678 });
+            security.supplemental_groups = vec![4000];
+        })
+        .await?;
         assert_eq!(env.exec_ok(&id, &["id", "-u"]).await?.trim(), "1234");
         assert_eq!(env.exec_ok(&id, &["id", "-g"]).await?.trim(), "5678");
         let groups = env.exec_ok(&id, &["id", "-G"]).await?;
@@ -65,9 +95,10 @@ fn run_as_user_and_group() -> anyhow::Result<()> {
 #[test]
 fn run_as_username_from_the_image_passwd() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("username", &["sleep", "3600"]);
-        security(&mut config).run_as_username = "nobody".into();
-        let (_, _, id) = env.pod_with_container("run-as-name", config).await?;
+        let id = secured_sleeper(&mut env, "run-as-name", "username", |security| {
+            security.run_as_username = "nobody".into();
+        })
+        .await?;
         assert_eq!(env.exec_ok(&id, &["id", "-u"]).await?.trim(), "65534");
         Ok(())
     })
@@ -76,9 +107,10 @@ fn run_as_username_from_the_image_passwd() -> anyhow::Result<()> {
 #[test]
 fn readonly_rootfs_refuses_writes_but_keeps_volumes_writable() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("ro", &["sleep", "3600"]);
-        security(&mut config).readonly_rootfs = true;
-        let (_, _, id) = env.pod_with_container("readonly", config).await?;
+        let id = secured_sleeper(&mut env, "readonly", "ro", |security| {
+            security.readonly_rootfs = true;
+        })
+        .await?;
         let write = env.exec_sync(&id, &["touch", "/new-file"], 30).await?;
         assert_ne!(write.exit_code, 0, "write to a readonly rootfs succeeded");
         assert!(
@@ -159,13 +191,10 @@ fn default_container_lacks_admin_capabilities_and_sys_is_readonly() -> anyhow::R
 #[test]
 fn capabilities_are_added_and_dropped() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("caps", &["sleep", "3600"]);
-        security(&mut config).capabilities = Some(Capability {
-            add_capabilities: vec!["NET_ADMIN".into()],
-            drop_capabilities: vec!["CHOWN".into()],
-            add_ambient_capabilities: vec![],
-        });
-        let (_, _, id) = env.pod_with_container("caps", config).await?;
+        let id = secured_sleeper(&mut env, "caps", "caps", |security| {
+            security.capabilities = capabilities("NET_ADMIN", "CHOWN");
+        })
+        .await?;
         let caps = effective_caps(&mut env, &id).await?;
         assert!(has(caps, CAP_NET_ADMIN), "NET_ADMIN added: {caps:x}");
         assert!(!has(caps, CAP_CHOWN), "CHOWN dropped: {caps:x}");
@@ -178,13 +207,10 @@ fn capabilities_are_added_and_dropped() -> anyhow::Result<()> {
 #[test]
 fn drop_all_then_add_one() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("drop-all", &["sleep", "3600"]);
-        security(&mut config).capabilities = Some(Capability {
-            add_capabilities: vec!["CHOWN".into()],
-            drop_capabilities: vec!["ALL".into()],
-            add_ambient_capabilities: vec![],
-        });
-        let (_, _, id) = env.pod_with_container("drop-all", config).await?;
+        let id = secured_sleeper(&mut env, "drop-all", "drop-all", |security| {
+            security.capabilities = capabilities("CHOWN", "ALL");
+        })
+        .await?;
         assert_eq!(effective_caps(&mut env, &id).await?, 1 << CAP_CHOWN);
         Ok(())
     })
@@ -193,12 +219,12 @@ fn drop_all_then_add_one() -> anyhow::Result<()> {
 #[test]
 fn no_new_privs_is_set_when_asked() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("nnp", &["sleep", "3600"]);
-        security(&mut config).no_new_privs = true;
-        let (_, _, id) = env.pod_with_container("nnp", config).await?;
+        let id = secured_sleeper(&mut env, "nnp", "nnp", |security| {
+            security.no_new_privs = true;
+        })
+        .await?;
         assert_eq!(proc_status(&mut env, &id, "NoNewPrivs").await?, "1");
-        let config = env.container_config("privs", &["sleep", "3600"]);
-        let (_, _, other) = env.pod_with_container("privs", config).await?;
+        let other = secured_sleeper(&mut env, "privs", "privs", |_| {}).await?;
         assert_eq!(proc_status(&mut env, &other, "NoNewPrivs").await?, "0");
         Ok(())
     })
@@ -207,20 +233,17 @@ fn no_new_privs_is_set_when_asked() -> anyhow::Result<()> {
 #[test]
 fn seccomp_runtime_default_filters_and_unconfined_does_not() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let mut config = env.container_config("default", &["sleep", "3600"]);
-        security(&mut config).seccomp = Some(SecurityProfile {
-            profile_type: ProfileType::RuntimeDefault as i32,
-            localhost_ref: String::new(),
-        });
-        let (_, _, filtered) = env.pod_with_container("seccomp-default", config).await?;
+        let filtered = secured_sleeper(&mut env, "seccomp-default", "default", |security| {
+            security.seccomp = seccomp(ProfileType::RuntimeDefault);
+        })
+        .await?;
         assert_eq!(proc_status(&mut env, &filtered, "Seccomp").await?, "2");
         // `Seccomp: 2` is filter mode: a profile is loaded.
-        let mut config = env.container_config("unconfined", &["sleep", "3600"]);
-        security(&mut config).seccomp = Some(SecurityProfile {
-            profile_type: ProfileType::Unconfined as i32,
-            localhost_ref: String::new(),
-        });
-        let (_, _, unconfined) = env.pod_with_container("seccomp-unconfined", config).await?;
+        let unconfined =
+            secured_sleeper(&mut env, "seccomp-unconfined", "unconfined", |security| {
+                security.seccomp = seccomp(ProfileType::Unconfined);
+            })
+            .await?;
         assert_eq!(proc_status(&mut env, &unconfined, "Seccomp").await?, "0");
         Ok(())
     })

@@ -4,25 +4,13 @@
 //! StartError, exit code 128 and the runtime's error as message; the event
 //! stream announces it STOPPED.
 
-use std::time::Duration;
-
-use berth_proto::runtime::v1::{
-    ContainerEventResponse, ContainerEventType, ContainerState, GetEventsRequest,
-    RemoveContainerRequest,
-};
-use berth_tests::cri;
-use futures_util::StreamExt;
-
-const DEADLINE: Duration = Duration::from_secs(60);
+use berth_proto::runtime::v1::{ContainerEventType, ContainerState, RemoveContainerRequest};
+use berth_tests::cri::{self, events};
 
 #[test]
 fn a_missing_command_fails_start_and_leaves_the_container_exited() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let events = match env.runtime.get_container_events(GetEventsRequest {}).await {
-            Ok(stream) => Some(stream.into_inner()),
-            Err(status) if status.code() == tonic::Code::Unimplemented => None,
-            Err(status) => return Err(status.into()),
-        };
+        let stream = events::subscribe(&mut env).await?;
         let busybox = env.images.busybox.clone();
         env.pull(&busybox).await?;
         let pod_config = env.pod_config("startfail");
@@ -52,21 +40,18 @@ fn a_missing_command_fails_start_and_leaves_the_container_exited() -> anyhow::Re
         assert!(status.finished_at >= status.created_at);
         assert_eq!(status.started_at, 0, "it never started");
 
-        if let Some(mut events) = events {
-            let seen = events_until_stopped(&mut events, &id).await?;
-            let kinds: Vec<i32> = seen.iter().map(|e| e.container_event_type).collect();
+        if let Some(mut stream) = stream {
+            let seen =
+                events::events_of(&mut stream, &id, ContainerEventType::ContainerStoppedEvent)
+                    .await?;
             assert_eq!(
-                kinds,
+                events::kinds(&seen),
                 [
-                    ContainerEventType::ContainerCreatedEvent as i32,
-                    ContainerEventType::ContainerStoppedEvent as i32,
+                    ContainerEventType::ContainerCreatedEvent,
+                    ContainerEventType::ContainerStoppedEvent,
                 ]
             );
-            let stopped = seen[1]
-                .containers_statuses
-                .iter()
-                .find(|s| s.id == id)
-                .expect("the container's status");
+            let stopped = events::status_in(&seen[1], &id).expect("the container's status");
             assert_eq!(stopped.state, ContainerState::ContainerExited as i32);
             assert_eq!(stopped.reason, "StartError");
         }
@@ -81,29 +66,4 @@ fn a_missing_command_fails_start_and_leaves_the_container_exited() -> anyhow::Re
         assert!(env.container_status(&id).await.is_err());
         Ok(())
     })
-}
-
-async fn events_until_stopped(
-    stream: &mut tonic::Streaming<ContainerEventResponse>,
-    id: &str,
-) -> anyhow::Result<Vec<ContainerEventResponse>> {
-    let mut seen = Vec::new();
-    tokio::time::timeout(DEADLINE, async {
-        while let Some(event) = stream.next().await {
-            let event = event?;
-            if event.container_id != id {
-                continue;
-            }
-            let done =
-                event.container_event_type == ContainerEventType::ContainerStoppedEvent as i32;
-            seen.push(event);
-            if done {
-                return anyhow::Ok(());
-            }
-        }
-        anyhow::bail!("event stream ended")
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("no STOPPED event for {id}: saw {seen:?}"))??;
-    Ok(seen)
 }

@@ -4,6 +4,7 @@
 //! (metrics, UpdatePodSandboxResources, CheckpointContainer), which
 //! containerd 1.6 does not serve.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -11,8 +12,7 @@ use berth_proto::runtime::v1::{
     CheckpointContainerRequest, ContainerStats, ContainerStatsFilter, ContainerStatsRequest,
     LinuxContainerResources, ListContainerStatsRequest, ListMetricDescriptorsRequest,
     ListPodSandboxMetricsRequest, ListPodSandboxStatsRequest, PodSandboxStats,
-    PodSandboxStatsFilter, PodSandboxStatsRequest, PodSandboxStatusRequest,
-    UpdatePodSandboxResourcesRequest,
+    PodSandboxStatsFilter, PodSandboxStatsRequest, UpdatePodSandboxResourcesRequest,
 };
 use berth_tests::cri::{self, CriEnv, EndpointKind};
 
@@ -58,6 +58,46 @@ async fn pod_stats(env: &mut CriEnv, id: &str) -> anyhow::Result<PodSandboxStats
         .ok_or_else(|| anyhow::anyhow!("PodSandboxStats {id} without stats"))
 }
 
+/// The ids ListContainerStats returns for `filter`, sorted.
+async fn listed_container_ids(
+    env: &CriEnv,
+    filter: ContainerStatsFilter,
+) -> anyhow::Result<Vec<String>> {
+    let request = ListContainerStatsRequest {
+        filter: Some(filter),
+    };
+    let stats = env.runtime.clone().list_container_stats(request).await?;
+    let ids = stats.into_inner().stats.into_iter();
+    Ok(sorted(
+        ids.filter_map(|s| s.attributes.map(|a| a.id)).collect(),
+    ))
+}
+
+/// The ids ListPodSandboxStats returns for `filter`, sorted.
+async fn listed_pod_ids(
+    env: &CriEnv,
+    filter: PodSandboxStatsFilter,
+) -> anyhow::Result<Vec<String>> {
+    let request = ListPodSandboxStatsRequest {
+        filter: Some(filter),
+    };
+    let stats = env.runtime.clone().list_pod_sandbox_stats(request).await?;
+    let ids = stats.into_inner().stats.into_iter();
+    Ok(sorted(
+        ids.filter_map(|s| s.attributes.map(|a| a.id)).collect(),
+    ))
+}
+
+fn sorted(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids
+}
+
+/// A label selector matching one label.
+fn label(key: &str, value: &str) -> HashMap<String, String> {
+    [(key.to_string(), value.to_string())].into()
+}
+
 fn value(v: &Option<berth_proto::runtime::v1::UInt64Value>) -> u64 {
     v.as_ref().map(|v| v.value).unwrap_or(0)
 }
@@ -76,27 +116,6 @@ fn layer_bytes(stats: &ContainerStats) -> (u64, u64) {
         .as_ref()
         .map(|l| (value(&l.used_bytes), value(&l.inodes_used)))
         .unwrap_or((0, 0))
-}
-
-/// The PID of the pod's pause (sandbox) process, from verbose status.
-async fn pause_pid(env: &mut CriEnv, pod: &str) -> anyhow::Result<u32> {
-    let info = env
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.to_string(),
-            verbose: true,
-        })
-        .await?
-        .into_inner()
-        .info;
-    let info: serde_json::Value = serde_json::from_str(
-        info.get("info")
-            .ok_or_else(|| anyhow::anyhow!("no verbose info"))?,
-    )?;
-    info["pid"]
-        .as_u64()
-        .map(|p| p as u32)
-        .ok_or_else(|| anyhow::anyhow!("no pid in {info}"))
 }
 
 /// The v1 `memory` cgroup path of `pid`.
@@ -229,62 +248,45 @@ fn list_container_stats_filters_by_id_pod_and_labels() -> anyhow::Result<()> {
         let (pod_b, _, b1) = env
             .pod_with_container("stats-b", env.container_config("b1", &["sleep", "3600"]))
             .await?;
-        let mut list = async |filter: ContainerStatsFilter| -> anyhow::Result<Vec<String>> {
-            let mut ids: Vec<String> = env
-                .runtime
-                .list_container_stats(ListContainerStatsRequest {
-                    filter: Some(filter),
-                })
-                .await?
-                .into_inner()
-                .stats
-                .into_iter()
-                .filter_map(|s| s.attributes.map(|a| a.id))
-                .collect();
-            ids.sort();
-            Ok(ids)
-        };
-        let sorted = |mut v: Vec<String>| {
-            v.sort();
-            v
-        };
-        assert_eq!(
-            list(ContainerStatsFilter::default()).await?,
-            sorted(vec![a1.clone(), a2.clone(), b1.clone()])
-        );
-        assert_eq!(
-            list(ContainerStatsFilter {
-                pod_sandbox_id: pod_a.clone(),
-                ..Default::default()
-            })
-            .await?,
-            sorted(vec![a1.clone(), a2.clone()])
-        );
-        assert_eq!(
-            list(ContainerStatsFilter {
-                id: b1.clone(),
-                ..Default::default()
-            })
-            .await?,
-            vec![b1.clone()]
-        );
-        assert_eq!(
-            list(ContainerStatsFilter {
-                label_selector: [("berth-test/container".to_string(), "a2".to_string())].into(),
-                ..Default::default()
-            })
-            .await?,
-            vec![a2.clone()]
-        );
-        assert_eq!(
-            list(ContainerStatsFilter {
-                pod_sandbox_id: pod_b.clone(),
-                label_selector: [("berth-test/container".to_string(), "a1".to_string())].into(),
-                ..Default::default()
-            })
-            .await?,
-            Vec::<String>::new()
-        );
+        let cases = [
+            (
+                ContainerStatsFilter::default(),
+                vec![a1.clone(), a2.clone(), b1.clone()],
+            ),
+            (
+                ContainerStatsFilter {
+                    pod_sandbox_id: pod_a.clone(),
+                    ..Default::default()
+                },
+                vec![a1.clone(), a2.clone()],
+            ),
+            (
+                ContainerStatsFilter {
+                    id: b1.clone(),
+                    ..Default::default()
+                },
+                vec![b1.clone()],
+            ),
+            (
+                ContainerStatsFilter {
+                    label_selector: label("berth-test/container", "a2"),
+                    ..Default::default()
+                },
+                vec![a2.clone()],
+            ),
+            (
+                ContainerStatsFilter {
+                    pod_sandbox_id: pod_b.clone(),
+                    label_selector: label("berth-test/container", "a1"),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ];
+        for (filter, expected) in cases {
+            let listed = listed_container_ids(&env, filter.clone()).await?;
+            assert_eq!(listed, sorted(expected), "{filter:?}");
+        }
         Ok(())
     })
 }
@@ -341,47 +343,33 @@ fn pod_stats_report_cgroup_network_processes_and_containers() -> anyhow::Result<
             .collect();
         assert_eq!(containers, vec![id]);
 
-        let listed = |filter| {
-            let mut runtime = env.runtime.clone();
-            async move {
-                anyhow::Ok(
-                    runtime
-                        .list_pod_sandbox_stats(ListPodSandboxStatsRequest {
-                            filter: Some(filter),
-                        })
-                        .await?
-                        .into_inner()
-                        .stats
-                        .into_iter()
-                        .filter_map(|s| s.attributes.map(|a| a.id))
-                        .collect::<Vec<_>>(),
-                )
-            }
-        };
-        assert_eq!(
-            listed(PodSandboxStatsFilter {
-                id: pod.clone(),
-                ..Default::default()
-            })
-            .await?,
-            vec![pod.clone()]
-        );
-        assert_eq!(
-            listed(PodSandboxStatsFilter {
-                label_selector: [("berth-test/pod".to_string(), "podstats".to_string())].into(),
-                ..Default::default()
-            })
-            .await?,
-            vec![pod.clone()]
-        );
-        assert!(
-            listed(PodSandboxStatsFilter {
-                label_selector: [("berth-test/pod".to_string(), "other".to_string())].into(),
-                ..Default::default()
-            })
-            .await?
-            .is_empty()
-        );
+        let cases = [
+            (
+                PodSandboxStatsFilter {
+                    id: pod.clone(),
+                    ..Default::default()
+                },
+                vec![pod.clone()],
+            ),
+            (
+                PodSandboxStatsFilter {
+                    label_selector: label("berth-test/pod", "podstats"),
+                    ..Default::default()
+                },
+                vec![pod.clone()],
+            ),
+            (
+                PodSandboxStatsFilter {
+                    label_selector: label("berth-test/pod", "other"),
+                    ..Default::default()
+                },
+                vec![],
+            ),
+        ];
+        for (filter, expected) in cases {
+            let listed = listed_pod_ids(&env, filter.clone()).await?;
+            assert_eq!(listed, sorted(expected), "{filter:?}");
+        }
         Ok(())
     })
 }
@@ -391,7 +379,7 @@ fn pause_runs_in_the_pod_cgroup() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
         let config = env.pod_config("placed");
         let pod = env.run_pod(&config).await?;
-        let pid = pause_pid(&mut env, &pod).await?;
+        let pid = env.pause_pid(&pod).await?;
         let cgroup = memory_cgroup_of(pid)?;
         assert!(
             cgroup.starts_with(&format!("{}/", env.cgroup_parent())),
@@ -423,7 +411,7 @@ fn pod_overhead_limits_the_sandbox_cgroup_and_can_be_updated() -> anyhow::Result
             ..Default::default()
         });
         let pod = env.run_pod(&config).await?;
-        let cgroup = memory_cgroup_of(pause_pid(&mut env, &pod).await?)?;
+        let cgroup = memory_cgroup_of(env.pause_pid(&pod).await?)?;
         let limit = || {
             berth_tests::cgroup::read("memory", &cgroup, "memory.limit_in_bytes")
                 .unwrap_or_default()

@@ -41,6 +41,54 @@ async fn attach_url(env: &mut CriEnv, id: &str, stdin: bool, tty: bool) -> anyho
     Ok(env.runtime.attach(request).await?.into_inner().url)
 }
 
+/// Everything an exec/attach URL sends over WebSocket until the stream ends.
+async fn websocket_output(url: &str) -> anyhow::Result<websocket::CommandOutput> {
+    let mut socket = websocket::connect(url, websocket::CHANNEL_V4).await?;
+    websocket::collect(&mut socket, |_| false).await
+}
+
+async fn port_forward_url(env: &mut CriEnv, pod: String, port: u16) -> anyhow::Result<String> {
+    let request = PortForwardRequest {
+        pod_sandbox_id: pod,
+        port: vec![i32::from(port)],
+    };
+    Ok(env.runtime.port_forward(request).await?.into_inner().url)
+}
+
+/// A WebSocket port-forward session to `port`, as kubectl opens one.
+async fn websocket_port_forward(url: &str, port: u16) -> anyhow::Result<websocket::Socket> {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    websocket::connect(
+        &format!("{url}{separator}port={port}"),
+        websocket::CHANNEL_V4,
+    )
+    .await
+}
+
+/// A pod whose container serves `body` over HTTP on port 8080; returns the pod
+/// id once the server listens.
+async fn http_server_pod(env: &mut CriEnv, pod_name: &str, body: &str) -> anyhow::Result<String> {
+    let script =
+        format!("mkdir -p /www && echo {body} > /www/index.html && httpd -f -p 8080 -h /www");
+    let config = env.container_config("server", &["sh", "-c", &script]);
+    let (pod, _, id) = env.pod_with_container(pod_name, config).await?;
+    // Port 8080 is 1F90 in /proc/net/tcp*.
+    let listening = "cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F90 '";
+    env.exec_until_ok(&id, &["sh", "-c", listening]).await?;
+    Ok(pod)
+}
+
+/// Attaches to `id`'s stdin and output over SPDY, as `kubectl attach -i` did.
+async fn spdy_attach_stdin(
+    env: &mut CriEnv,
+    id: &str,
+) -> anyhow::Result<(spdy::SpdyClient, spdy::CommandStreams)> {
+    let url = attach_url(env, id, true, false).await?;
+    let (client, _) = spdy::connect(&url, &[SPDY_V4], false).await?;
+    let streams = open_command_streams(&client, true, true, false).await;
+    Ok((client, streams))
+}
+
 /// A container reading its stdin (kept open for attach) and, with `tty`, on a terminal.
 fn interactive(
     env: &CriEnv,
@@ -80,30 +128,15 @@ fn exec_over_websocket_streams_output_and_exit_status() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
         let config = env.container_config("exec", &["sleep", "3600"]);
         let (_, _, id) = env.pod_with_container("ws-exec", config).await?;
-        let exec = |cmd: &str| ExecRequest {
-            container_id: id.clone(),
-            cmd: vec!["sh".into(), "-c".into(), cmd.into()],
-            tty: false,
-            stdin: false,
-            stdout: true,
-            stderr: true,
-            ..Default::default()
-        };
-        let url = env
-            .runtime
-            .exec(exec("echo out; echo err >&2"))
-            .await?
-            .into_inner()
-            .url;
-        let mut socket = websocket::connect(&url, websocket::CHANNEL_V4).await?;
-        let output = websocket::collect(&mut socket, |_| false).await?;
+        let exec = |cmd| exec_request(&id, cmd, false, false);
+        let url = exec_url(&mut env, exec("echo out; echo err >&2")).await?;
+        let output = websocket_output(&url).await?;
         assert_eq!(output.stdout, b"out\n");
         assert_eq!(output.stderr, b"err\n");
         assert_eq!(output.exit_code(), Some(0), "{:?}", output.status);
 
-        let url = env.runtime.exec(exec("exit 3")).await?.into_inner().url;
-        let mut socket = websocket::connect(&url, websocket::CHANNEL_V4).await?;
-        let output = websocket::collect(&mut socket, |_| false).await?;
+        let url = exec_url(&mut env, exec("exit 3")).await?;
+        let output = websocket_output(&url).await?;
         assert_eq!(output.exit_code(), Some(3), "{:?}", output.status);
         Ok(())
     })
@@ -114,20 +147,7 @@ fn exec_over_websocket_forwards_stdin() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
         let config = env.container_config("stdin", &["sleep", "3600"]);
         let (_, _, id) = env.pod_with_container("ws-stdin", config).await?;
-        let url = env
-            .runtime
-            .exec(ExecRequest {
-                container_id: id,
-                cmd: vec!["head".into(), "-n1".into()],
-                tty: false,
-                stdin: true,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .url;
+        let url = exec_url(&mut env, exec_request(&id, "head -n1", true, false)).await?;
         let mut socket = websocket::connect(&url, websocket::CHANNEL_V4).await?;
         websocket::send(&mut socket, websocket::STDIN, b"typed line\n").await?;
         let output = websocket::collect(&mut socket, |_| false).await?;
@@ -144,19 +164,7 @@ fn attach_over_websocket_receives_the_container_output() -> anyhow::Result<()> {
             &["sh", "-c", "while true; do echo tick; usleep 20000; done"],
         );
         let (_, _, id) = env.pod_with_container("ws-attach", config).await?;
-        let url = env
-            .runtime
-            .attach(AttachRequest {
-                container_id: id,
-                stdin: false,
-                tty: false,
-                stdout: true,
-                stderr: true,
-                ..Default::default()
-            })
-            .await?
-            .into_inner()
-            .url;
+        let url = attach_url(&mut env, &id, false, false).await?;
         let mut socket = websocket::connect(&url, websocket::CHANNEL_V4).await?;
         let output =
             websocket::collect(&mut socket, |o| o.stdout.windows(5).any(|w| w == b"tick\n"))
@@ -172,27 +180,9 @@ fn attach_over_websocket_receives_the_container_output() -> anyhow::Result<()> {
 #[test]
 fn port_forward_over_websocket_reaches_a_port_in_the_pod() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let config = env.container_config(
-            "server",
-            &["sh", "-c", "mkdir -p /www && echo hello-from-pod > /www/index.html && httpd -f -p 8080 -h /www"],
-        );
-        let (pod, _, id) = env.pod_with_container("ws-port-forward", config).await?;
-        // Wait until the server listens (port 8080 is 1F90 in /proc/net/tcp*).
-        let listening = "cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F90 '";
-        env.exec_until_ok(&id, &["sh", "-c", listening]).await?;
-        let url = env
-            .runtime
-            .port_forward(PortForwardRequest {
-                pod_sandbox_id: pod,
-                port: vec![8080],
-            })
-            .await?
-            .into_inner()
-            .url;
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let mut socket =
-            websocket::connect(&format!("{url}{separator}port=8080"), websocket::CHANNEL_V4)
-                .await?;
+        let pod = http_server_pod(&mut env, "ws-port-forward", "hello-from-pod").await?;
+        let url = port_forward_url(&mut env, pod, 8080).await?;
+        let mut socket = websocket_port_forward(&url, 8080).await?;
         // Each channel opens with the port number, little endian.
         assert_eq!(
             websocket::next_on(&mut socket, 0).await?,
@@ -353,9 +343,7 @@ fn attach_with_stdin_once_closes_the_containers_stdin_when_it_ends() -> anyhow::
     cri::run(|mut env| async move {
         let config = interactive(&env, "once", "cat; echo cat-ended", false, true);
         let (_, pod_config, id) = env.pod_with_container("stdin-once", config).await?;
-        let url = attach_url(&mut env, &id, true, false).await?;
-        let (client, _) = spdy::connect(&url, &[SPDY_V4], false).await?;
-        let mut streams = open_command_streams(&client, true, true, false).await;
+        let (_client, mut streams) = spdy_attach_stdin(&mut env, &id).await?;
         streams
             .stdin
             .as_ref()
@@ -384,9 +372,7 @@ fn attach_without_stdin_once_keeps_stdin_open_across_attaches() -> anyhow::Resul
         let config = interactive(&env, "many", script, false, false);
         let (_, _, id) = env.pod_with_container("stdin-many", config).await?;
         for word in ["one", "two"] {
-            let url = attach_url(&mut env, &id, true, false).await?;
-            let (client, _) = spdy::connect(&url, &[SPDY_V4], false).await?;
-            let mut streams = open_command_streams(&client, true, true, false).await;
+            let (client, mut streams) = spdy_attach_stdin(&mut env, &id).await?;
             let stdin = streams.stdin.as_ref().expect("stdin");
             stdin.write(format!("{word}\n").as_bytes()).await;
             streams.stdout.read_until(&format!("got {word}")).await?;
@@ -402,26 +388,8 @@ fn attach_without_stdin_once_keeps_stdin_open_across_attaches() -> anyhow::Resul
 #[test]
 fn port_forward_over_spdy_reaches_a_port_in_the_pod() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
-        let config = env.container_config(
-            "server",
-            &[
-                "sh",
-                "-c",
-                "mkdir -p /www && echo spdy-pod > /www/index.html && httpd -f -p 8080 -h /www",
-            ],
-        );
-        let (pod, _, id) = env.pod_with_container("spdy-port-forward", config).await?;
-        let listening = "cat /proc/net/tcp /proc/net/tcp6 | grep -q ':1F90 '";
-        env.exec_until_ok(&id, &["sh", "-c", listening]).await?;
-        let url = env
-            .runtime
-            .port_forward(PortForwardRequest {
-                pod_sandbox_id: pod,
-                port: vec![8080],
-            })
-            .await?
-            .into_inner()
-            .url;
+        let pod = http_server_pod(&mut env, "spdy-port-forward", "spdy-pod").await?;
+        let url = port_forward_url(&mut env, pod, 8080).await?;
         let (client, _) = spdy::connect(&url, &["portforward.k8s.io"], false).await?;
         let headers = |kind| [("streamType", kind), ("port", "8080"), ("requestID", "0")];
         let mut error = client.open(&headers("error"));
@@ -462,21 +430,8 @@ fn port_forward_reaches_host_network_pods() -> anyhow::Result<()> {
             .get_or_insert_default();
         options.network = NamespaceMode::Node as i32;
         let pod = env.run_pod(&pod_config).await?;
-        let url = env
-            .runtime
-            .port_forward(PortForwardRequest {
-                pod_sandbox_id: pod,
-                port: vec![i32::from(port)],
-            })
-            .await?
-            .into_inner()
-            .url;
-        let separator = if url.contains('?') { '&' } else { '?' };
-        let mut socket = websocket::connect(
-            &format!("{url}{separator}port={port}"),
-            websocket::CHANNEL_V4,
-        )
-        .await?;
+        let url = port_forward_url(&mut env, pod, port).await?;
+        let mut socket = websocket_port_forward(&url, port).await?;
         assert_eq!(
             websocket::next_on(&mut socket, 0).await?,
             port.to_le_bytes()
@@ -511,8 +466,7 @@ fn streaming_requests_are_checked_and_urls_work_once() -> anyhow::Result<()> {
         assert!(env.runtime.exec(missing).await.is_err());
 
         let url = exec_url(&mut env, exec_request(&id, "echo once", false, false)).await?;
-        let mut socket = websocket::connect(&url, websocket::CHANNEL_V4).await?;
-        let output = websocket::collect(&mut socket, |_| false).await?;
+        let output = websocket_output(&url).await?;
         assert_eq!(output.stdout, b"once\n");
         assert!(
             websocket::connect(&url, websocket::CHANNEL_V4)
@@ -539,9 +493,7 @@ fn attach_works_after_a_daemon_restart() -> anyhow::Result<()> {
         env.daemon.restart().await?;
         let channel = env.daemon.connect().await?;
         env.runtime = berth_proto::runtime_client(channel);
-        let url = attach_url(&mut env, &id, true, false).await?;
-        let (client, _) = spdy::connect(&url, &[SPDY_V4], false).await?;
-        let mut streams = open_command_streams(&client, true, true, false).await;
+        let (_client, mut streams) = spdy_attach_stdin(&mut env, &id).await?;
         streams
             .stdin
             .as_ref()

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 
 use berth_cri::oci::cgroups::{CgroupManager, V2Manager};
+use oci_spec::runtime::{
+    LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources, LinuxResourcesBuilder,
+};
 
 /// Lets one guard hold either a boxed manager (from `new_manager`) or a concrete one.
 pub trait AsManager {
@@ -76,4 +79,21 @@ impl<M: AsManager> Drop for TestCgroup<M> {
             let _ = std::fs::remove_dir(dir);
         }
     }
+}
+
+/// Resources whose only device rule allows reading loop block devices (major 7):
+/// what the device tests grant after checking that /dev/loop0 is denied.
+pub fn allow_reading_loop_devices() -> LinuxResources {
+    LinuxResourcesBuilder::default()
+        .devices(vec![
+            LinuxDeviceCgroupBuilder::default()
+                .allow(true)
+                .typ(LinuxDeviceType::B)
+                .major(7i64)
+                .access("r")
+                .build()
+                .unwrap(),
+        ])
+        .build()
+        .unwrap()
 }

@@ -61,6 +61,31 @@ pub async fn first_pid(backend: &ProcessBackend) -> u32 {
     backend.pids.lock().unwrap()[0]
 }
 
+/// Waits until the session's process `pid` has been killed.
+pub async fn wait_killed(pid: u32) {
+    wait_for("the process to be killed", || backend::process_ended(pid)).await;
+}
+
+/// Shuts `server` down; its tasks must end within the deadline.
+pub async fn shut_down(server: StreamingServer) {
+    tokio::time::timeout(Duration::from_secs(20), server.shutdown())
+        .await
+        .expect("server tasks ended");
+}
+
+/// After a client went away mid-session: its process `pid` is killed, every task
+/// of the connection ends (back to the `idle_tasks` there were before it), and
+/// the server then shuts down.
+pub async fn assert_session_cleaned_up(server: StreamingServer, pid: u32, idle_tasks: usize) {
+    wait_killed(pid).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    wait_for("the session tasks to end", || {
+        metrics.num_alive_tasks() == idle_tasks
+    })
+    .await;
+    shut_down(server).await;
+}
+
 /// Reads what follows the head of a non-upgraded response until the server closes or
 /// `content-length` bytes arrived.
 pub async fn read_body(reply: &HttpReply, socket: &mut TcpStream) -> Result<String> {

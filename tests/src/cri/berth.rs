@@ -3,12 +3,13 @@
 
 use std::process::Command;
 
-use super::daemon::{DaemonLayout, in_private_mount_ns};
+use super::daemon::DaemonLayout;
 use super::endpoint::require_berth_cri;
+use crate::mountns::private_mount_ns_command;
 
 pub fn command(layout: &DaemonLayout) -> anyhow::Result<Command> {
     let binary = require_berth_cri()?;
-    let mut command = in_private_mount_ns(&binary);
+    let mut command = private_mount_ns_command(&binary);
     command
         .arg("--listen")
         .arg(&layout.socket)

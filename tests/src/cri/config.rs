@@ -28,12 +28,7 @@ pub fn pod_config(name: &str, log_root: &Path, cgroup_parent: &str) -> PodSandbo
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.to_string(),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(pod_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -60,15 +55,21 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerC
         linux: Some(LinuxContainerConfig {
             resources: None,
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Pod as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(pod_namespaces()),
                 ..Default::default()
             }),
         }),
+        ..Default::default()
+    }
+}
+
+/// The namespaces the kubelet asks for by default: the pod's network and IPC,
+/// a PID namespace per container.
+fn pod_namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
         ..Default::default()
     }
 }

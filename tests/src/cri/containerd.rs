@@ -3,17 +3,17 @@
 //! io.containerd.runc.v2 shim, our CNI conf and bin dirs, and pulls through a
 //! hosts.toml dir (the local registry over plain http).
 
-use std::path::Path;
 use std::process::Command;
 
-use super::daemon::{DaemonLayout, in_private_mount_ns};
+use super::daemon::DaemonLayout;
+use crate::mountns::private_mount_ns_command;
 
 pub const CONTAINERD_BIN: &str = "/usr/bin/containerd";
 
 pub fn command(layout: &DaemonLayout) -> anyhow::Result<Command> {
     let config = layout.dir.join("containerd.toml");
     std::fs::write(&config, config_toml(layout))?;
-    let mut command = in_private_mount_ns(Path::new(CONTAINERD_BIN));
+    let mut command = private_mount_ns_command(CONTAINERD_BIN);
     command.arg("--config").arg(&config);
     Ok(command)
 }

@@ -5,7 +5,7 @@
 //! forked (found by its mount namespace) on drop.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -255,14 +255,4 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill_everything();
     }
-}
-
-/// A command running `program` in a new private mount namespace (exec'd by
-/// `unshare`, so the child's PID is the daemon's).
-pub fn in_private_mount_ns(program: &Path) -> Command {
-    let mut command = Command::new("unshare");
-    command
-        .args(["--mount", "--propagation", "private", "--"])
-        .arg(program);
-    command
 }

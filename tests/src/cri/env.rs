@@ -12,8 +12,8 @@ use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_proto::runtime::v1::{
     ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, ListPodSandboxRequest,
-    PodSandbox, PodSandboxConfig, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
-    StartContainerRequest, StopPodSandboxRequest,
+    PodSandbox, PodSandboxConfig, PodSandboxStatusRequest, PullImageRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -293,6 +293,28 @@ impl CriEnv {
             .into_inner()
             .status
             .with_context(|| format!("ContainerStatus {id} without status"))
+    }
+
+    /// The PID of the pod's pause (sandbox) process, from verbose status.
+    pub async fn pause_pid(&mut self, pod: &str) -> anyhow::Result<u32> {
+        let info = self
+            .runtime
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.to_string(),
+                verbose: true,
+            })
+            .await
+            .with_context(|| format!("PodSandboxStatus {pod}"))?
+            .into_inner()
+            .info;
+        let info: serde_json::Value = serde_json::from_str(
+            info.get("info")
+                .with_context(|| format!("no verbose info for pod {pod}"))?,
+        )?;
+        info["pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .with_context(|| format!("no pid in the verbose info of pod {pod}: {info}"))
     }
 
     /// Polls ContainerStatus until the container is in `state`.

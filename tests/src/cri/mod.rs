@@ -11,6 +11,7 @@ mod containerd;
 mod daemon;
 mod endpoint;
 mod env;
+pub mod events;
 mod images;
 mod network;
 mod procs;

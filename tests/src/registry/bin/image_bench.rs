@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use berth_tests::mountns::private_mount_ns_command;
 use berth_tests::registry::{
     ImageBuilder, LayerBuilder, LayerCompression, Registry, RegistryOptions, busybox_layer,
     pseudo_random_bytes,
@@ -210,9 +211,8 @@ fn start_containerd(dir: &Path) -> anyhow::Result<Containerd> {
     );
     std::fs::write(dir.join("config.toml"), config)?;
     let log = std::fs::File::create(dir.join("containerd.log"))?;
-    // unshare execs containerd in place: the PID is containerd's.
-    let child = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "containerd", "--config"])
+    let child = private_mount_ns_command("containerd")
+        .arg("--config")
         .arg(dir.join("config.toml"))
         .stdout(log.try_clone()?)
         .stderr(log)
