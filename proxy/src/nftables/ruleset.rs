@@ -478,6 +478,10 @@ fn host(ip: IpAddr) -> Cidr {
 /// to a map walks its elements, and adding an element checks every rule bound to the
 /// map. Maps are kept for the few Services where evaluating a rule per endpoint on
 /// each new connection would cost more than the lookup.
+///
+/// The price: every commit that adds a DNAT rule makes the kernel validate the whole
+/// table (walk every chain reachable from the base chains), so a partial sync costs
+/// time in proportion to all rules, and there are now one per endpoint.
 const MAX_ENDPOINT_RULES: usize = 100;
 
 /// The policy chain: masquerade check, affinity lookups, then a random endpoint.
