@@ -37,3 +37,18 @@ fn restart_removes_stale_service_rules_and_tampering_is_repaired() {
 fn hairpin_traffic_is_masqueraded() {
     scenarios::hairpin_traffic_is_masqueraded(Mode::Nftables);
 }
+
+#[test]
+fn topology_hints_keep_traffic_in_the_nodes_zone() {
+    scenarios::topology_hints_keep_traffic_in_the_nodes_zone(Mode::Nftables);
+}
+
+#[test]
+fn udp_flow_moves_to_the_new_endpoint_when_its_endpoint_is_removed() {
+    scenarios::udp_flow_moves_to_the_new_endpoint_when_its_endpoint_is_removed(Mode::Nftables);
+}
+
+#[test]
+fn ipv6_cluster_ip_reaches_an_ipv6_backend() {
+    scenarios::ipv6_cluster_ip_reaches_an_ipv6_backend(Mode::Nftables);
+}

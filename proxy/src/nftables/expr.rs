@@ -665,6 +665,17 @@ pub fn padded(parts: &[&[u8]]) -> Vec<u8> {
     out
 }
 
+/// `numgen random mod N 0`: true once in N times.
+pub fn one_in(n: u32) -> Vec<Expr> {
+    vec![
+        Expr::NumgenRandom { modulus: n },
+        Expr::Cmp {
+            op: Cmp::Eq,
+            data: 0u32.to_ne_bytes().to_vec(),
+        },
+    ]
+}
+
 /// `numgen random mod N map { 0 : <values[0]>, ... }` into `dreg`: picks one of
 /// `values` at random.
 fn numgen_lookup(values: Vec<Data>, data_type: (u32, u32), dreg: u32) -> [Expr; 2] {

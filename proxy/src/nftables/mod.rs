@@ -164,7 +164,6 @@ impl<N: Nft> NftProxier<N> {
                 updates.push((entry.port.name.clone(), (r.rule_count() > 0).then_some(r)));
             }
         }
-        let mut counts = fam.counts.clone();
         let changes: Vec<plan::Change> = updates
             .iter()
             .map(|(k, new)| plan::Change {
@@ -173,10 +172,10 @@ impl<N: Nft> NftProxier<N> {
             })
             .collect();
         let mut batch = Batch::new(fam.nfproto());
-        plan::partial(&mut batch, TABLE, fam.ctx.v6, &mut counts, &changes);
+        let counted = plan::partial(&mut batch, TABLE, fam.ctx.v6, &fam.counts, &changes);
         self.nft.commit(batch)?;
         let fam = &mut self.families[index];
-        fam.counts = counts;
+        counted.apply(&mut fam.counts);
         for (k, new) in updates {
             match new {
                 Some(r) => fam.programmed.insert(k, r.summary()),

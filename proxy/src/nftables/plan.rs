@@ -103,35 +103,56 @@ pub struct Change<'a> {
     pub new: Option<&'a ServiceRuleset>,
 }
 
-/// The difference for changed Service ports; `counts` is updated to the new state.
+/// How the element counts change with a partial sync, applied once it is committed
+/// (so a failed transaction leaves the counts as programmed, and no copy of all
+/// counts is made per sync).
+#[derive(Debug, Default)]
+pub struct CountChanges(BTreeMap<Element, isize>);
+
+impl CountChanges {
+    pub fn apply(self, counts: &mut ElementCounts) {
+        for (e, delta) in self.0 {
+            let n = counts.get(&e).copied().unwrap_or(0) as isize + delta;
+            if n > 0 {
+                counts.insert(e, n as usize);
+            } else {
+                counts.remove(&e);
+            }
+        }
+    }
+}
+
+/// The difference for changed Service ports, given the element `counts` as programmed.
 pub fn partial(
     batch: &mut Batch,
     t: &str,
     v6: bool,
-    counts: &mut ElementCounts,
+    counts: &ElementCounts,
     changes: &[Change<'_>],
-) {
+) -> CountChanges {
     let empty_old = Programmed::default();
     let empty_new = ServiceRuleset::default();
     let (mut removed, mut added): (Vec<Element>, Vec<Element>) = (Vec::new(), Vec::new());
     let mut gone_chains: Vec<String> = Vec::new();
     let mut gone_sets: Vec<String> = Vec::new();
     let mut declared: Vec<(&ServiceRuleset, BTreeSet<&str>)> = Vec::new();
+    let mut deltas: BTreeMap<Element, isize> = BTreeMap::new();
+    let mut count = |e: &Element, by: isize| -> (usize, usize) {
+        let before = counts.get(e).copied().unwrap_or(0) as isize;
+        let delta = deltas.entry(e.clone()).or_insert(0);
+        let old = before + *delta;
+        *delta += by;
+        (old.max(0) as usize, (old + by).max(0) as usize)
+    };
     for c in changes {
         let (old, new) = (c.old.unwrap_or(&empty_old), c.new.unwrap_or(&empty_new));
         for e in &old.elements {
-            if let Some(n) = counts.get_mut(e) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(e);
-                    removed.push(e.clone());
-                }
+            if let (1, 0) = count(e, -1) {
+                removed.push(e.clone());
             }
         }
         for e in &new.elements {
-            let n = counts.entry(e.clone()).or_insert(0);
-            *n += 1;
-            if *n == 1 {
+            if let (0, 1) = count(e, 1) {
                 added.push(e.clone());
             }
         }
@@ -190,4 +211,5 @@ pub fn partial(
     for s in &gone_sets {
         ops::delete_set(batch, t, s);
     }
+    CountChanges(deltas)
 }

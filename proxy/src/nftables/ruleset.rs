@@ -1,10 +1,11 @@
 //! The nftables rules of one Service port, in the structure of upstream's nftables mode:
 //! one `kube-proxy` table per family, verdict maps keyed by address . protocol . port
 //! (O(1) dispatch however many Services) and a chain per Service port and policy that
-//! DNATs through a numgen map. Unlike upstream there is no chain per endpoint (except
+//! DNATs to a random endpoint. Unlike upstream there is no chain per endpoint (except
 //! for ClientIP affinity, which needs a dynamic set per endpoint): nf_tables
 //! transactions slow down with the number of chains in the table, and at 10,000
-//! Services the per-endpoint chains made every sync several times slower.
+//! Services the per-endpoint chains made every sync several times slower. Nor is
+//! there a map per Service (see [`MAX_ENDPOINT_RULES`]).
 
 use super::expr::{self, Cmp, Expr, Verdict, ip_bytes, padded};
 use crate::config::LocalDetector;
@@ -469,6 +470,20 @@ fn host(ip: IpAddr) -> Cidr {
     }
 }
 
+/// Up to this many endpoints, a policy chain picks one with a rule per endpoint;
+/// above it, with one `numgen` map. Each such map is a set of its own in the table,
+/// and the kernel looks sets up and numbers anonymous ones by scanning the table's
+/// list of sets, so a map per Service makes a sync quadratic in the number of
+/// Services (12.7 s at 10,000). A shared map does not help either: binding a rule
+/// to a map walks its elements, and adding an element checks every rule bound to the
+/// map. Maps are kept for the few Services where evaluating a rule per endpoint on
+/// each new connection would cost more than the lookup.
+///
+/// The price: every commit that adds a DNAT rule makes the kernel validate the whole
+/// table (walk every chain reachable from the base chains), so a partial sync costs
+/// time in proportion to all rules, and there are now one per endpoint.
+const MAX_ENDPOINT_RULES: usize = 100;
+
 /// The policy chain: masquerade check, affinity lookups, then a random endpoint.
 fn balancing_rules(
     entry: &ServiceEntry,
@@ -477,6 +492,7 @@ fn balancing_rules(
     ctx: &NftContext,
 ) -> Vec<Rule> {
     let mut rules: Vec<Rule> = masq.into_iter().collect();
+    let proto = proto_number(entry.port.name.protocol);
     if entry.port.affinity_timeout.is_some() {
         let mut targets = Vec::new();
         for ep in eps {
@@ -486,15 +502,43 @@ fn balancing_rules(
             rules.push(sticky);
             targets.push(goto(&format!("endpoint-{eb}")));
         }
-        rules.push(expr::numgen_vmap(targets));
-    } else {
+        if targets.len() > MAX_ENDPOINT_RULES {
+            rules.push(expr::numgen_vmap(targets));
+        } else {
+            rules.extend(one_of(targets.into_iter().map(|t| vec![expr::verdict(t)])));
+        }
+    } else if eps.len() > MAX_ENDPOINT_RULES {
         let targets: Vec<(IpAddr, u16)> = eps
             .iter()
             .map(|ep| (ep.addr.ip(), ep.addr.port()))
             .collect();
-        let mut r = expr::l4proto(proto_number(entry.port.name.protocol));
+        let mut r = expr::l4proto(proto);
         r.extend(expr::dnat_numgen(ctx.v6, &targets));
         rules.push(r);
+    } else {
+        rules.extend(one_of(eps.iter().map(|ep| {
+            let mut dnat = expr::l4proto(proto);
+            dnat.extend(expr::dnat_to(ep.addr.ip(), ep.addr.port()));
+            dnat
+        })));
     }
     rules
+}
+
+/// Rules that take one of `actions` at random, each as likely: the first with
+/// probability 1/N, else the second with 1/(N-1), ..., the last one unconditionally.
+fn one_of(actions: impl ExactSizeIterator<Item = Rule>) -> Vec<Rule> {
+    let n = actions.len();
+    actions
+        .enumerate()
+        .map(|(i, action)| {
+            let mut rule = if i + 1 < n {
+                expr::one_in((n - i) as u32)
+            } else {
+                Vec::new()
+            };
+            rule.extend(action);
+            rule
+        })
+        .collect()
 }

@@ -125,8 +125,12 @@ fn full_sync_builds_the_table_with_verdict_maps() {
     assert!(chain.ends_with("-ns/web/tcp/http"), "{chain}");
     assert_eq!(
         with(&s, &format!("add rule {chain} ")).len(),
-        2,
-        "masquerade check and DNAT"
+        3,
+        "masquerade check and a DNAT rule per endpoint"
+    );
+    assert!(
+        with(&s, "Anonymous").is_empty(),
+        "no map per Service: {s:#?}"
     );
     assert!(
         position(&s, &format!("add chain {chain}")) < position(&s, &format!("add rule {chain}"))
@@ -188,8 +192,8 @@ fn partial_sync_sends_only_the_difference() {
     );
     assert_eq!(
         with(&s, "add rule service-").len(),
-        2,
-        "only the changed chain is rewritten (masquerade check and DNAT):\n{s:#?}"
+        3,
+        "only the changed chain is rewritten (masquerade check and two DNAT rules):\n{s:#?}"
     );
 
     // Nothing changed: nothing is sent.
@@ -316,6 +320,11 @@ fn many_elements_are_split_across_messages() {
         .filter(|e| e.set == SharedSet::HairpinEndpoints)
         .collect();
     assert_eq!(hairpin.len(), 5000);
+    let dnat = r.chains.values().flatten().filter(|rule| {
+        rule.iter()
+            .any(|e| matches!(e, expr::Expr::NumgenRandom { modulus: 5000 }))
+    });
+    assert_eq!(dnat.count(), 1, "many endpoints are picked from one map");
     ops::elements(
         &mut batch,
         TABLE,

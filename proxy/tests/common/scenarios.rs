@@ -40,6 +40,14 @@ impl Mode {
         }
     }
 
+    /// The node's rules in this mode, for failure messages.
+    fn rules(self, c: &Cluster) -> String {
+        match self {
+            Mode::Iptables => c.node.exec("iptables-save", &["-c"]),
+            Mode::Nftables => c.node.exec("nft", &["list", "ruleset"]),
+        }
+    }
+
     /// Removes the proxy's rules behind its back.
     fn tamper(self, c: &Cluster) {
         match self {
@@ -160,7 +168,7 @@ pub fn service_without_endpoints_rejects_and_endpoint_removal_stops_new_connecti
         err.kind(),
         std::io::ErrorKind::ConnectionRefused,
         "{err}\n{}",
-        c.node.exec("iptables-save", &["-c", "-t", "filter"])
+        mode.rules(&c)
     );
 
     c.set_endpoints("web", 8080, &[("198.18.2.12", true, "node-b")]);
