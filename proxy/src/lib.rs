@@ -1,6 +1,7 @@
 //! berth-proxy: Services on the node, as kube-proxy programs them (iptables, nftables, IPVS).
 
 pub mod backend;
+mod command;
 pub mod config;
 pub mod conntrack;
 pub mod healthcheck;

@@ -1,9 +1,6 @@
 //! The seam to the kernel: running iptables-restore and friends. Everything above it
 //! is pure and unit-tested with a recording double.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("running {program}: {source}")]
@@ -117,25 +114,10 @@ fn run(
     args: &[&str],
     stdin: Option<&str>,
 ) -> Result<std::process::Output, ExecError> {
-    let spawn = |source| ExecError::Spawn {
+    crate::command::run_with_input(program, args, stdin).map_err(|source| ExecError::Spawn {
         program: program.to_string(),
         source,
-    };
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).map_err(spawn)?;
-    }
-    child.wait_with_output().map_err(spawn)
+    })
 }
 
 fn check(program: &str, out: std::process::Output) -> Result<std::process::Output, ExecError> {

@@ -3,8 +3,6 @@
 //! the ipset binary too; there is no stable library interface to the kernel's sets).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetType {
@@ -189,22 +187,8 @@ pub enum IpsetError {
 }
 
 fn ipset(verb: &'static str, args: &[&str], stdin: Option<&str>) -> Result<String, IpsetError> {
-    let spawn = |source| IpsetError::Spawn { verb, source };
-    let mut child = Command::new("ipset")
-        .args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(spawn)?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input.as_bytes()).map_err(spawn)?;
-    }
-    let out = child.wait_with_output().map_err(spawn)?;
+    let out = crate::command::run_with_input("ipset", args, stdin)
+        .map_err(|source| IpsetError::Spawn { verb, source })?;
     if !out.status.success() {
         return Err(IpsetError::Failed {
             verb,
