@@ -40,6 +40,20 @@ struct Table {
     ops: Vec<Op>,
 }
 
+impl Table {
+    /// The real servers of `vs`, or ESRCH as the kernel answers for an unknown service.
+    fn real_servers(
+        &mut self,
+        vs: &VirtualServer,
+        what: &str,
+    ) -> Result<&mut BTreeMap<SocketAddr, Destination>, IpvsError> {
+        self.services
+            .get_mut(&vs.key())
+            .map(|(_, d)| d)
+            .ok_or_else(|| kernel_err(ESRCH, what))
+    }
+}
+
 /// An IPVS table in memory, shared so the test can look at it and change connection
 /// counts while the proxier owns its handle.
 #[derive(Clone, Default)]
@@ -104,11 +118,8 @@ impl IpvsKernel for Recording {
     }
 
     fn destinations(&mut self, vs: &VirtualServer) -> Result<Vec<Destination>, IpvsError> {
-        let t = self.table();
-        let (_, d) = t
-            .services
-            .get(&vs.key())
-            .ok_or_else(|| kernel_err(ESRCH, "listing real servers"))?;
+        let mut t = self.table();
+        let d = t.real_servers(vs, "listing real servers")?;
         Ok(d.values().cloned().collect())
     }
 
@@ -144,10 +155,7 @@ impl IpvsKernel for Recording {
 
     fn add_destination(&mut self, vs: &VirtualServer, rs: &RealServer) -> Result<(), IpvsError> {
         let mut t = self.table();
-        let (_, d) = t
-            .services
-            .get_mut(&vs.key())
-            .ok_or_else(|| kernel_err(ESRCH, "adding real server"))?;
+        let d = t.real_servers(vs, "adding real server")?;
         if d.contains_key(&sa(rs)) {
             return Err(kernel_err(EEXIST, "adding real server"));
         }
@@ -165,10 +173,7 @@ impl IpvsKernel for Recording {
 
     fn update_destination(&mut self, vs: &VirtualServer, rs: &RealServer) -> Result<(), IpvsError> {
         let mut t = self.table();
-        let (_, d) = t
-            .services
-            .get_mut(&vs.key())
-            .ok_or_else(|| kernel_err(ESRCH, "updating real server"))?;
+        let d = t.real_servers(vs, "updating real server")?;
         d.get_mut(&sa(rs))
             .ok_or_else(|| kernel_err(ENOENT, "updating real server"))?
             .server
@@ -179,10 +184,7 @@ impl IpvsKernel for Recording {
 
     fn delete_destination(&mut self, vs: &VirtualServer, rs: &RealServer) -> Result<(), IpvsError> {
         let mut t = self.table();
-        let (_, d) = t
-            .services
-            .get_mut(&vs.key())
-            .ok_or_else(|| kernel_err(ESRCH, "deleting real server"))?;
+        let d = t.real_servers(vs, "deleting real server")?;
         d.remove(&sa(rs))
             .ok_or_else(|| kernel_err(ENOENT, "deleting real server"))?;
         t.ops.push(Op::DeleteDest(vs.key(), sa(rs)));

@@ -5,7 +5,7 @@
 //! by name and leaves nothing.
 //! containerd 1.6 has no CDI: against it these tests are skipped.
 
-use berth_proto::runtime::v1::{CdiDevice, ContainerFilter, ListContainersRequest};
+use berth_proto::runtime::v1::CdiDevice;
 use berth_tests::cri::{self, CriEnv, EndpointKind};
 
 /// A spec exposing /dev/null as /dev/cdi-null, with an env var, a
@@ -148,17 +148,7 @@ fn an_unknown_cdi_device_fails_create_by_name_and_leaves_nothing() -> anyhow::Re
                 .expect_err("an unresolvable device fails CreateContainer");
             assert!(format!("{err:#}").contains(device), "{err:#}");
         }
-        let left = env
-            .runtime
-            .list_containers(ListContainersRequest {
-                filter: Some(ContainerFilter {
-                    pod_sandbox_id: pod.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let left = env.pod_containers(&pod).await?;
         assert!(left.is_empty(), "{left:?}");
         // The name is free again: a good request with it succeeds.
         let mut config = env.container_config("unknown", &["sleep", "3600"]);

@@ -7,8 +7,8 @@
 //! confines the container instead.
 
 use berth_proto::runtime::v1::{
-    ContainerConfig, ContainerFilter, ContainerStatusRequest, ListContainersRequest, Mount,
-    SeLinuxOption, SecurityProfile, security_profile::ProfileType,
+    ContainerConfig, ContainerStatusRequest, Mount, SeLinuxOption, SecurityProfile,
+    security_profile::ProfileType,
 };
 use berth_tests::cri::{self, CriEnv, EndpointKind};
 
@@ -63,20 +63,8 @@ async fn oci_spec(env: &mut CriEnv, id: &str) -> anyhow::Result<serde_json::Valu
 }
 
 async fn containers_of(env: &mut CriEnv, pod: &str) -> anyhow::Result<Vec<String>> {
-    Ok(env
-        .runtime
-        .list_containers(ListContainersRequest {
-            filter: Some(ContainerFilter {
-                pod_sandbox_id: pod.into(),
-                ..Default::default()
-            }),
-        })
-        .await?
-        .into_inner()
-        .containers
-        .into_iter()
-        .map(|c| c.id)
-        .collect())
+    let containers = env.pod_containers(pod).await?;
+    Ok(containers.into_iter().map(|c| c.id).collect())
 }
 
 #[test]

@@ -2,10 +2,7 @@
 //! daemon; an exit that happened while it was down is recorded. A crashed
 //! per-pod supervisor is noticed and its pod reconciled.
 
-use berth_proto::runtime::v1::{
-    ContainerFilter, ContainerState, ListContainersRequest, PodSandboxState,
-    PodSandboxStatusRequest,
-};
+use berth_proto::runtime::v1::{ContainerState, PodSandboxState, PodSandboxStatusRequest};
 use berth_tests::cri::{self, EndpointKind};
 
 #[test]
@@ -178,17 +175,7 @@ fn a_killed_supervisor_is_noticed_and_its_pod_reconciled() -> anyhow::Result<()>
             (ContainerState::ContainerExited as i32, 3),
             "{status:?}"
         );
-        let listed = env
-            .runtime
-            .list_containers(ListContainersRequest {
-                filter: Some(ContainerFilter {
-                    pod_sandbox_id: pod.clone(),
-                    ..Default::default()
-                }),
-            })
-            .await?
-            .into_inner()
-            .containers;
+        let listed = env.pod_containers(&pod).await?;
         assert_eq!(listed.len(), 2, "{listed:?}");
 
         // No new containers in a sandbox that lost its supervisor: the

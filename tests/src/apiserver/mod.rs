@@ -193,12 +193,7 @@ impl ApiServer {
         namespace: &str,
         object: Value,
     ) -> Result<Value, ApiError> {
-        let name = object
-            .pointer("/metadata/name")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        self.store().update(rt, namespace, &name, object, false)
+        self.put(rt, namespace, object, false)
     }
 
     /// Replaces an object's status, exactly as a PUT to its `/status` subresource would.
@@ -208,12 +203,23 @@ impl ApiServer {
         namespace: &str,
         object: Value,
     ) -> Result<Value, ApiError> {
+        self.put(rt, namespace, object, true)
+    }
+
+    fn put(
+        &self,
+        rt: &'static ResourceType,
+        namespace: &str,
+        object: Value,
+        status_only: bool,
+    ) -> Result<Value, ApiError> {
         let name = object
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
-        self.store().update(rt, namespace, &name, object, true)
+        self.store()
+            .update(rt, namespace, &name, object, status_only)
     }
 
     pub fn delete(

@@ -9,24 +9,22 @@ use crate::mountns::private_mount_ns_command;
 
 pub fn command(layout: &DaemonLayout) -> anyhow::Result<Command> {
     let binary = require_berth_cri()?;
+    let dir = &layout.dir;
+    let paths = [
+        ("--listen", layout.socket.clone()),
+        ("--root", dir.join("root")),
+        ("--state", dir.join("state")),
+        ("--cni-conf-dir", layout.cni_conf_dir.clone()),
+        ("--cni-bin-dir", layout.cni_bin_dir.clone()),
+        ("--cni-cache-dir", dir.join("cni-cache")),
+        ("--netns-dir", dir.join("netns")),
+        ("--registry-config-path", layout.registry_config_dir.clone()),
+    ];
     let mut command = private_mount_ns_command(&binary);
+    for (flag, path) in paths {
+        command.arg(flag).arg(path);
+    }
     command
-        .arg("--listen")
-        .arg(&layout.socket)
-        .arg("--root")
-        .arg(layout.dir.join("root"))
-        .arg("--state")
-        .arg(layout.dir.join("state"))
-        .arg("--cni-conf-dir")
-        .arg(&layout.cni_conf_dir)
-        .arg("--cni-bin-dir")
-        .arg(&layout.cni_bin_dir)
-        .arg("--cni-cache-dir")
-        .arg(layout.dir.join("cni-cache"))
-        .arg("--netns-dir")
-        .arg(layout.dir.join("netns"))
-        .arg("--registry-config-path")
-        .arg(&layout.registry_config_dir)
         .args(["--stream-address", "127.0.0.1", "--stream-port", "0"])
         .args(&layout.extra_flags);
     Ok(command)

@@ -10,10 +10,11 @@ use anyhow::Context;
 use berth_proto::runtime::v1::image_service_client::ImageServiceClient;
 use berth_proto::runtime::v1::runtime_service_client::RuntimeServiceClient;
 use berth_proto::runtime::v1::{
-    ContainerConfig, ContainerState, ContainerStatus, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec, ListPodSandboxRequest,
-    PodSandbox, PodSandboxConfig, PodSandboxStatusRequest, PullImageRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest,
+    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus,
+    ContainerStatusRequest, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse, ImageSpec,
+    ListContainersRequest, ListPodSandboxRequest, PodSandbox, PodSandboxConfig,
+    PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopPodSandboxRequest,
 };
 use tonic::transport::Channel;
 
@@ -218,6 +219,21 @@ impl CriEnv {
             .await
             .context("ListPodSandbox")?;
         Ok(response.into_inner().items)
+    }
+
+    /// The containers the runtime lists in sandbox `pod`.
+    pub async fn pod_containers(&mut self, pod: &str) -> anyhow::Result<Vec<Container>> {
+        let response = self
+            .runtime
+            .list_containers(ListContainersRequest {
+                filter: Some(ContainerFilter {
+                    pod_sandbox_id: pod.to_string(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .context("ListContainers")?;
+        Ok(response.into_inner().containers)
     }
 
     /// StopPodSandbox, then RemovePodSandbox.
