@@ -144,3 +144,48 @@ async fn an_image_with_eighty_layers_fits_in_one_overlay_mount() {
     store.gc().await.unwrap();
     assert_eq!(list_dir(&store.root().join("l")), Vec::<String>::new());
 }
+
+/// Snapshots and leases are written without waiting for the disk: reopening
+/// repairs what a power loss can leave (a torn lease file, a snapshot whose
+/// record never reached the disk).
+#[tokio::test]
+async fn reopening_rebuilds_leases_from_the_snapshots_found() {
+    let env = Env::start(RegistryOptions::default());
+    let image = ImageBuilder::new()
+        .layer(busybox_layer().build(LayerCompression::Gzip))
+        .build();
+    env.push("test/leased", "v1", &image).await;
+    let store = env.store();
+    let record = pull_anonymously(&store, &env.reference("test/leased:v1"))
+        .await
+        .unwrap();
+    let snapshotter = Snapshotter::new(store.clone()).unwrap();
+    snapshotter
+        .prepare("kept", record.id.as_str(), false)
+        .unwrap();
+    snapshotter
+        .prepare("torn", record.id.as_str(), false)
+        .unwrap();
+    let root = store.root().to_path_buf();
+    drop((snapshotter, store));
+    std::fs::write(root.join("snapshots/torn/snapshot.json"), "").unwrap();
+    std::fs::write(root.join("leases.json"), "{\"snap").unwrap();
+
+    let store = env.store();
+    let snapshotter = Snapshotter::new(store.clone()).unwrap();
+    let ids: Vec<_> = snapshotter
+        .list()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["kept"]);
+    assert!(!root.join("snapshots/torn").exists());
+    // The surviving snapshot leases its image again.
+    assert!(matches!(
+        store.remove(record.id.as_str()),
+        Err(ImageError::InUse { .. })
+    ));
+    snapshotter.remove("kept").unwrap();
+    store.remove(record.id.as_str()).unwrap();
+}

@@ -8,13 +8,30 @@ use std::path::{Path, PathBuf};
 use super::error::{ImageError, Result};
 
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    replace(path, data, true)
+}
+
+/// Like [`write_file`] without waiting for the disk: atomic for readers and
+/// across a restart of the daemon (the page cache keeps it), but a power
+/// loss may leave the old content or none. Only for records that opening
+/// the store rebuilds from others.
+pub fn write_file_unsynced(path: &Path, data: &[u8]) -> Result<()> {
+    replace(path, data, false)
+}
+
+fn replace(path: &Path, data: &[u8], sync: bool) -> Result<()> {
     let tmp = temp_sibling(path);
     let write = || -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if sync {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        sync_parent(path)
+        if sync {
+            sync_parent(path)?;
+        }
+        Ok(())
     };
     write().map_err(|e| {
         let _ = fs::remove_file(&tmp);

@@ -15,6 +15,9 @@ use super::digest::Digest;
 use super::error::{ImageError, Result};
 use super::store::ImageStore;
 
+/// Snapshots lease their images as `snapshot/<id>`.
+const HOLDER_PREFIX: &str = "snapshot/";
+
 /// The kernel takes mount options in one page.
 const MAX_MOUNT_DATA: usize = 4095;
 
@@ -85,22 +88,44 @@ impl Snapshotter {
     pub fn new(store: ImageStore) -> Result<Snapshotter> {
         let dir = store.root().join("snapshots");
         fs::create_dir_all(&dir).map_err(ImageError::io(&dir))?;
-        // Half-made snapshots of a crashed prepare carry no lease worth keeping.
-        for entry in fs::read_dir(&dir).map_err(ImageError::io(&dir))? {
-            let path = entry.map_err(ImageError::io(&dir))?.path();
-            if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(atomic::is_temp_name)
-            {
+        let snapshotter = Snapshotter { store, dir };
+        snapshotter.recover()?;
+        Ok(snapshotter)
+    }
+
+    /// Snapshots are made without waiting for the disk (containerd's do
+    /// not outlive a power loss either: their containers are gone then).
+    /// What a power loss or a crash can leave is repaired here: half-made
+    /// snapshots and ones whose record did not reach the disk are removed,
+    /// and the image leases become exactly those of the snapshots found.
+    fn recover(&self) -> Result<()> {
+        let mut held = std::collections::BTreeMap::new();
+        for entry in fs::read_dir(&self.dir).map_err(ImageError::io(&self.dir))? {
+            let path = entry.map_err(ImageError::io(&self.dir))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if atomic::is_temp_name(name) {
                 remove_any(&path)?;
+                continue;
+            }
+            match self.get(name) {
+                Ok(Some(snapshot)) => {
+                    held.insert(Self::holder(&snapshot.id), snapshot.image);
+                }
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        "snapshot {name}: its record did not survive (power loss?): removing it"
+                    );
+                    remove_any(&path)?;
+                }
             }
         }
-        Ok(Snapshotter { store, dir })
+        self.store.set_holders(HOLDER_PREFIX, held)
     }
 
     fn holder(id: &str) -> String {
-        format!("snapshot/{id}")
+        format!("{HOLDER_PREFIX}{id}")
     }
 
     /// Creates the snapshot `id` (a container id) of an image (id, tag or digest).
@@ -186,9 +211,10 @@ impl Snapshotter {
                 id: id.into(),
                 reason: e.to_string(),
             })?;
-            atomic::write_file(&staged.join("snapshot.json"), &meta)?;
+            // Not synced: see `recover`. Renaming the staged dir makes it appear whole.
+            let record = staged.join("snapshot.json");
+            fs::write(&record, &meta).map_err(ImageError::io(&record))?;
             fs::rename(&staged, path).map_err(ImageError::io(path))?;
-            atomic::sync_parent(path).map_err(ImageError::io(path))?;
             Ok(snapshot)
         })();
         if result.is_err() {

@@ -246,6 +246,12 @@ impl ImageStore {
         lock(&self.inner.leases).release(holder)
     }
 
+    /// Replaces the leases of the holders named `prefix…` with `held`
+    /// (holder → image id), as found on disk by their owner.
+    pub fn set_holders(&self, prefix: &str, held: BTreeMap<String, Digest>) -> Result<()> {
+        lock(&self.inner.leases).set_holders(prefix, held)
+    }
+
     /// The unpacked layer directories of an image, lowest first.
     pub fn layer_dirs(&self, record: &ImageRecord) -> Result<Vec<PathBuf>> {
         record

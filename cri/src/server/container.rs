@@ -10,11 +10,13 @@ use tonic::Status;
 
 use super::daemon::Daemon;
 use super::events::EventType;
+use super::phases::Phases;
 use super::sandbox::store_status;
 use super::status::{image_status, now_nanos, present, required};
 use crate::container::HostOptions;
 use crate::container::image_volume;
 use crate::container::spec::{self, ImageDefaults, SandboxContext, SpecInputs};
+use crate::oci::cgroups::MigrationPrimer;
 use crate::sandbox::files::SandboxFiles;
 use crate::store::{ContainerPhase, ContainerRecord, SandboxState, StoreError};
 use crate::supervisor::client::{self, SupervisorError};
@@ -64,10 +66,17 @@ struct Made<'a> {
     bundle: Option<PathBuf>,
     /// Snapshots of image volumes, with where each got mounted.
     image_volumes: Vec<(String, Option<PathBuf>)>,
+    /// The record is on disk.
+    record: bool,
 }
 
 impl Made<'_> {
     fn undo(self) {
+        if self.record
+            && let Err(e) = self.daemon.containers.delete(&self.id)
+        {
+            tracing::warn!(container = %self.id, "rollback of the record: {e}");
+        }
         for (snapshot, mounted) in &self.image_volumes {
             if let Some(dir) = mounted {
                 let _ = nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH);
@@ -135,6 +144,7 @@ impl Daemon {
         &self,
         request: cri::CreateContainerRequest,
     ) -> Result<cri::CreateContainerResponse, Status> {
+        let mut phases = Phases::begin("CreateContainer");
         let sandbox_id = required(&request.pod_sandbox_id, "pod_sandbox_id")?;
         let config = present(&request.config, "config")?.clone();
         let meta = present(&config.metadata, "config.metadata")?.clone();
@@ -161,6 +171,10 @@ impl Daemon {
             ))
         })?;
         let image_config = self.images.config(&image).map_err(image_status)?;
+        // The init's move into its cgroups, late in this call, then finds
+        // the kernel's migration lock warm.
+        let primer = MigrationPrimer::start();
+        phases.done("lookup");
 
         let id = format!(
             "{}{}",
@@ -179,6 +193,7 @@ impl Daemon {
             snapshot: false,
             bundle: None,
             image_volumes: Vec::new(),
+            record: false,
         };
         let result = async {
             let bundle = spec::bundle_dir(&self.config.root, &id);
@@ -193,6 +208,7 @@ impl Daemon {
             made.snapshot = true;
             snapshot.mount.mount_at(&rootfs).map_err(image_status)?;
             made.rootfs = Some(rootfs.clone());
+            phases.done("rootfs");
 
             let spec_config = self.mount_image_volumes(&id, &bundle, &config, &mut made)?;
             let sandbox_linux = sandbox.config.linux.clone().unwrap_or_default();
@@ -224,6 +240,7 @@ impl Daemon {
                 .map_err(|e| Status::internal(format!("encoding spec: {e}")))?;
             std::fs::write(&spec_path, spec_json)
                 .map_err(|e| Status::internal(format!("writing {}: {e}", spec_path.display())))?;
+            phases.done("spec");
 
             let log_path = if sandbox.config.log_directory.is_empty() || config.log_path.is_empty()
             {
@@ -258,7 +275,16 @@ impl Daemon {
                 bundle,
                 pid: None,
             };
-            match self.create_in_runtime(&record).await {
+            // The record's wait for the disk overlaps the runtime's create;
+            // a record without a pid is one StartContainer creates again.
+            let (created, written) = tokio::join!(self.create_in_runtime(&record), async {
+                self.containers.write_new(&record)
+            });
+            drop(primer);
+            phases.done("runtime create and record");
+            made.record = written.is_ok();
+            written.map_err(store_status)?;
+            match created {
                 Ok(pid) => record.pid = Some(pid),
                 // What runc's create refuses (a missing executable, a bad
                 // mount source) containerd only meets in StartContainer,
@@ -272,7 +298,11 @@ impl Daemon {
                     return Err(Status::unknown(format!("creating container {id}: {e}")));
                 }
             }
-            self.containers.put(record).map_err(store_status)
+            self.containers
+                .insert_written(record)
+                .map_err(store_status)?;
+            phases.done("record added");
+            Ok(())
         }
         .await;
         match result {

@@ -8,6 +8,7 @@ mod events;
 mod exec;
 mod image;
 mod metrics;
+mod phases;
 mod pod_resources;
 mod runtime;
 mod sandbox;

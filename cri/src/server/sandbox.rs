@@ -10,6 +10,7 @@ use tonic::Status;
 
 use super::daemon::Daemon;
 use super::events::EventType;
+use super::phases::Phases;
 use super::status::{now_nanos, present, required};
 use crate::network::{CniError, PodNetwork};
 use crate::sandbox::cgroup::PodCgroups;
@@ -30,6 +31,8 @@ struct Rollback {
     cgroups: Option<PodCgroups>,
     /// The supervisor's dir: it is shut down and the dir removed.
     supervisor: Option<PathBuf>,
+    /// The id of the sandbox whose record was written.
+    record: Option<String>,
 }
 
 impl Rollback {
@@ -64,6 +67,11 @@ impl Rollback {
         }
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
+        }
+        if let Some(id) = &self.record
+            && let Err(e) = daemon.sandboxes.delete(id)
+        {
+            tracing::warn!(sandbox = %id, "rollback of the record: {e}");
         }
         if let Some(name) = &self.name {
             daemon.sandboxes.release_name(name);
@@ -177,6 +185,7 @@ impl Daemon {
         runtime_handler: &str,
         made: &mut Rollback,
     ) -> Result<(), Status> {
+        let mut phases = Phases::begin("RunPodSandbox");
         let mut record = SandboxRecord {
             id: id.to_string(),
             name: name.to_string(),
@@ -218,6 +227,7 @@ impl Daemon {
             record.netns = Some(path);
         }
 
+        phases.done("files and netns");
         // The pause process, the pod's supervisor and the CNI ADD only need
         // the netns: they start at the same time.
         let namespaces = SandboxNamespaces {
@@ -270,8 +280,20 @@ impl Daemon {
                 .map_err(cni_status)?;
             let setup = self.cni.setup(&pod).await.map_err(cni_status)?;
             Ok::<_, Status>(Some((pod, setup)))
+        };
+        // The record's wait for the disk overlaps the CNI ADD. What a power
+        // loss leaves of it (the processes are gone then) is this early
+        // version: with the network taken as attached, so that stopping
+        // the sandbox still runs the CNI DEL that releases its address.
+        let early = SandboxRecord {
+            network_attached: !host_network,
+            ..record.clone()
+        };
+        let (network, written) = tokio::join!(network, async { self.sandboxes.write_new(&early) });
+        if written.is_ok() {
+            made.record = Some(id.to_string());
         }
-        .await;
+        phases.done("network and record");
         let pause = match pause.await {
             Ok(spawned) => spawned.map_err(|e: PauseError| e.to_string()),
             Err(e) => Err(format!("spawn task: {e}")),
@@ -279,6 +301,7 @@ impl Daemon {
         let supervisor = supervisor
             .await
             .unwrap_or_else(|e| Err(SupervisorError::Failed(format!("start task: {e}"))));
+        phases.done("pause and supervisor");
         // Everything that did start is recorded for the rollback first.
         if let Ok((pid, Some(started), placed)) = &pause {
             made.pause = Some((*pid, *started));
@@ -292,6 +315,7 @@ impl Daemon {
         if let Ok(Some((pod, _))) = &network {
             made.network = Some(pod.clone());
         }
+        written.map_err(store_status)?;
         if let Some((_, setup)) = network? {
             record.network_attached = true;
             if let Some(ips) = setup.ips {
@@ -321,7 +345,10 @@ impl Daemon {
             sysctl::apply(pause_pid, &linux.sysctls)
                 .map_err(|e| Status::invalid_argument(format!("config.linux.sysctls: {e}")))?;
         }
-        self.sandboxes.put(record).map_err(store_status)?;
+        self.sandboxes
+            .insert_written(record)
+            .map_err(store_status)?;
+        phases.done("record added");
         tracing::info!(sandbox = %id, pause = pause_pid, "pod sandbox ready");
         Ok(())
     }

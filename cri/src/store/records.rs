@@ -101,6 +101,23 @@ impl<T: Record> Store<T> {
         Ok(())
     }
 
+    /// The slow half of [`Store::put`] on its own: writes a new record to
+    /// disk, fsynced, without adding it, so that the wait for the disk can
+    /// overlap other work. [`Store::insert_written`] then adds it; a record
+    /// written but never added is dropped with [`Store::delete`].
+    pub fn write_new(&self, record: &T) -> Result<(), StoreError> {
+        self.persist(record, Durability::PowerLoss)
+    }
+
+    /// Adds a record [`Store::write_new`] wrote; what changed since (such
+    /// as the pid of a process now running) is persisted for a restart of
+    /// the daemon only, as [`Store::update_running`] does.
+    pub fn insert_written(&self, record: T) -> Result<(), StoreError> {
+        self.persist(&record, Durability::Restart)?;
+        self.lock().insert(record.id().to_string(), record);
+        Ok(())
+    }
+
     /// Changes a record with `change` and persists it.
     pub fn update(&self, id: &str, change: impl FnOnce(&mut T)) -> Result<T, StoreError> {
         self.change(id, change, Durability::PowerLoss)

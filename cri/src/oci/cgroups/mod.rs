@@ -7,6 +7,7 @@ mod error;
 mod fsutil;
 mod hierarchy;
 mod path;
+mod primer;
 mod stats;
 mod systemd;
 mod v1;
@@ -21,6 +22,7 @@ use oci_spec::runtime::LinuxResources;
 
 pub use error::CgroupError;
 pub use hierarchy::{CgroupMode, Hierarchies};
+pub use primer::MigrationPrimer;
 pub use stats::{
     BlkioEntry, BlkioStats, CgroupStats, CpuStats, CpuThrottling, CpuUsage, HugetlbStats,
     MemoryEntry, MemoryStats, PidsStats,
