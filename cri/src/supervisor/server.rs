@@ -14,16 +14,16 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, dup2_stderr, dup2_stdin, dup2_stdout, pipe2};
+use nix::unistd::{Pid, pipe2};
 
+use super::SOCKET;
+use super::helper::{ContainerStdio, Helper};
+use super::op::RuntimeOp;
 use super::protocol::{
     Exit, Op, Request, Response, Stdio, VERSION, exit_file, now_nanos, read_exit,
 };
 use super::stdio::ContainerIo;
-use super::{SOCKET, forked};
 use crate::logs::{DEFAULT_MAX_LINE_SIZE, LogWriter};
-use crate::oci::container::{self, create::CreateOptions};
-use crate::oci::state::StateStore;
 
 struct Container {
     pid: i32,
@@ -34,7 +34,7 @@ struct Container {
 
 struct Supervisor {
     dir: PathBuf,
-    runtime: StateStore,
+    runtime: Helper,
     containers: HashMap<String, Container>,
     shutdown: bool,
 }
@@ -59,6 +59,7 @@ fn run(dir: &Path, root: &Path) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(format!("becoming a subreaper: {}", Errno::last()));
     }
+    let runtime = Helper::open(root)?;
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block()
@@ -73,7 +74,7 @@ fn run(dir: &Path, root: &Path) -> Result<(), String> {
         .map_err(|e| format!("binding {}: {e}", dir.join(SOCKET).display()))?;
     let mut supervisor = Supervisor {
         dir: dir.to_path_buf(),
-        runtime: StateStore::new(root),
+        runtime,
         containers: HashMap::new(),
         shutdown: false,
     };
@@ -147,8 +148,6 @@ impl Supervisor {
     }
 
     fn exited(&mut self, pid: i32, code: i32) {
-        let dir = self.dir.clone();
-        let runtime = StateStore::new(self.runtime.root());
         let Some((id, container)) = self
             .containers
             .iter_mut()
@@ -157,13 +156,16 @@ impl Supervisor {
             return;
         };
         let oom_killed = code == 128 + libc::SIGKILL
-            && forked::run("oom check", || Ok(oom_killed(&runtime, id))).unwrap_or(false);
+            && self
+                .runtime
+                .run(&RuntimeOp::OomKilled { id: id.clone() }, None)
+                .unwrap_or(false);
         let exit = Exit {
             code,
             finished_at: now_nanos(),
             oom_killed,
         };
-        if let Err(e) = write_atomic(&exit_file(&dir, id), &exit) {
+        if let Err(e) = write_atomic(&exit_file(&self.dir, id), &exit) {
             eprintln!("container {id}: recording exit: {e}");
         }
         container.exit = Some(exit);
@@ -234,9 +236,8 @@ impl Supervisor {
                 stdio,
             } => self.create(id, bundle, &log_path, systemd_cgroup, stdio),
             Op::Start { id } => self.with(&id, |s, id| {
-                forked::run("start", || {
-                    container::start::start(&s.runtime, id).map_err(|e| e.to_string())
-                })?;
+                s.runtime
+                    .run::<()>(&RuntimeOp::Start { id: id.into() }, None)?;
                 if let Some(c) = s.containers.get_mut(id) {
                     c.started_at = Some(now_nanos());
                 }
@@ -246,25 +247,23 @@ impl Supervisor {
                 if s.containers.get(id).is_some_and(|c| c.exit.is_some()) {
                     return Ok(());
                 }
-                let signal =
-                    Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
-                forked::run("kill", || {
-                    container::kill::kill(&s.runtime, id, signal, false).map_err(|e| e.to_string())
-                })
+                Signal::try_from(signal).map_err(|e| format!("signal {signal}: {e}"))?;
+                s.runtime.run(
+                    &RuntimeOp::Kill {
+                        id: id.into(),
+                        signal,
+                    },
+                    None,
+                )
             }),
             Op::Delete { id } => {
-                let result = forked::run("delete", || {
-                    container::delete::delete(&self.runtime, &id, true).map_err(|e| e.to_string())
-                });
+                let result = self
+                    .runtime
+                    .run::<()>(&RuntimeOp::Delete { id: id.clone() }, None);
                 self.containers.remove(&id);
                 let _ = std::fs::remove_file(exit_file(&self.dir, &id));
                 match result {
                     Ok(()) => Response::default(),
-                    // Already gone from the runtime is what delete wants.
-                    Err(e) if !self.runtime.dir(&id).exists() => {
-                        let _ = e;
-                        Response::default()
-                    }
                     Err(e) => Response::failed(e),
                 }
             }
@@ -323,17 +322,17 @@ impl Supervisor {
         if self.containers.contains_key(&id) {
             return Response::failed(format!("container {id} already exists"));
         }
-        let options = CreateOptions {
-            id: id.clone(),
-            bundle,
-            systemd_cgroup: systemd,
-            ..CreateOptions::default()
-        };
         let made = open_log(log_path).and_then(|log| {
             if stdio.tty {
-                self.create_on_terminal(options, log, stdio)
+                self.create_on_terminal(id.clone(), bundle, systemd, log, stdio)
             } else {
-                self.create_on_pipes(options, log, stdio)
+                let op = RuntimeOp::Create {
+                    id: id.clone(),
+                    bundle,
+                    systemd_cgroup: systemd,
+                    console_socket: None,
+                };
+                self.create_on_pipes(&op, log, stdio)
             }
         });
         match made {
@@ -359,7 +358,7 @@ impl Supervisor {
     /// The container's stdout/stderr (and stdin when asked) are pipes to us.
     fn create_on_pipes(
         &self,
-        options: CreateOptions,
+        op: &RuntimeOp,
         log: LogWriter,
         stdio: Stdio,
     ) -> Result<(i32, ContainerIo), String> {
@@ -367,19 +366,13 @@ impl Supervisor {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let stdin = if stdio.stdin { Some(pipe()?) } else { None };
-        // The container init inherits the creating child's stdio: the pipes.
-        let pid = forked::run("create", || {
-            dup2_stdout(&out_w)
-                .and_then(|()| dup2_stderr(&err_w))
-                .and_then(|()| match &stdin {
-                    Some((read, _)) => dup2_stdin(read),
-                    None => Ok(()),
-                })
-                .map_err(|e| format!("redirecting stdio: {e}"))?;
-            container::create::create(&self.runtime, &options)
-                .map(|state| state.pid)
-                .map_err(|e| e.to_string())
-        });
+        // The container init inherits the helper's stdio: the pipes.
+        let child_stdio = ContainerStdio {
+            stdin: stdin.as_ref().map(|(read, _)| read.as_fd()),
+            stdout: out_w.as_fd(),
+            stderr: err_w.as_fd(),
+        };
+        let pid = self.runtime.run(op, Some(child_stdio));
         drop((out_w, err_w));
         let pid = pid?;
         let stdin = stdin.map(|(_, write)| write);
@@ -391,20 +384,23 @@ impl Supervisor {
     /// The container runs on a pty; its master comes back over a console socket.
     fn create_on_terminal(
         &self,
-        mut options: CreateOptions,
+        id: String,
+        bundle: PathBuf,
+        systemd_cgroup: bool,
         log: LogWriter,
         stdio: Stdio,
     ) -> Result<(i32, ContainerIo), String> {
         // Relative to our dir (the cwd): socket paths are limited to 108 bytes.
-        let socket = PathBuf::from(format!("console-{}.sock", options.id));
+        let socket = PathBuf::from(format!("console-{id}.sock"));
         let _ = std::fs::remove_file(&socket);
         let listener = UnixListener::bind(&socket).map_err(|e| format!("console socket: {e}"))?;
-        options.console_socket = Some(socket.clone());
-        let created = forked::run("create", || {
-            container::create::create(&self.runtime, &options)
-                .map(|state| state.pid)
-                .map_err(|e| e.to_string())
-        });
+        let op = RuntimeOp::Create {
+            id,
+            bundle,
+            systemd_cgroup,
+            console_socket: Some(socket.clone()),
+        };
+        let created = self.runtime.run(&op, None);
         let master = created.as_ref().ok().map(|_| receive_pty(&listener));
         let _ = std::fs::remove_file(&socket);
         let pid = created?;
@@ -440,16 +436,6 @@ fn answer(mut stream: &UnixStream, response: &Response) {
     let mut out = serde_json::to_vec(response).unwrap_or_default();
     out.push(b'\n');
     let _ = stream.write_all(&out);
-}
-
-/// Whether the container's cgroup recorded an OOM kill.
-fn oom_killed(runtime: &StateStore, id: &str) -> bool {
-    runtime
-        .load(id)
-        .ok()
-        .and_then(|state| state.cgroup_manager().ok())
-        .and_then(|cgroup| cgroup.stats().ok())
-        .is_some_and(|stats| stats.memory.oom_kill > 0)
 }
 
 fn write_atomic(path: &Path, exit: &Exit) -> std::io::Result<()> {
