@@ -32,8 +32,16 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// conditions of each endpoint of the right family (much smaller than the object).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceInfo {
-    ports: Box<[(String, Option<Protocol>, Option<u16>)]>,
+    ports: Box<[SlicePort]>,
     endpoints: Box<[SliceEndpoint]>,
+}
+
+/// A port of an EndpointSlice; an unknown protocol or port matches no Service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlicePort {
+    name: String,
+    protocol: Option<Protocol>,
+    port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,12 +69,10 @@ impl SliceInfo {
             .ports
             .iter()
             .flatten()
-            .map(|p| {
-                (
-                    p.name.clone().unwrap_or_default(),
-                    Protocol::parse(p.protocol.as_deref()),
-                    p.port.and_then(|p| u16::try_from(p).ok()),
-                )
+            .map(|p| SlicePort {
+                name: p.name.clone().unwrap_or_default(),
+                protocol: Protocol::parse(p.protocol.as_deref()),
+                port: p.port.and_then(|p| u16::try_from(p).ok()),
             })
             .collect();
         let endpoints = slice
@@ -106,8 +112,8 @@ pub fn slice_endpoints(slice: &SliceInfo, port_name: &str, protocol: Protocol) -
     let Some(port) = slice
         .ports
         .iter()
-        .find(|(name, proto, _)| name == port_name && *proto == Some(protocol))
-        .and_then(|(_, _, port)| *port)
+        .find(|p| p.name == port_name && p.protocol == Some(protocol))
+        .and_then(|p| p.port)
     else {
         return Vec::new();
     };
