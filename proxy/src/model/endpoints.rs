@@ -8,9 +8,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::ops::Deref;
 use std::sync::Arc;
 
-/// Topology hints (zone or node names), shared between a slice's record and the
-/// endpoints built from it.
-pub type Hints = Arc<BTreeSet<String>>;
+/// An endpoint's topology hints, shared between a slice's record and the endpoints
+/// built from it. Most endpoints have none, so they cost one pointer each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopologyHints {
+    pub zones: Option<BTreeSet<String>>,
+    pub nodes: Option<BTreeSet<String>>,
+}
 
 /// One backend address:port with its conditions and topology.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,8 +25,18 @@ pub struct Endpoint {
     pub terminating: bool,
     /// On this proxy's node.
     pub local: bool,
-    pub zone_hints: Option<Hints>,
-    pub node_hints: Option<Hints>,
+    /// None when the endpoint has neither zone nor node hints.
+    pub hints: Option<Arc<TopologyHints>>,
+}
+
+impl Endpoint {
+    pub fn zone_hints(&self) -> Option<&BTreeSet<String>> {
+        self.hints.as_ref()?.zones.as_ref()
+    }
+
+    pub fn node_hints(&self) -> Option<&BTreeSet<String>> {
+        self.hints.as_ref()?.nodes.as_ref()
+    }
 }
 
 /// The label tying an EndpointSlice to its Service.
@@ -52,8 +66,7 @@ struct SliceEndpoint {
     terminating: bool,
     /// On this proxy's node.
     local: bool,
-    zone_hints: Option<Hints>,
-    node_hints: Option<Hints>,
+    hints: Option<Arc<TopologyHints>>,
 }
 
 impl SliceInfo {
@@ -87,19 +100,25 @@ impl SliceInfo {
                 }
                 let cond = ep.conditions.as_ref();
                 let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-                let hints = ep.hints.as_ref();
+                let hints = ep.hints.as_ref().map(|h| TopologyHints {
+                    zones: h
+                        .for_zones
+                        .as_ref()
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+                    nodes: h
+                        .for_nodes
+                        .as_ref()
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+                });
                 Some(SliceEndpoint {
                     ip,
                     ready,
                     serving: cond.and_then(|c| c.serving).unwrap_or(ready),
                     terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
                     local: ep.node_name.as_deref() == Some(node_name),
-                    zone_hints: hints
-                        .and_then(|h| h.for_zones.as_ref())
-                        .map(|z| Arc::new(z.iter().map(|z| z.name.clone()).collect())),
-                    node_hints: hints
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .map(|n| Arc::new(n.iter().map(|n| n.name.clone()).collect())),
+                    hints: hints
+                        .filter(|h| h.zones.is_some() || h.nodes.is_some())
+                        .map(Arc::new),
                 })
             })
             .collect();
@@ -126,8 +145,7 @@ pub fn slice_endpoints(slice: &SliceInfo, port_name: &str, protocol: Protocol) -
             serving: ep.serving,
             terminating: ep.terminating,
             local: ep.local,
-            zone_hints: ep.zone_hints.clone(),
-            node_hints: ep.node_hints.clone(),
+            hints: ep.hints.clone(),
         })
         .collect()
 }
@@ -196,20 +214,14 @@ pub struct CategorizedEndpoints {
 fn topology_filter(port: &ServicePort, ready: Vec<Endpoint>, node: &NodeTopology) -> Vec<Endpoint> {
     match port.traffic_distribution {
         Some(TrafficDistribution::PreferSameNode) => {
-            let usable = ready.iter().all(|e| e.node_hints.is_some())
-                && ready.iter().any(|e| {
-                    e.node_hints
-                        .as_ref()
-                        .is_some_and(|h| h.contains(&node.name))
-                });
+            let usable = ready.iter().all(|e| e.node_hints().is_some())
+                && ready
+                    .iter()
+                    .any(|e| e.node_hints().is_some_and(|h| h.contains(&node.name)));
             if usable {
                 return ready
                     .into_iter()
-                    .filter(|e| {
-                        e.node_hints
-                            .as_ref()
-                            .is_some_and(|h| h.contains(&node.name))
-                    })
+                    .filter(|e| e.node_hints().is_some_and(|h| h.contains(&node.name)))
                     .collect();
             }
             // PreferSameNode falls back to zone hints when node hints do not fit.
@@ -222,16 +234,16 @@ fn topology_filter(port: &ServicePort, ready: Vec<Endpoint>, node: &NodeTopology
 
 fn zone_filter(ready: Vec<Endpoint>, node: &NodeTopology) -> Vec<Endpoint> {
     let Some(zone) = &node.zone else { return ready };
-    let usable = ready.iter().all(|e| e.zone_hints.is_some())
+    let usable = ready.iter().all(|e| e.zone_hints().is_some())
         && ready
             .iter()
-            .any(|e| e.zone_hints.as_ref().is_some_and(|h| h.contains(zone)));
+            .any(|e| e.zone_hints().is_some_and(|h| h.contains(zone)));
     if !usable {
         return ready;
     }
     ready
         .into_iter()
-        .filter(|e| e.zone_hints.as_ref().is_some_and(|h| h.contains(zone)))
+        .filter(|e| e.zone_hints().is_some_and(|h| h.contains(zone)))
         .collect()
 }
 
@@ -277,8 +289,12 @@ mod tests {
             serving: ready || terminating,
             terminating,
             local,
-            zone_hints: zones.map(|z| Arc::new(z.iter().map(|s| s.to_string()).collect())),
-            node_hints: None,
+            hints: zones.map(|z| {
+                Arc::new(TopologyHints {
+                    zones: Some(z.iter().map(|s| s.to_string()).collect()),
+                    nodes: None,
+                })
+            }),
         }
     }
 

@@ -6,7 +6,7 @@ mod service;
 mod tracker;
 
 pub use endpoints::{
-    CategorizedEndpoints, Endpoint, Endpoints, Hints, NodeTopology, SERVICE_NAME_LABEL,
+    CategorizedEndpoints, Endpoint, Endpoints, NodeTopology, SERVICE_NAME_LABEL, TopologyHints,
 };
 pub use service::{Protocol, ServiceName, ServicePort, ServicePortName, TrafficDistribution};
 pub use tracker::{ChangeTracker, DesiredState, ServiceEntry, Snapshot, entries, port_names};
