@@ -8,6 +8,7 @@ pub mod healthcheck;
 mod http;
 pub mod iptables;
 pub mod ipvs;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod net;

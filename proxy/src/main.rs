@@ -17,6 +17,7 @@ fn init_logging(format: &str) {
 }
 
 fn main() -> anyhow::Result<()> {
+    berth_proxy::memory::limit_arenas();
     let flags = Flags::parse();
     init_logging(&flags.logging_format);
     let cfg = ProxyConfig::resolve(&flags)?;

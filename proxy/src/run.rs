@@ -344,7 +344,6 @@ pub async fn run(
     let mut backend = BackendSlot::Missing;
     let mut node = NodeFacts::default();
     let mut synced = (false, false, false);
-    let mut buffers: (Vec<Service>, Vec<EndpointSlice>) = (Vec::new(), Vec::new());
     let mut last_state = DesiredState::new();
     // When the last sync started: minSyncPeriod counts from there, as upstream's does,
     // so a long sync is followed at once by the changes that came in meanwhile.
@@ -391,6 +390,9 @@ pub async fn run(
                 backend = BackendSlot::Syncing(tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let result = b.sync(&snapshot, full);
+                    if result.as_ref().is_ok_and(|r| r.full) {
+                        crate::memory::release_free_memory();
+                    }
                     SyncDone { backend: b, snapshot, result, took: started.elapsed() }
                 }));
             }
@@ -439,20 +441,20 @@ pub async fn run(
                     Ok(Change::Service(ev)) => match *ev {
                         watcher::Event::Apply(s) => tracker.apply_service(&s),
                         watcher::Event::Delete(s) => tracker.delete_service(&s),
-                        watcher::Event::Init => buffers.0.clear(),
-                        watcher::Event::InitApply(s) => buffers.0.push(s),
+                        watcher::Event::Init => tracker.begin_services_relist(),
+                        watcher::Event::InitApply(s) => tracker.relist_service(&s),
                         watcher::Event::InitDone => {
-                            tracker.replace_services(&std::mem::take(&mut buffers.0));
+                            tracker.end_services_relist();
                             synced.0 = true;
                         }
                     },
                     Ok(Change::Slice(ev)) => match *ev {
                         watcher::Event::Apply(s) => tracker.apply_slice(&s),
                         watcher::Event::Delete(s) => tracker.delete_slice(&s),
-                        watcher::Event::Init => buffers.1.clear(),
-                        watcher::Event::InitApply(s) => buffers.1.push(s),
+                        watcher::Event::Init => tracker.begin_slices_relist(),
+                        watcher::Event::InitApply(s) => tracker.relist_slice(&s),
                         watcher::Event::InitDone => {
-                            tracker.replace_slices(&std::mem::take(&mut buffers.1));
+                            tracker.end_slices_relist();
                             synced.1 = true;
                         }
                     },

@@ -5,6 +5,16 @@ use super::service::{Protocol, ServicePort, TrafficDistribution};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
+use std::sync::Arc;
+
+/// An endpoint's topology hints, shared between a slice's record and the endpoints
+/// built from it. Most endpoints have none, so they cost one pointer each.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TopologyHints {
+    pub zones: Option<BTreeSet<String>>,
+    pub nodes: Option<BTreeSet<String>>,
+}
 
 /// One backend address:port with its conditions and topology.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -15,8 +25,18 @@ pub struct Endpoint {
     pub terminating: bool,
     /// On this proxy's node.
     pub local: bool,
-    pub zone_hints: Option<BTreeSet<String>>,
-    pub node_hints: Option<BTreeSet<String>>,
+    /// None when the endpoint has neither zone nor node hints.
+    pub hints: Option<Arc<TopologyHints>>,
+}
+
+impl Endpoint {
+    pub fn zone_hints(&self) -> Option<&BTreeSet<String>> {
+        self.hints.as_ref()?.zones.as_ref()
+    }
+
+    pub fn node_hints(&self) -> Option<&BTreeSet<String>> {
+        self.hints.as_ref()?.nodes.as_ref()
+    }
 }
 
 /// The label tying an EndpointSlice to its Service.
@@ -26,8 +46,16 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// conditions of each endpoint of the right family (much smaller than the object).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SliceInfo {
-    ports: Vec<(String, Option<Protocol>, Option<u16>)>,
-    endpoints: Vec<SliceEndpoint>,
+    ports: Box<[SlicePort]>,
+    endpoints: Box<[SliceEndpoint]>,
+}
+
+/// A port of an EndpointSlice; an unknown protocol or port matches no Service port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SlicePort {
+    name: String,
+    protocol: Option<Protocol>,
+    port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,13 +64,14 @@ struct SliceEndpoint {
     ready: bool,
     serving: bool,
     terminating: bool,
-    node: Option<String>,
-    zone_hints: Option<BTreeSet<String>>,
-    node_hints: Option<BTreeSet<String>>,
+    /// On this proxy's node.
+    local: bool,
+    hints: Option<Arc<TopologyHints>>,
 }
 
 impl SliceInfo {
-    pub fn from_slice(slice: &EndpointSlice) -> Self {
+    /// The slice as the proxy on node `node_name` sees it.
+    pub fn from_slice(slice: &EndpointSlice, node_name: &str) -> Self {
         let family_v6 = match slice.address_type.as_str() {
             "IPv4" => Some(false),
             "IPv6" => Some(true),
@@ -53,12 +82,10 @@ impl SliceInfo {
             .ports
             .iter()
             .flatten()
-            .map(|p| {
-                (
-                    p.name.clone().unwrap_or_default(),
-                    Protocol::parse(p.protocol.as_deref()),
-                    p.port.and_then(|p| u16::try_from(p).ok()),
-                )
+            .map(|p| SlicePort {
+                name: p.name.clone().unwrap_or_default(),
+                protocol: Protocol::parse(p.protocol.as_deref()),
+                port: p.port.and_then(|p| u16::try_from(p).ok()),
             })
             .collect();
         let endpoints = slice
@@ -73,19 +100,25 @@ impl SliceInfo {
                 }
                 let cond = ep.conditions.as_ref();
                 let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-                let hints = ep.hints.as_ref();
+                let hints = ep.hints.as_ref().map(|h| TopologyHints {
+                    zones: h
+                        .for_zones
+                        .as_ref()
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect()),
+                    nodes: h
+                        .for_nodes
+                        .as_ref()
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+                });
                 Some(SliceEndpoint {
                     ip,
                     ready,
                     serving: cond.and_then(|c| c.serving).unwrap_or(ready),
                     terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
-                    node: ep.node_name.clone(),
-                    zone_hints: hints
-                        .and_then(|h| h.for_zones.as_ref())
-                        .map(|z| z.iter().map(|z| z.name.clone()).collect()),
-                    node_hints: hints
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .map(|n| n.iter().map(|n| n.name.clone()).collect()),
+                    local: ep.node_name.as_deref() == Some(node_name),
+                    hints: hints
+                        .filter(|h| h.zones.is_some() || h.nodes.is_some())
+                        .map(Arc::new),
                 })
             })
             .collect();
@@ -94,17 +127,12 @@ impl SliceInfo {
 }
 
 /// Endpoints in `slice` for the port named `port_name` with `protocol`.
-pub fn slice_endpoints(
-    slice: &SliceInfo,
-    port_name: &str,
-    protocol: Protocol,
-    node_name: &str,
-) -> Vec<Endpoint> {
+pub fn slice_endpoints(slice: &SliceInfo, port_name: &str, protocol: Protocol) -> Vec<Endpoint> {
     let Some(port) = slice
         .ports
         .iter()
-        .find(|(name, proto, _)| name == port_name && *proto == Some(protocol))
-        .and_then(|(_, _, port)| *port)
+        .find(|p| p.name == port_name && p.protocol == Some(protocol))
+        .and_then(|p| p.port)
     else {
         return Vec::new();
     };
@@ -116,9 +144,8 @@ pub fn slice_endpoints(
             ready: ep.ready,
             serving: ep.serving,
             terminating: ep.terminating,
-            local: ep.node.as_deref() == Some(node_name),
-            zone_hints: ep.zone_hints.clone(),
-            node_hints: ep.node_hints.clone(),
+            local: ep.local,
+            hints: ep.hints.clone(),
         })
         .collect()
 }
@@ -130,13 +157,54 @@ pub struct NodeTopology {
     pub zone: Option<String>,
 }
 
+/// An immutable list of endpoints. The categorized lists of a Service port share
+/// the allocation of its full list when they hold all of it (the common case), so
+/// a large cluster's endpoints are kept once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Endpoints(Arc<[Endpoint]>);
+
+impl Deref for Endpoints {
+    type Target = [Endpoint];
+
+    fn deref(&self) -> &[Endpoint] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Endpoints {
+    type Item = &'a Endpoint;
+    type IntoIter = std::slice::Iter<'a, Endpoint>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl From<Vec<Endpoint>> for Endpoints {
+    fn from(v: Vec<Endpoint>) -> Self {
+        Endpoints(v.into())
+    }
+}
+
+impl Endpoints {
+    /// `subset`, which holds some of `self`'s endpoints in `self`'s order, as a list
+    /// that shares `self`'s allocation when it holds all of them.
+    fn sharing(&self, subset: Vec<Endpoint>) -> Endpoints {
+        if subset.len() == self.len() {
+            self.clone()
+        } else {
+            subset.into()
+        }
+    }
+}
+
 /// The endpoints each kind of traffic may use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CategorizedEndpoints {
     /// For traffic under the Cluster policy (after topology filtering).
-    pub cluster: Vec<Endpoint>,
+    pub cluster: Endpoints,
     /// For traffic under a Local policy: endpoints on this node.
-    pub local: Vec<Endpoint>,
+    pub local: Endpoints,
     /// Whether any endpoint is ready or usable at all (else traffic is rejected).
     pub any_usable: bool,
 }
@@ -146,20 +214,14 @@ pub struct CategorizedEndpoints {
 fn topology_filter(port: &ServicePort, ready: Vec<Endpoint>, node: &NodeTopology) -> Vec<Endpoint> {
     match port.traffic_distribution {
         Some(TrafficDistribution::PreferSameNode) => {
-            let usable = ready.iter().all(|e| e.node_hints.is_some())
-                && ready.iter().any(|e| {
-                    e.node_hints
-                        .as_ref()
-                        .is_some_and(|h| h.contains(&node.name))
-                });
+            let usable = ready.iter().all(|e| e.node_hints().is_some())
+                && ready
+                    .iter()
+                    .any(|e| e.node_hints().is_some_and(|h| h.contains(&node.name)));
             if usable {
                 return ready
                     .into_iter()
-                    .filter(|e| {
-                        e.node_hints
-                            .as_ref()
-                            .is_some_and(|h| h.contains(&node.name))
-                    })
+                    .filter(|e| e.node_hints().is_some_and(|h| h.contains(&node.name)))
                     .collect();
             }
             // PreferSameNode falls back to zone hints when node hints do not fit.
@@ -172,16 +234,16 @@ fn topology_filter(port: &ServicePort, ready: Vec<Endpoint>, node: &NodeTopology
 
 fn zone_filter(ready: Vec<Endpoint>, node: &NodeTopology) -> Vec<Endpoint> {
     let Some(zone) = &node.zone else { return ready };
-    let usable = ready.iter().all(|e| e.zone_hints.is_some())
+    let usable = ready.iter().all(|e| e.zone_hints().is_some())
         && ready
             .iter()
-            .any(|e| e.zone_hints.as_ref().is_some_and(|h| h.contains(zone)));
+            .any(|e| e.zone_hints().is_some_and(|h| h.contains(zone)));
     if !usable {
         return ready;
     }
     ready
         .into_iter()
-        .filter(|e| e.zone_hints.as_ref().is_some_and(|h| h.contains(zone)))
+        .filter(|e| e.zone_hints().is_some_and(|h| h.contains(zone)))
         .collect()
 }
 
@@ -196,15 +258,16 @@ fn ready_or_terminating(endpoints: impl Iterator<Item = Endpoint> + Clone) -> Ve
 
 pub fn categorize(
     port: &ServicePort,
-    endpoints: &[Endpoint],
+    endpoints: &Endpoints,
     node: &NodeTopology,
 ) -> CategorizedEndpoints {
+    // Both lists are filters of `endpoints` that keep its order.
     let cluster = topology_filter(port, ready_or_terminating(endpoints.iter().cloned()), node);
     let local = ready_or_terminating(endpoints.iter().filter(|e| e.local).cloned());
     let any_usable = !cluster.is_empty() || !local.is_empty();
     CategorizedEndpoints {
-        cluster,
-        local,
+        cluster: endpoints.sharing(cluster),
+        local: endpoints.sharing(local),
         any_usable,
     }
 }
@@ -226,8 +289,12 @@ mod tests {
             serving: ready || terminating,
             terminating,
             local,
-            zone_hints: zones.map(|z| z.iter().map(|s| s.to_string()).collect()),
-            node_hints: None,
+            hints: zones.map(|z| {
+                Arc::new(TopologyHints {
+                    zones: Some(z.iter().map(|s| s.to_string()).collect()),
+                    nodes: None,
+                })
+            }),
         }
     }
 
@@ -259,23 +326,42 @@ mod tests {
             name: "n".into(),
             zone: None,
         };
-        let eps = [
+        let eps: Endpoints = vec![
             ep("10.0.0.1", true, false, false, None),
             ep("10.0.0.2", false, true, true, None),
-        ];
+        ]
+        .into();
         let c = categorize(&port(None), &eps, &node);
-        assert_eq!(c.cluster, vec![eps[0].clone()]);
+        assert_eq!(*c.cluster, [eps[0].clone()]);
         assert_eq!(
-            c.local,
-            vec![eps[1].clone()],
+            *c.local,
+            [eps[1].clone()],
             "no ready local endpoint: the serving terminating one is used"
         );
-        let none_ready = [
+        let none_ready: Endpoints = vec![
             ep("10.0.0.2", false, true, false, None),
             ep("10.0.0.3", false, false, false, None),
-        ];
+        ]
+        .into();
         let c = categorize(&port(None), &none_ready, &node);
-        assert_eq!(c.cluster, vec![none_ready[0].clone()]);
+        assert_eq!(*c.cluster, [none_ready[0].clone()]);
+    }
+
+    #[test]
+    fn lists_holding_every_endpoint_share_its_allocation() {
+        let node = NodeTopology {
+            name: "n".into(),
+            zone: None,
+        };
+        let eps: Endpoints = vec![
+            ep("10.0.0.1", true, false, true, None),
+            ep("10.0.0.2", true, false, true, None),
+        ]
+        .into();
+        let c = categorize(&port(None), &eps, &node);
+        assert!(Arc::ptr_eq(&c.cluster.0, &eps.0));
+        assert!(Arc::ptr_eq(&c.local.0, &eps.0));
+        assert_eq!(*c.cluster, *eps);
     }
 
     #[test]
@@ -284,23 +370,25 @@ mod tests {
             name: "n".into(),
             zone: Some("a".into()),
         };
-        let hinted = [
+        let hinted: Endpoints = vec![
             ep("10.0.0.1", true, false, false, Some(&["a"])),
             ep("10.0.0.2", true, false, false, Some(&["b"])),
-        ];
+        ]
+        .into();
         let c = categorize(&port(Some(TrafficDistribution::Hints)), &hinted, &node);
-        assert_eq!(c.cluster, vec![hinted[0].clone()]);
-        let partial = [
+        assert_eq!(*c.cluster, [hinted[0].clone()]);
+        let partial: Endpoints = vec![
             ep("10.0.0.1", true, false, false, Some(&["a"])),
             ep("10.0.0.2", true, false, false, None),
-        ];
+        ]
+        .into();
         assert_eq!(
             categorize(&port(Some(TrafficDistribution::Hints)), &partial, &node)
                 .cluster
                 .len(),
             2
         );
-        let elsewhere = [ep("10.0.0.2", true, false, false, Some(&["b"]))];
+        let elsewhere: Endpoints = vec![ep("10.0.0.2", true, false, false, Some(&["b"]))].into();
         assert_eq!(
             categorize(&port(Some(TrafficDistribution::Hints)), &elsewhere, &node)
                 .cluster

@@ -5,6 +5,8 @@ mod endpoints;
 mod service;
 mod tracker;
 
-pub use endpoints::{CategorizedEndpoints, Endpoint, NodeTopology, SERVICE_NAME_LABEL};
+pub use endpoints::{
+    CategorizedEndpoints, Endpoint, Endpoints, NodeTopology, SERVICE_NAME_LABEL, TopologyHints,
+};
 pub use service::{Protocol, ServiceName, ServicePort, ServicePortName, TrafficDistribution};
 pub use tracker::{ChangeTracker, DesiredState, ServiceEntry, Snapshot, entries, port_names};

@@ -2,7 +2,7 @@
 //! events; out comes the desired state per Service port and which Services changed.
 
 use super::endpoints::{
-    self, CategorizedEndpoints, Endpoint, NodeTopology, SERVICE_NAME_LABEL, SliceInfo,
+    self, CategorizedEndpoints, Endpoint, Endpoints, NodeTopology, SERVICE_NAME_LABEL, SliceInfo,
 };
 use super::service::{ServiceName, ServicePort, ServicePortName, service_ports};
 use k8s_openapi::api::core::v1::Service;
@@ -13,9 +13,10 @@ use std::sync::Arc;
 /// Everything the backends need for one Service port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
-    pub port: ServicePort,
+    /// Shared with the tracker's record of the Service.
+    pub port: Arc<ServicePort>,
     /// All known endpoints for the port, sorted.
-    pub endpoints: Vec<Endpoint>,
+    pub endpoints: Endpoints,
     pub categorized: CategorizedEndpoints,
 }
 
@@ -28,13 +29,88 @@ pub struct Snapshot {
     pub changed: BTreeSet<ServiceName>,
 }
 
+/// The ports of a Service, as the proxy keeps them.
+type Ports = Box<[Arc<ServicePort>]>;
+
+fn compact_ports(svc: &Service) -> Ports {
+    service_ports(svc).into_iter().map(Arc::new).collect()
+}
+
+/// The EndpointSlices of one Service, sorted by name: a Service has few, so a list
+/// costs much less than a map.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ServiceSlices(Vec<(String, SliceInfo)>);
+
+impl ServiceSlices {
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(n, _)| n.as_str().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&SliceInfo> {
+        self.position(name).ok().map(|i| &self.0[i].1)
+    }
+
+    fn insert(&mut self, name: String, info: SliceInfo) {
+        match self.position(&name) {
+            Ok(i) => self.0[i].1 = info,
+            Err(i) => {
+                self.0.insert(i, (name, info));
+                self.0.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Whether there was a slice of that name.
+    fn remove(&mut self, name: &str) -> bool {
+        let found = self.position(name).map(|i| self.0.remove(i)).is_ok();
+        self.0.shrink_to_fit();
+        found
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn values(&self) -> impl Iterator<Item = &SliceInfo> {
+        self.0.iter().map(|(_, info)| info)
+    }
+}
+
 #[derive(Default)]
 pub struct ChangeTracker {
-    services: BTreeMap<ServiceName, Vec<ServicePort>>,
-    slices: BTreeMap<ServiceName, BTreeMap<String, SliceInfo>>,
+    services: BTreeMap<ServiceName, Ports>,
+    slices: BTreeMap<ServiceName, ServiceSlices>,
     node: NodeTopology,
     state: DesiredState,
     dirty: BTreeSet<ServiceName>,
+    relist: Relist,
+}
+
+/// Re-lists in progress, each the new complete set so far.
+#[derive(Default)]
+struct Relist {
+    services: Option<BTreeMap<ServiceName, Ports>>,
+    slices: Option<BTreeMap<ServiceName, ServiceSlices>>,
+}
+
+/// Marks every Service whose entry differs between `old` and `new` as changed.
+fn mark_differences<V: PartialEq>(
+    dirty: &mut BTreeSet<ServiceName>,
+    old: &BTreeMap<ServiceName, V>,
+    new: &BTreeMap<ServiceName, V>,
+) {
+    for key in old.keys().chain(new.keys()) {
+        if old.get(key) != new.get(key) {
+            dirty.insert(key.clone());
+        }
+    }
+}
+
+fn service_key(svc: &Service) -> Option<ServiceName> {
+    Some(ServiceName {
+        namespace: svc.metadata.namespace.clone()?,
+        name: svc.metadata.name.clone()?,
+    })
 }
 
 fn slice_owner(slice: &EndpointSlice) -> Option<(ServiceName, String)> {
@@ -71,13 +147,10 @@ impl ChangeTracker {
     }
 
     pub fn apply_service(&mut self, svc: &Service) {
-        let (Some(namespace), Some(name)) =
-            (svc.metadata.namespace.clone(), svc.metadata.name.clone())
-        else {
+        let Some(key) = service_key(svc) else {
             return;
         };
-        let key = ServiceName { namespace, name };
-        let ports = service_ports(svc);
+        let ports = compact_ports(svc);
         if self.services.get(&key) != Some(&ports) {
             self.services.insert(key.clone(), ports);
             self.dirty.insert(key);
@@ -85,12 +158,9 @@ impl ChangeTracker {
     }
 
     pub fn delete_service(&mut self, svc: &Service) {
-        let (Some(namespace), Some(name)) =
-            (svc.metadata.namespace.clone(), svc.metadata.name.clone())
-        else {
+        let Some(key) = service_key(svc) else {
             return;
         };
-        let key = ServiceName { namespace, name };
         if self.services.remove(&key).is_some() {
             self.dirty.insert(key);
         }
@@ -100,7 +170,7 @@ impl ChangeTracker {
         let Some((owner, name)) = slice_owner(slice) else {
             return;
         };
-        let info = SliceInfo::from_slice(slice);
+        let info = SliceInfo::from_slice(slice, &self.node.name);
         let slices = self.slices.entry(owner.clone()).or_default();
         if slices.get(&name) != Some(&info) {
             slices.insert(name, info);
@@ -113,7 +183,7 @@ impl ChangeTracker {
             return;
         };
         if let Some(slices) = self.slices.get_mut(&owner) {
-            if slices.remove(&name).is_some() {
+            if slices.remove(&name) {
                 self.dirty.insert(owner.clone());
             }
             if slices.is_empty() {
@@ -122,43 +192,62 @@ impl ChangeTracker {
         }
     }
 
-    /// Replaces the whole set of Services (after a watcher re-list).
-    pub fn replace_services(&mut self, all: &[Service]) {
-        let old: BTreeSet<ServiceName> = self.services.keys().cloned().collect();
-        let mut seen = BTreeSet::new();
-        for s in all {
-            self.apply_service(s);
-            if let (Some(namespace), Some(name)) =
-                (s.metadata.namespace.clone(), s.metadata.name.clone())
-            {
-                seen.insert(ServiceName { namespace, name });
-            }
-        }
-        for gone in old.difference(&seen) {
-            self.services.remove(gone);
-            self.dirty.insert(gone.clone());
+    /// A re-list of Services starts: what follows until [`Self::end_services_relist`]
+    /// is the complete set, kept in compact form (not as API objects) meanwhile.
+    pub fn begin_services_relist(&mut self) {
+        self.relist.services = Some(BTreeMap::new());
+    }
+
+    /// One Service of the re-list in progress.
+    pub fn relist_service(&mut self, svc: &Service) {
+        if let (Some(list), Some(key)) = (&mut self.relist.services, service_key(svc)) {
+            list.insert(key, compact_ports(svc));
         }
     }
 
-    /// Replaces the whole set of EndpointSlices (after a watcher re-list).
-    pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
-        let mut fresh: BTreeMap<ServiceName, BTreeMap<String, SliceInfo>> = BTreeMap::new();
-        for s in all {
-            if let Some((owner, name)) = slice_owner(s) {
-                fresh
-                    .entry(owner)
-                    .or_default()
-                    .insert(name, SliceInfo::from_slice(s));
-            }
+    /// The re-list is complete: it replaces the known Services at once, so Services
+    /// absent from it are deleted.
+    pub fn end_services_relist(&mut self) {
+        let fresh = self.relist.services.take().unwrap_or_default();
+        mark_differences(&mut self.dirty, &self.services, &fresh);
+        self.services = fresh;
+    }
+
+    /// Replaces the whole set of Services, as a complete re-list does.
+    pub fn replace_services(&mut self, all: &[Service]) {
+        self.begin_services_relist();
+        all.iter().for_each(|s| self.relist_service(s));
+        self.end_services_relist();
+    }
+
+    /// A re-list of EndpointSlices starts; see [`Self::begin_services_relist`].
+    pub fn begin_slices_relist(&mut self) {
+        self.relist.slices = Some(BTreeMap::new());
+    }
+
+    /// One EndpointSlice of the re-list in progress.
+    pub fn relist_slice(&mut self, slice: &EndpointSlice) {
+        let Some((owner, name)) = slice_owner(slice) else {
+            return;
+        };
+        let info = SliceInfo::from_slice(slice, &self.node.name);
+        if let Some(list) = &mut self.relist.slices {
+            list.entry(owner).or_default().insert(name, info);
         }
-        let owners: BTreeSet<ServiceName> =
-            fresh.keys().chain(self.slices.keys()).cloned().collect();
-        for owner in owners {
-            if fresh.get(&owner) != self.slices.get(&owner) {
-                self.dirty.insert(owner);
-            }
-        }
+    }
+
+    /// The re-list is complete: it replaces the known EndpointSlices at once.
+    pub fn end_slices_relist(&mut self) {
+        let fresh = self.relist.slices.take().unwrap_or_default();
+        mark_differences(&mut self.dirty, &self.slices, &fresh);
         self.slices = fresh;
+    }
+
+    /// Replaces the whole set of EndpointSlices, as a complete re-list does.
+    pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
+        self.begin_slices_relist();
+        all.iter().for_each(|s| self.relist_slice(s));
+        self.end_slices_relist();
     }
 
     /// The node's zone decides topology filtering for every Service.
@@ -177,7 +266,7 @@ impl ChangeTracker {
     fn build(&self, svc: &ServiceName) -> Option<Vec<ServiceEntry>> {
         let ports = self.services.get(svc)?;
         let slices = self.slices.get(svc);
-        let entries = ports
+        let mut entries = ports
             .iter()
             .filter(|p| !p.cluster_ips.is_empty())
             .map(|port| {
@@ -185,12 +274,7 @@ impl ChangeTracker {
                     .into_iter()
                     .flat_map(|s| s.values())
                     .flat_map(|slice| {
-                        endpoints::slice_endpoints(
-                            slice,
-                            &port.name.port,
-                            port.name.protocol,
-                            &self.node.name,
-                        )
+                        endpoints::slice_endpoints(slice, &port.name.port, port.name.protocol)
                     })
                     .filter(|e| {
                         port.cluster_ips
@@ -200,14 +284,17 @@ impl ChangeTracker {
                     .collect();
                 eps.sort();
                 eps.dedup_by(|a, b| a.addr == b.addr);
+                let eps = Endpoints::from(eps);
                 let categorized = endpoints::categorize(port, &eps, &self.node);
                 ServiceEntry {
-                    port: port.clone(),
+                    port: Arc::clone(port),
                     endpoints: eps,
                     categorized,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Kept until the Service changes: no room for more.
+        entries.shrink_to_fit();
         Some(entries)
     }
 
@@ -296,6 +383,65 @@ mod tests {
             namespace: "ns".into(),
             name: "a".into()
         }));
+    }
+
+    #[test]
+    fn a_relist_takes_effect_when_complete() {
+        let mut t = ChangeTracker::new("node-a");
+        t.apply_service(&svc("a", "198.19.0.1"));
+        t.apply_service(&svc("b", "198.19.0.2"));
+        t.apply_slice(&slice("a", "a-1", &["10.0.0.1"]));
+        t.apply_slice(&slice("b", "b-1", &["10.0.0.2"]));
+        t.snapshot();
+
+        t.begin_slices_relist();
+        t.relist_slice(&slice("a", "a-1", &["10.0.0.1"]));
+        t.relist_slice(&slice("a", "a-2", &["10.0.0.3"]));
+        assert!(
+            !t.has_changes(),
+            "a re-list in progress changes nothing yet"
+        );
+        t.end_slices_relist();
+        let snap = t.snapshot();
+        assert_eq!(
+            snap.changed
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a", "b"],
+            "a gained an endpoint; b's slice is absent from the new list"
+        );
+        let endpoints = |name: &str| {
+            snap.state[&ServiceName {
+                namespace: "ns".into(),
+                name: name.into(),
+            }][0]
+                .endpoints
+                .iter()
+                .map(|e| e.addr.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(endpoints("a"), ["10.0.0.1:8080", "10.0.0.3:8080"]);
+        assert!(endpoints("b").is_empty());
+
+        t.begin_services_relist();
+        t.relist_service(&svc("a", "198.19.0.1"));
+        t.end_services_relist();
+        let snap = t.snapshot();
+        assert_eq!(
+            snap.changed
+                .iter()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert_eq!(
+            snap.state
+                .keys()
+                .map(|s| s.name.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
     }
 
     #[test]
