@@ -176,8 +176,10 @@ pub enum Expr {
     DynsetUpdate {
         set: String,
     },
+    /// `numgen random mod <modulus> offset <offset>`
     NumgenRandom {
         modulus: u32,
+        offset: u32,
     },
     Verdict(Verdict),
     /// Loads constant data into registers from `reg`.
@@ -278,11 +280,11 @@ impl Expr {
                 w.u32(3, 1); // NFT_DYNSET_OP_UPDATE
                 w.u32(4, REG_1);
             }
-            Expr::NumgenRandom { modulus } => {
+            Expr::NumgenRandom { modulus, offset } => {
                 w.u32(1, REG_1);
                 w.u32(2, *modulus);
                 w.u32(3, 1); // NFT_NG_RANDOM
-                w.u32(4, 0);
+                w.u32(4, *offset);
             }
             Expr::Verdict(v) => {
                 w.u32(1, REG_VERDICT);
@@ -668,7 +670,10 @@ pub fn padded(parts: &[&[u8]]) -> Vec<u8> {
 /// `numgen random mod N 0`: true once in N times.
 pub fn one_in(n: u32) -> Vec<Expr> {
     vec![
-        Expr::NumgenRandom { modulus: n },
+        Expr::NumgenRandom {
+            modulus: n,
+            offset: 0,
+        },
         Expr::Cmp {
             op: Cmp::Eq,
             data: 0u32.to_ne_bytes().to_vec(),
@@ -691,6 +696,7 @@ fn numgen_lookup(values: Vec<Data>, data_type: (u32, u32), dreg: u32) -> [Expr; 
     [
         Expr::NumgenRandom {
             modulus: elements.len() as u32,
+            offset: 0,
         },
         Expr::Lookup {
             set: SetRef::Anonymous(Box::new(AnonSet {
@@ -711,25 +717,53 @@ pub fn numgen_vmap(targets: Vec<Verdict>) -> Vec<Expr> {
     numgen_lookup(verdicts, (types::VERDICT_DATA, 0), REG_VERDICT).into()
 }
 
-/// `dnat ip addr . port to numgen random mod N map { 0 : a . p, ... }`
-pub fn dnat_numgen(v6: bool, targets: &[(IpAddr, u16)]) -> Vec<Expr> {
-    let addr_len: u32 = if v6 { 16 } else { 4 };
-    let addresses = targets
-        .iter()
-        .map(|(ip, port)| Data::Value(padded(&[&ip_bytes(*ip), &port.to_be_bytes()])))
-        .collect();
-    let data_type = (
+/// The data type and length of a DNAT destination (address . port) in a map.
+pub fn destination_type(v6: bool) -> (u32, u32) {
+    (
         types::concat(&[types::addr(v6), types::INET_SERVICE]),
-        addr_len + 4,
-    );
-    let mut exprs: Vec<Expr> = numgen_lookup(addresses, data_type, REG_1).into();
+        if v6 { 20 } else { 8 },
+    )
+}
+
+/// A DNAT destination as a map value: the address, then the port, each padded.
+pub fn destination(ip: IpAddr, port: u16) -> Vec<u8> {
+    padded(&[&ip_bytes(ip), &port.to_be_bytes()])
+}
+
+/// `dnat ip addr . port to <map lookup of reg1>`, after the lookup expressions.
+fn dnat_looked_up(v6: bool, lookup: [Expr; 2]) -> Vec<Expr> {
+    let mut exprs: Vec<Expr> = lookup.into();
     exprs.push(Expr::Dnat {
         v6,
         addr_reg: REG_1,
-        proto_reg: reg_at(addr_len / 4),
+        proto_reg: reg_at(if v6 { 4 } else { 1 }),
         flags: None,
     });
     exprs
+}
+
+/// `dnat ip addr . port to numgen random mod N map { 0 : a . p, ... }`
+pub fn dnat_numgen(v6: bool, targets: &[(IpAddr, u16)]) -> Vec<Expr> {
+    let addresses = targets
+        .iter()
+        .map(|(ip, port)| Data::Value(destination(*ip, *port)))
+        .collect();
+    dnat_looked_up(v6, numgen_lookup(addresses, destination_type(v6), REG_1))
+}
+
+/// `dnat ip addr . port to numgen random mod N offset O map @<map>`: picks one of
+/// the N destinations stored in the named map under keys O..O+N.
+pub fn dnat_numgen_map(v6: bool, modulus: u32, offset: u32, map: &str) -> Vec<Expr> {
+    dnat_looked_up(
+        v6,
+        [
+            Expr::NumgenRandom { modulus, offset },
+            Expr::Lookup {
+                set: SetRef::Named(map.to_string()),
+                dreg: Some(REG_1),
+            },
+        ],
+    )
 }
 
 /// `dnat to 10.0.0.1:8080`

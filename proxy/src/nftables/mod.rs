@@ -64,7 +64,29 @@ struct Family {
     ctx: NftContext,
     programmed: BTreeMap<ServicePortName, Programmed>,
     counts: plan::ElementCounts,
+    bases: Bases,
     needs_full: bool,
+}
+
+/// Hands out [`ServiceRuleset::base`] numbers, unique among a family's programmed
+/// Service ports. A full sync numbers them afresh.
+#[derive(Debug, Default)]
+struct Bases {
+    next: u32,
+    free: Vec<u32>,
+}
+
+impl Bases {
+    fn take(&mut self) -> u32 {
+        self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next - 1
+        })
+    }
+
+    fn give_back(&mut self, base: u32) {
+        self.free.push(base);
+    }
 }
 
 impl Family {
@@ -104,6 +126,7 @@ impl<N: Nft> NftProxier<N> {
                 },
                 programmed: BTreeMap::new(),
                 counts: Default::default(),
+                bases: Bases::default(),
                 needs_full: true,
             })
             .collect();
@@ -147,7 +170,7 @@ impl<N: Nft> NftProxier<N> {
     /// Sends only what changed since the last sync. Err means the family needs a
     /// full sync.
     fn sync_partial(&mut self, index: usize, snapshot: &Snapshot) -> Result<(), NftError> {
-        let fam = &self.families[index];
+        let fam = &mut self.families[index];
         let mut updates: Vec<(ServicePortName, Option<ServiceRuleset>)> = Vec::new();
         for svc in &snapshot.changed {
             let wanted = port_names(&snapshot.state, svc);
@@ -160,10 +183,18 @@ impl<N: Nft> NftProxier<N> {
                     .map(|k| (k.clone(), None)),
             );
             for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
-                let r = service_ruleset(entry, &fam.ctx);
-                updates.push((entry.port.name.clone(), (r.rule_count() > 0).then_some(r)));
+                // A failed commit leads to a full sync, which numbers all anew.
+                let programmed = fam.programmed.get(&entry.port.name);
+                let base = programmed.map_or_else(|| fam.bases.take(), |p| p.base);
+                let r = service_ruleset(entry, &fam.ctx, base);
+                let wanted = r.rule_count() > 0;
+                if !wanted && programmed.is_none() {
+                    fam.bases.give_back(base);
+                }
+                updates.push((entry.port.name.clone(), wanted.then_some(r)));
             }
         }
+        let fam = &self.families[index];
         let changes: Vec<plan::Change> = updates
             .iter()
             .map(|(k, new)| plan::Change {
@@ -178,9 +209,15 @@ impl<N: Nft> NftProxier<N> {
         counted.apply(&mut fam.counts);
         for (k, new) in updates {
             match new {
-                Some(r) => fam.programmed.insert(k, r.summary()),
-                None => fam.programmed.remove(&k),
-            };
+                Some(r) => {
+                    fam.programmed.insert(k, r.summary());
+                }
+                None => {
+                    if let Some(p) = fam.programmed.remove(&k) {
+                        fam.bases.give_back(p.base);
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -202,10 +239,16 @@ impl<N: Nft> NftProxier<N> {
             &node_ports,
         );
         let ctx = &fam.ctx;
-        let rulesets = entries(&snapshot.state).filter_map(|e| {
-            let r = service_ruleset(e, ctx);
-            (r.rule_count() > 0).then_some((&e.port.name, r))
-        });
+        let rulesets = entries(&snapshot.state)
+            .zip(0u32..)
+            .filter_map(|(e, base)| {
+                let r = service_ruleset(e, ctx, base);
+                (r.rule_count() > 0).then_some((&e.port.name, r))
+            });
+        let kernel_maps: Vec<u32> = kernel_sets
+            .iter()
+            .filter_map(|s| ruleset::endpoint_map_number(s))
+            .collect();
         let stale = |programmed: &BTreeMap<ServicePortName, Programmed>| {
             let chains: BTreeSet<&str> = programmed
                 .values()
@@ -231,9 +274,13 @@ impl<N: Nft> NftProxier<N> {
                     .collect(),
             )
         };
-        let (programmed, counts) = plan::full(&mut batch, TABLE, v6, rulesets, stale);
+        let (programmed, counts) = plan::full(&mut batch, TABLE, v6, rulesets, stale, &kernel_maps);
         self.nft.commit(batch)?;
         let fam = &mut self.families[index];
+        fam.bases = Bases {
+            next: programmed.values().map(|p| p.base + 1).max().unwrap_or(0),
+            free: Vec::new(),
+        };
         fam.programmed = programmed;
         fam.counts = counts;
         fam.needs_full = false;
@@ -314,6 +361,7 @@ impl<N: Nft> Backend for NftProxier<N> {
             let f = &mut self.families[i];
             f.programmed.clear();
             f.counts.clear();
+            f.bases = Bases::default();
             f.needs_full = true;
         }
         Ok(())

@@ -1,9 +1,9 @@
 //! The messages of a transaction on the `kube-proxy` table: tables, chains, sets,
 //! elements and rules, appended to a [`Batch`].
 
-use super::expr::{AnonSet, Data, Expr, SetRef, set_flags, types, value};
+use super::expr::{self, AnonSet, Data, Expr, SetRef, set_flags, types, value};
 use super::netlink::{Batch, MsgType};
-use super::ruleset::{Element, SharedSet};
+use super::ruleset::{Element, EndpointKeys, ProgrammedKeys, SharedSet, endpoint_map_name};
 
 /// Elements per message are bounded by the 64 KiB length of a netlink attribute.
 const MAX_ELEMENTS_BYTES: usize = 60_000;
@@ -134,7 +134,33 @@ pub fn elements<'a>(
     table: &str,
     set: SharedSet,
     add: bool,
-    elements: impl IntoIterator<Item = &'a Element>,
+    elements: impl IntoIterator<Item = &'a Element> + Clone,
+) {
+    #[cfg(test)]
+    for e in elements.clone() {
+        batch.note(format!(
+            "{} element {e}",
+            if add { "add" } else { "delete" }
+        ));
+    }
+    let items = elements.into_iter().map(|e| {
+        let data = match (add, &e.verdict) {
+            (true, Some(v)) => Some(Data::Verdict(v.clone())),
+            _ => None,
+        };
+        (e.key.bytes(), data)
+    });
+    element_messages(batch, table, set.name(), add, items);
+}
+
+/// Keys and values (for `add`) of elements in messages of at most
+/// `MAX_ELEMENTS_BYTES` each.
+fn element_messages(
+    batch: &mut Batch,
+    table: &str,
+    set: &str,
+    add: bool,
+    items: impl Iterator<Item = (Vec<u8>, Option<Data>)>,
 ) {
     let ty = if add {
         MsgType::NewSetElem
@@ -142,30 +168,29 @@ pub fn elements<'a>(
         MsgType::DelSetElem
     };
     let mut open: Option<(super::netlink::Msg, usize)> = None;
-    for e in elements {
+    for (key, data) in items {
         let (m, list) = match open.take() {
             Some(o) => o,
             None => {
                 let m = batch.begin(ty);
                 batch.w.str(1, table);
-                batch.w.str(2, set.name());
+                batch.w.str(2, set);
                 let list = batch.w.begin_nest(3);
                 (m, list)
             }
         };
         let el = batch.w.begin_nest(1);
-        value(&mut batch.w, 1, &e.key.bytes());
-        if let (true, Some(v)) = (add, &e.verdict) {
-            let n = batch.w.begin_nest(2);
-            v.encode(&mut batch.w);
-            batch.w.end_nest(n);
+        value(&mut batch.w, 1, &key);
+        match data {
+            Some(Data::Verdict(v)) => {
+                let n = batch.w.begin_nest(2);
+                v.encode(&mut batch.w);
+                batch.w.end_nest(n);
+            }
+            Some(Data::Value(d)) => value(&mut batch.w, 2, &d),
+            None => {}
         }
         batch.w.end_nest(el);
-        #[cfg(test)]
-        batch.note(format!(
-            "{} element {e}",
-            if add { "add" } else { "delete" }
-        ));
         if batch.w.since(list) > MAX_ELEMENTS_BYTES {
             batch.w.end_nest(list);
             batch.end(m);
@@ -177,6 +202,71 @@ pub fn elements<'a>(
         batch.w.end_nest(list);
         batch.end(m);
     }
+}
+
+/// `add map endpoints-<n> { type integer : ipv4_addr . inet_service ; }`
+pub fn add_endpoint_map(batch: &mut Batch, table: &str, map: u32, v6: bool) {
+    let name = endpoint_map_name(map);
+    let (data_type, data_len) = expr::destination_type(v6);
+    let m = batch.begin(MsgType::NewSet);
+    batch.w.str(1, table);
+    batch.w.str(2, &name);
+    batch.w.u32(3, set_flags::MAP);
+    batch.w.u32(4, types::INTEGER);
+    batch.w.u32(5, 4);
+    batch.w.u32(6, data_type);
+    batch.w.u32(7, data_len);
+    let id = batch.set_id();
+    batch.w.u32(10, id);
+    batch.w.attr(13, &KEY_HOST_BYTE_ORDER);
+    batch.end(m);
+    #[cfg(test)]
+    batch.note(format!("add map {name}"));
+}
+
+/// NFTA_SET_USERDATA: nft's key byte order record (type 0, 4 bytes, host endian = 1).
+/// Without it `nft list` shows numgen keys byte-swapped.
+const KEY_HOST_BYTE_ORDER: [u8; 6] = {
+    let one = 1u32.to_ne_bytes();
+    [0, 4, one[0], one[1], one[2], one[3]]
+};
+
+/// Adds the destinations of `keys`, all of one endpoint map, to the map.
+pub fn add_endpoint_keys(batch: &mut Batch, table: &str, keys: &[EndpointKeys]) {
+    let Some(map) = keys.first().map(|k| k.map) else {
+        return;
+    };
+    #[cfg(test)]
+    for k in keys {
+        batch.note(format!(
+            "add {} endpoint keys from {} to {}",
+            k.targets.len(),
+            k.first,
+            endpoint_map_name(map)
+        ));
+    }
+    let items = keys.iter().flat_map(|k| {
+        (k.first..).zip(&k.targets).map(|(key, (ip, port))| {
+            (
+                key.to_ne_bytes().to_vec(),
+                Some(Data::Value(expr::destination(*ip, *port))),
+            )
+        })
+    });
+    element_messages(batch, table, &endpoint_map_name(map), true, items);
+}
+
+/// Deletes programmed endpoint keys from their map.
+pub fn delete_endpoint_keys(batch: &mut Batch, table: &str, keys: &ProgrammedKeys) {
+    #[cfg(test)]
+    batch.note(format!(
+        "delete {} endpoint keys from {} in {}",
+        keys.count,
+        keys.first,
+        endpoint_map_name(keys.map)
+    ));
+    let items = (keys.first..keys.first + keys.count).map(|k| (k.to_ne_bytes().to_vec(), None));
+    element_messages(batch, table, &endpoint_map_name(keys.map), false, items);
 }
 
 pub fn anon_name(a: &AnonSet) -> &'static str {
@@ -233,11 +323,7 @@ fn add_anon_set(batch: &mut Batch, table: &str, a: &AnonSet) -> u32 {
     batch.w.end_nest(desc);
     batch.w.u32(10, id);
     if a.key_type == types::INTEGER {
-        // NFTA_SET_USERDATA: nft's key byte order record (type 0, 4 bytes, host
-        // endian = 1). Without it `nft list` shows numgen keys byte-swapped.
-        let mut udata = vec![0u8, 4];
-        udata.extend_from_slice(&1u32.to_ne_bytes());
-        batch.w.attr(13, &udata);
+        batch.w.attr(13, &KEY_HOST_BYTE_ORDER);
     }
     batch.end(m);
     let m = batch.begin(MsgType::NewSetElem);

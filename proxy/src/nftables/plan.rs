@@ -3,7 +3,9 @@
 
 use super::netlink::Batch;
 use super::ops;
-use super::ruleset::{Element, Programmed, ServiceRuleset, SharedSet};
+use super::ruleset::{
+    Element, EndpointKeys, Programmed, ProgrammedKeys, ServiceRuleset, SharedSet, endpoint_map_name,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Element counts: several Service ports can share one element (a ClusterIP, or an
@@ -65,6 +67,7 @@ pub fn full<'a>(
     v6: bool,
     rulesets: impl Iterator<Item = (&'a crate::model::ServicePortName, ServiceRuleset)>,
     stale: impl Fn(&BTreeMap<crate::model::ServicePortName, Programmed>) -> (Vec<String>, Vec<String>),
+    kernel_maps: &[u32],
 ) -> (
     BTreeMap<crate::model::ServicePortName, Programmed>,
     ElementCounts,
@@ -74,12 +77,21 @@ pub fn full<'a>(
     }
     let mut programmed = BTreeMap::new();
     let mut counts = ElementCounts::new();
+    let mut maps = BTreeSet::new();
+    let mut keys: Vec<EndpointKeys> = Vec::new();
     for (name, r) in rulesets {
+        for k in &r.endpoint_keys {
+            if maps.insert(k.map) {
+                ops::add_endpoint_map(batch, t, k.map, v6);
+                ops::flush_set(batch, t, &endpoint_map_name(k.map));
+            }
+        }
         write_service(batch, t, v6, &r);
         for e in &r.elements {
             *counts.entry(e.clone()).or_insert(0) += 1;
         }
         programmed.insert(name.clone(), r.summary());
+        keys.extend(r.endpoint_keys);
     }
     let (stale_chains, stale_sets) = stale(&programmed);
     // Stale chains may still be referenced by rules of other stale chains: flush first.
@@ -88,11 +100,20 @@ pub fn full<'a>(
     }
     let all: Vec<&Element> = counts.keys().collect();
     add_elements(batch, t, true, &all);
+    // After the rules: a rule binding to a map checks each element already in it.
+    keys.sort_by_key(|k| k.map);
+    for of_map in keys.chunk_by(|a, b| a.map == b.map) {
+        ops::add_endpoint_keys(batch, t, of_map);
+    }
     for c in &stale_chains {
         ops::delete_chain(batch, t, c);
     }
     for s in &stale_sets {
         ops::delete_set(batch, t, s);
+    }
+    // No rule uses them any more: every per-Service chain was flushed above.
+    for m in kernel_maps.iter().filter(|m| !maps.contains(m)) {
+        ops::delete_set(batch, t, &endpoint_map_name(*m));
     }
     (programmed, counts)
 }
@@ -136,6 +157,9 @@ pub fn partial(
     let mut gone_chains: Vec<String> = Vec::new();
     let mut gone_sets: Vec<String> = Vec::new();
     let mut declared: Vec<(&ServiceRuleset, BTreeSet<&str>)> = Vec::new();
+    let mut gone_keys: Vec<&ProgrammedKeys> = Vec::new();
+    let mut new_keys: Vec<&EndpointKeys> = Vec::new();
+    let mut maps: BTreeSet<u32> = BTreeSet::new();
     let mut deltas: BTreeMap<Element, isize> = BTreeMap::new();
     let mut count = |e: &Element, by: isize| -> (usize, usize) {
         let before = counts.get(e).copied().unwrap_or(0) as isize;
@@ -157,6 +181,19 @@ pub fn partial(
             }
         }
         let summary = new.summary();
+        gone_keys.extend(
+            old.endpoint_keys
+                .iter()
+                .filter(|k| !summary.endpoint_keys.contains(k)),
+        );
+        for (k, programmed) in new.endpoint_keys.iter().zip(&summary.endpoint_keys) {
+            if !old.endpoint_keys.contains(programmed) {
+                if maps.insert(k.map) {
+                    ops::add_endpoint_map(batch, t, k.map, v6);
+                }
+                new_keys.push(k);
+            }
+        }
         let changed: BTreeSet<&str> = summary
             .chains
             .iter()
@@ -202,11 +239,18 @@ pub fn partial(
     // Elements go before the chains they point to are deleted, and after new chains exist.
     let removed: Vec<&Element> = removed.iter().collect();
     add_elements(batch, t, false, &removed);
+    // Keys are deleted before they are added again with new destinations.
+    for k in gone_keys {
+        ops::delete_endpoint_keys(batch, t, k);
+    }
     for (r, changed) in &declared {
         fill_chains(batch, t, r, Some(changed));
     }
     let added: Vec<&Element> = added.iter().collect();
     add_elements(batch, t, true, &added);
+    for k in new_keys {
+        ops::add_endpoint_keys(batch, t, std::slice::from_ref(k));
+    }
     delete_chains(batch, t, &gone_chains);
     for s in &gone_sets {
         ops::delete_set(batch, t, s);

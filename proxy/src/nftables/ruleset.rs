@@ -4,8 +4,8 @@
 //! DNATs to a random endpoint. Unlike upstream there is no chain per endpoint (except
 //! for ClientIP affinity, which needs a dynamic set per endpoint): nf_tables
 //! transactions slow down with the number of chains in the table, and at 10,000
-//! Services the per-endpoint chains made every sync several times slower. Nor is
-//! there a map per Service (see [`MAX_ENDPOINT_RULES`]).
+//! Services the per-endpoint chains made every sync several times slower. The
+//! destinations are elements of shared endpoint maps (see [`ENDPOINT_MAPS`]).
 
 use super::expr::{self, Cmp, Expr, Verdict, ip_bytes, padded};
 use crate::config::LocalDetector;
@@ -133,32 +133,104 @@ impl std::fmt::Display for Element {
 
 pub type Rule = Vec<Expr>;
 
+/// Endpoint maps shared by all Service ports: a Service port's policy chain picks a
+/// destination with `numgen random mod N offset O map @endpoints-<k>`, so an endpoint
+/// that changes address is an element replaced in a map. Replacing a DNAT rule
+/// instead makes the kernel validate the whole table (every chain reachable from the
+/// base chains) in that commit. The maps are split because the kernel checks every
+/// rule bound to a map when an element is added, and every element when a rule binds.
+pub const ENDPOINT_MAPS: u32 = 256;
+
+/// Keys per Service port in its endpoint map: the cluster policy chain's endpoints
+/// from `base * KEYS_PER_SERVICE`, the local one's from half-way.
+const KEYS_PER_SERVICE: u32 = 256;
+
+pub fn endpoint_map_name(map: u32) -> String {
+    format!("endpoints-{map}")
+}
+
+/// The endpoint map number named `name`, if it is one.
+pub fn endpoint_map_number(name: &str) -> Option<u32> {
+    name.strip_prefix("endpoints-")?
+        .parse()
+        .ok()
+        .filter(|n| *n < ENDPOINT_MAPS)
+}
+
+/// Destinations of one policy chain, stored in endpoint map `map` under keys
+/// `first..first + targets.len()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointKeys {
+    pub map: u32,
+    pub first: u32,
+    pub targets: Vec<(IpAddr, u16)>,
+}
+
+impl EndpointKeys {
+    fn programmed(&self) -> ProgrammedKeys {
+        let mut h = DefaultHasher::new();
+        self.targets.hash(&mut h);
+        ProgrammedKeys {
+            map: self.map,
+            first: self.first,
+            count: self.targets.len() as u32,
+            fingerprint: h.finish(),
+        }
+    }
+}
+
+/// What is remembered of [`EndpointKeys`]: enough to delete them or tell a change.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProgrammedKeys {
+    pub map: u32,
+    pub first: u32,
+    pub count: u32,
+    pub fingerprint: u64,
+}
+
 /// What one Service port programs (built for a sync, then summarized).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceRuleset {
+    /// The Service port's number, which places its keys in the endpoint maps.
+    pub base: u32,
     pub elements: Vec<Element>,
     pub chains: BTreeMap<String, Vec<Rule>>,
     /// Affinity sets: name -> timeout in seconds.
     pub affinity_sets: BTreeMap<String, u32>,
+    pub endpoint_keys: Vec<EndpointKeys>,
 }
 
 /// What the proxier remembers of a programmed Service port: enough to tell what
 /// changed, without keeping the rules themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Programmed {
+    pub base: u32,
     pub elements: Vec<Element>,
     /// Chain name and a fingerprint of its rules.
     pub chains: Vec<(String, u64)>,
     pub affinity_sets: Vec<(String, u32)>,
+    pub endpoint_keys: Vec<ProgrammedKeys>,
 }
 
 impl ServiceRuleset {
     pub fn rule_count(&self) -> usize {
-        self.elements.len() + self.chains.values().map(Vec::len).sum::<usize>()
+        self.elements.len()
+            + self.chains.values().map(Vec::len).sum::<usize>()
+            + self
+                .endpoint_keys
+                .iter()
+                .map(|k| k.targets.len())
+                .sum::<usize>()
     }
 
     pub fn summary(&self) -> Programmed {
         Programmed {
+            base: self.base,
+            endpoint_keys: self
+                .endpoint_keys
+                .iter()
+                .map(EndpointKeys::programmed)
+                .collect(),
             elements: self.elements.clone(),
             chains: self
                 .chains
@@ -180,7 +252,13 @@ impl ServiceRuleset {
 
 impl Programmed {
     pub fn rule_count(&self) -> usize {
-        self.elements.len() + self.chains.len()
+        self.elements.len()
+            + self.chains.len()
+            + self
+                .endpoint_keys
+                .iter()
+                .map(|k| k.count as usize)
+                .sum::<usize>()
     }
 }
 
@@ -257,8 +335,13 @@ fn jump_masquerade() -> Expr {
     expr::verdict(Verdict::Jump("mark-for-masquerade".to_string()))
 }
 
-pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset {
-    let mut out = ServiceRuleset::default();
+/// The rules of one Service port; `base` is a number no other programmed Service port
+/// of the family has (`number` places the port's keys in the endpoint maps).
+pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext, number: u32) -> ServiceRuleset {
+    let mut out = ServiceRuleset {
+        base: number,
+        ..Default::default()
+    };
     let port = &entry.port;
     let Some(cluster_ip) = port
         .cluster_ips
@@ -388,16 +471,14 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext) -> ServiceRuleset
             r.push(jump_masquerade());
             r
         });
-        out.chains.insert(
-            svc_chain.clone(),
-            balancing_rules(entry, &cluster_eps, masq_rule, ctx),
-        );
+        let keys = number * KEYS_PER_SERVICE;
+        let rules = balancing_rules(entry, &cluster_eps, masq_rule, ctx, keys, &mut out);
+        out.chains.insert(svc_chain.clone(), rules);
     }
     if uses_local {
-        out.chains.insert(
-            local_chain.clone(),
-            balancing_rules(entry, &local_eps, None, ctx),
-        );
+        let keys = number * KEYS_PER_SERVICE + KEYS_PER_SERVICE / 2;
+        let rules = balancing_rules(entry, &local_eps, None, ctx, keys, &mut out);
+        out.chains.insert(local_chain.clone(), rules);
     }
     let mut used: Vec<&Endpoint> = Vec::new();
     if uses_cluster {
@@ -470,26 +551,23 @@ fn host(ip: IpAddr) -> Cidr {
     }
 }
 
-/// Up to this many endpoints, a policy chain picks one with a rule per endpoint;
-/// above it, with one `numgen` map. Each such map is a set of its own in the table,
-/// and the kernel looks sets up and numbers anonymous ones by scanning the table's
-/// list of sets, so a map per Service makes a sync quadratic in the number of
-/// Services (12.7 s at 10,000). A shared map does not help either: binding a rule
-/// to a map walks its elements, and adding an element checks every rule bound to the
-/// map. Maps are kept for the few Services where evaluating a rule per endpoint on
-/// each new connection would cost more than the lookup.
-///
-/// The price: every commit that adds a DNAT rule makes the kernel validate the whole
-/// table (walk every chain reachable from the base chains), so a partial sync costs
-/// time in proportion to all rules, and there are now one per endpoint.
-const MAX_ENDPOINT_RULES: usize = 100;
+/// Up to this many endpoints, a policy chain picks one from the shared endpoint maps
+/// (see [`ENDPOINT_MAPS`]); above it, from a `numgen` map of its own, for the few
+/// Services that big. A map per Service for all would be a set per Service, and the
+/// kernel looks sets up and numbers anonymous ones by scanning the table's list of
+/// sets, which makes a sync quadratic in the number of Services (12.7 s at 10,000).
+/// Must stay below half of `KEYS_PER_SERVICE`.
+const MAX_SHARED_MAP_ENDPOINTS: usize = 100;
 
 /// The policy chain: masquerade check, affinity lookups, then a random endpoint.
+/// Destinations kept in an endpoint map from key `first` are added to `out`.
 fn balancing_rules(
     entry: &ServiceEntry,
     eps: &[Endpoint],
     masq: Option<Rule>,
     ctx: &NftContext,
+    first: u32,
+    out: &mut ServiceRuleset,
 ) -> Vec<Rule> {
     let mut rules: Vec<Rule> = masq.into_iter().collect();
     let proto = proto_number(entry.port.name.protocol);
@@ -502,25 +580,35 @@ fn balancing_rules(
             rules.push(sticky);
             targets.push(goto(&format!("endpoint-{eb}")));
         }
-        if targets.len() > MAX_ENDPOINT_RULES {
+        if targets.len() > MAX_SHARED_MAP_ENDPOINTS {
             rules.push(expr::numgen_vmap(targets));
         } else {
             rules.extend(one_of(targets.into_iter().map(|t| vec![expr::verdict(t)])));
         }
-    } else if eps.len() > MAX_ENDPOINT_RULES {
+    } else {
         let targets: Vec<(IpAddr, u16)> = eps
             .iter()
             .map(|ep| (ep.addr.ip(), ep.addr.port()))
             .collect();
         let mut r = expr::l4proto(proto);
-        r.extend(expr::dnat_numgen(ctx.v6, &targets));
+        if targets.len() > MAX_SHARED_MAP_ENDPOINTS {
+            r.extend(expr::dnat_numgen(ctx.v6, &targets));
+        } else {
+            let map = (first / KEYS_PER_SERVICE) % ENDPOINT_MAPS;
+            let n = targets.len() as u32;
+            r.extend(expr::dnat_numgen_map(
+                ctx.v6,
+                n,
+                first,
+                &endpoint_map_name(map),
+            ));
+            out.endpoint_keys.push(EndpointKeys {
+                map,
+                first,
+                targets,
+            });
+        }
         rules.push(r);
-    } else {
-        rules.extend(one_of(eps.iter().map(|ep| {
-            let mut dnat = expr::l4proto(proto);
-            dnat.extend(expr::dnat_to(ep.addr.ip(), ep.addr.port()));
-            dnat
-        })));
     }
     rules
 }

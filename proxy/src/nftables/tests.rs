@@ -125,8 +125,16 @@ fn full_sync_builds_the_table_with_verdict_maps() {
     assert!(chain.ends_with("-ns/web/tcp/http"), "{chain}");
     assert_eq!(
         with(&s, &format!("add rule {chain} ")).len(),
-        3,
-        "masquerade check and a DNAT rule per endpoint"
+        2,
+        "masquerade check and a DNAT to a destination from an endpoint map"
+    );
+    let keys = with(&s, "add 2 endpoint keys from ");
+    assert_eq!(keys.len(), 1, "{s:#?}");
+    let map = keys[0].rsplit(' ').next().unwrap();
+    assert!(position(&s, &format!("add map {map}")) < position(&s, &format!("add rule {chain}")));
+    assert!(
+        position(&s, &format!("add rule {chain}")) < position(&s, keys[0]),
+        "map elements come after the rules that bind the map"
     );
     assert!(
         with(&s, "Anonymous").is_empty(),
@@ -192,15 +200,40 @@ fn partial_sync_sends_only_the_difference() {
     );
     assert_eq!(
         with(&s, "add rule service-").len(),
-        3,
-        "only the changed chain is rewritten (masquerade check and two DNAT rules):\n{s:#?}"
+        2,
+        "only the changed chain is rewritten (masquerade check and the DNAT):\n{s:#?}"
     );
+    let keys = with(&s, "endpoint keys");
+    assert_eq!(keys.len(), 2, "{s:#?}");
+    assert!(
+        keys[0].starts_with("delete 1 endpoint keys from "),
+        "{s:#?}"
+    );
+    assert!(keys[1].starts_with("add 2 endpoint keys from "), "{s:#?}");
 
     // Nothing changed: nothing is sent.
     t.apply_slice(&slice("a", &["10.244.1.2", "10.244.1.9"]));
     let before = p.nft().transactions.len();
     p.sync(&t.snapshot(), false).unwrap();
     assert_eq!(p.nft().transactions.len(), before);
+
+    // An endpoint changes address: its key gets the new destination and no rule is
+    // sent, so the kernel has no rules to validate.
+    t.apply_slice(&slice("a", &["10.244.1.2", "10.244.1.8"]));
+    assert!(!p.sync(&t.snapshot(), false).unwrap().full);
+    let s = p.last();
+    assert!(with(&s, "rule").is_empty(), "{s:#?}");
+    assert!(with(&s, "chain").is_empty(), "{s:#?}");
+    let keys = with(&s, "endpoint keys");
+    assert_eq!(keys.len(), 2, "{s:#?}");
+    assert!(
+        keys[0].starts_with("delete 2 endpoint keys from "),
+        "{s:#?}"
+    );
+    assert!(
+        keys[1].starts_with("add 2 endpoint keys from "),
+        "keys are freed before they are added again: {s:#?}"
+    );
 
     // The Service loses its endpoints; the ClusterIP stays in cluster-ips.
     t.apply_slice(&slice("a", &[]));
@@ -313,7 +346,7 @@ fn many_elements_are_split_across_messages() {
         masquerade_all: false,
         local: LocalDetector::None,
     };
-    let r = service_ruleset(entries(&snapshot.state).next().unwrap(), &ctx);
+    let r = service_ruleset(entries(&snapshot.state).next().unwrap(), &ctx, 0);
     let hairpin: Vec<&Element> = r
         .elements
         .iter()
@@ -322,7 +355,7 @@ fn many_elements_are_split_across_messages() {
     assert_eq!(hairpin.len(), 5000);
     let dnat = r.chains.values().flatten().filter(|rule| {
         rule.iter()
-            .any(|e| matches!(e, expr::Expr::NumgenRandom { modulus: 5000 }))
+            .any(|e| matches!(e, expr::Expr::NumgenRandom { modulus: 5000, .. }))
     });
     assert_eq!(dnat.count(), 1, "many endpoints are picked from one map");
     ops::elements(
