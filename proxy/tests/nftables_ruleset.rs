@@ -234,6 +234,18 @@ fn full_sync_programs_the_reference_table() {
     sync(&ns, tracker().snapshot(), true);
     check_golden("full-ip", &listing(&ns, "ip"));
     check_golden("full-ip6", &listing(&ns, "ip6"));
+    assert_listing_loads_back(&ns);
+}
+
+/// What `nft list ruleset` prints of the table (an operator's saved ruleset) is
+/// valid input for `nft -f`.
+fn assert_listing_loads_back(ns: &NetNs) {
+    let saved = std::env::temp_dir().join(format!("berth-nft-saved-{}", std::process::id()));
+    std::fs::write(&saved, ns.exec("nft", &["list", "ruleset"])).unwrap();
+    let fresh = NetNs::new("nftload");
+    let loaded = fresh.try_exec("nft", &["-f", saved.to_str().unwrap()]);
+    std::fs::remove_file(&saved).unwrap();
+    assert!(loaded, "nft -f cannot load the listed table back");
 }
 
 #[test]

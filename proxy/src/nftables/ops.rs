@@ -204,7 +204,7 @@ fn element_messages(
     }
 }
 
-/// `add map endpoints-<n> { type integer : ipv4_addr . inet_service ; }`
+/// `add map endpoints-<n> { typeof numgen random mod 1 : ip daddr . tcp dport ; }`
 pub fn add_endpoint_map(batch: &mut Batch, table: &str, map: u32, v6: bool) {
     let name = endpoint_map_name(map);
     let (data_type, data_len) = expr::destination_type(v6);
@@ -218,7 +218,7 @@ pub fn add_endpoint_map(batch: &mut Batch, table: &str, map: u32, v6: bool) {
     batch.w.u32(7, data_len);
     let id = batch.set_id();
     batch.w.u32(10, id);
-    batch.w.attr(13, &KEY_HOST_BYTE_ORDER);
+    batch.w.attr(13, &endpoint_map_userdata(v6));
     batch.end(m);
     #[cfg(test)]
     batch.note(format!("add map {name}"));
@@ -230,6 +230,39 @@ const KEY_HOST_BYTE_ORDER: [u8; 6] = {
     let one = 1u32.to_ne_bytes();
     [0, 4, one[0], one[1], one[2], one[3]]
 };
+
+/// NFTA_SET_USERDATA of an endpoint map: what nft records for
+/// `typeof numgen random mod 1 : ip daddr . tcp dport`. The kernel only stores it;
+/// without it nft cannot name the integer key type, so `nft list` would print a
+/// map that `nft -f` does not load back. The records are nft's type-length-value
+/// pairs (one byte each, values in host order); the numbers are nft's own ids for
+/// expressions (numgen 23, concat 13, payload 7), protocol headers (ip 12, ip6 13,
+/// tcp 8) and header fields (ip daddr 12, ip6 daddr 9, tcp dport 2).
+fn endpoint_map_userdata(v6: bool) -> Vec<u8> {
+    fn tlv(ty: u8, value: &[u8]) -> Vec<u8> {
+        let mut out = vec![ty, value.len() as u8];
+        out.extend_from_slice(value);
+        out
+    }
+    fn u32_tlv(ty: u8, v: u32) -> Vec<u8> {
+        tlv(ty, &v.to_ne_bytes())
+    }
+    fn expr(kind: u32, fields: &[Vec<u8>]) -> Vec<u8> {
+        [u32_tlv(0, kind), tlv(1, &fields.concat())].concat()
+    }
+    let payload = |header: u32, field: u32| expr(7, &[u32_tlv(0, header), u32_tlv(1, field)]);
+    let daddr = if v6 { payload(13, 9) } else { payload(12, 12) };
+    let numgen = expr(23, &[u32_tlv(0, 1), u32_tlv(1, 1), u32_tlv(2, 0)]);
+    let destination = expr(13, &[tlv(0, &daddr), tlv(1, &payload(8, 2))]);
+    [
+        KEY_HOST_BYTE_ORDER.to_vec(),
+        u32_tlv(1, 0), // data byte order: none for a concatenation
+        tlv(3, &numgen),
+        tlv(4, &destination),
+        u32_tlv(6, 0), // no automatic merging of elements
+    ]
+    .concat()
+}
 
 /// Adds the destinations of `keys`, all of one endpoint map, to the map.
 pub fn add_endpoint_keys(batch: &mut Batch, table: &str, keys: &[EndpointKeys]) {
@@ -351,4 +384,30 @@ fn add_anon_set(batch: &mut Batch, table: &str, a: &AnonSet) -> u32 {
     batch.w.end_nest(list);
     batch.end(m);
     id
+}
+
+#[cfg(all(test, target_endian = "little"))]
+mod tests {
+    use super::endpoint_map_userdata;
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    /// The bytes nft 1.0.6 sends for `map m { typeof numgen random mod 1 : ip daddr .
+    /// tcp dport ; }` (and ip6 daddr), read with `nft --debug=mnl`.
+    #[test]
+    fn endpoint_map_userdata_is_what_nft_writes_for_its_typeof() {
+        let common = "00 04 01 00 00 00 01 04 00 00 00 00 03 1a 00 04 17 00 00 00 01 12 00 04 \
+                      01 00 00 00 01 04 01 00 00 00 02 04 00 00 00 00 04 34 00 04 0d 00 00 00 \
+                      01 2c 00 14 00 04 07 00 00 00 01 0c";
+        let tail = "01 14 00 04 07 00 00 00 01 0c 00 04 08 00 00 00 01 04 02 00 00 00 \
+                    06 04 00 00 00 00";
+        let v4 = format!("{common} 00 04 0c 00 00 00 01 04 0c 00 00 00 {tail}");
+        let v6 = format!("{common} 00 04 0d 00 00 00 01 04 09 00 00 00 {tail}");
+        assert_eq!(endpoint_map_userdata(false), hex(&v4));
+        assert_eq!(endpoint_map_userdata(true), hex(&v6));
+    }
 }
