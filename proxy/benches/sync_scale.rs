@@ -7,8 +7,11 @@
 //! with `endpoints` ready endpoints each, times the first full sync, then `runs` times
 //! (default 3) a one-endpoint change (a partial sync), a syncPeriod timer tick without
 //! changes (also partial) and a full resync as done hourly or after a failure, and prints
-//! medians, the rule count and the process's peak RSS. Runs as root in a network
-//! namespace of its own, deleted at the end.
+//! medians, the rule count and the process's peak RSS. In the iptables modes it then times
+//! the full sync of a restarted proxy (a new proxier over the rules already in place, as
+//! after a crash or upgrade), and gives the CPU time of the first full sync and of the
+//! restart split into the bench's own and that of the tools it ran (iptables-restore and
+//! friends). Runs as root in a network namespace of its own, deleted at the end.
 
 use berth_proxy::backend::Backend;
 use berth_proxy::config::{LocalDetector, NodePortAddresses};
@@ -55,6 +58,32 @@ fn slice(i: usize, endpoints: usize, generation: usize) -> EndpointSlice {
     serde_json::from_value(json!({"metadata": {"namespace": "bench", "name": format!("svc-{i}-abcde"), "labels": {SERVICE_NAME_LABEL: format!("svc-{i}")}},
         "addressType": "IPv4", "endpoints": eps, "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}))
     .expect("valid EndpointSlice")
+}
+
+/// CPU seconds (user+sys) of this process and of its waited-for children, from
+/// /proc/self/stat (clock ticks of 10 ms).
+fn cpu_times() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime is the 14th field overall.
+    let fields: Vec<f64> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let tick = |i: usize| fields.get(i).copied().unwrap_or(0.0) / 100.0;
+    (tick(11) + tick(12), tick(13) + tick(14))
+}
+
+/// Wall time and CPU seconds (own, children's) of `f`.
+fn timed<T>(f: impl FnOnce() -> T) -> (T, std::time::Duration, f64, f64) {
+    let (own, children) = cpu_times();
+    let t = Instant::now();
+    let out = f();
+    let wall = t.elapsed();
+    let (own2, children2) = cpu_times();
+    (out, wall, own2 - own, children2 - children)
 }
 
 fn peak_rss_mib() -> f64 {
@@ -124,45 +153,9 @@ fn main() -> anyhow::Result<()> {
     let snapshot = tracker.snapshot();
     let model_time = started.elapsed();
 
-    let local = LocalDetector::Cidrs(vec![
-        Cidr::parse("10.128.0.0/10").map_err(anyhow::Error::msg)?,
-    ]);
-    let mut backend: Box<dyn Backend> = match mode.as_str() {
-        "iptables" | "iptables-legacy" | "iptables-nft" => {
-            Box::new(berth_proxy::iptables::IptablesProxier::new(
-                berth_proxy::iptables::SystemNetfilter::new(match mode.as_str() {
-                    "iptables-legacy" => IptablesVariant::Legacy,
-                    "iptables-nft" => IptablesVariant::Nft,
-                    _ => IptablesVariant::System,
-                }),
-                berth_proxy::iptables::IptablesOptions {
-                    families: vec![false],
-                    masquerade_all: false,
-                    masquerade_bit: 14,
-                    local,
-                    node_port_addresses: NodePortAddresses::All,
-                    localhost_node_ports: true,
-                },
-            ))
-        }
-        "nftables" => Box::new(berth_proxy::nftables::NftProxier::new(
-            berth_proxy::nftables::SystemNft,
-            berth_proxy::nftables::NftOptions {
-                families: vec![false],
-                masquerade_all: false,
-                masquerade_bit: 14,
-                local,
-                node_port_addresses: NodePortAddresses::All,
-            },
-        )),
-        other => anyhow::bail!(
-            "unknown mode {other}: iptables, iptables-legacy, iptables-nft or nftables"
-        ),
-    };
-
-    let t = Instant::now();
-    let report = backend.sync(&snapshot, true)?;
-    let full = t.elapsed();
+    let mut backend = proxier(&mode)?;
+    let (report, full, full_own_cpu, full_tool_cpu) = timed(|| backend.sync(&snapshot, true));
+    let report = report?;
 
     let mut partials = Vec::new();
     let mut ticks = Vec::new();
@@ -202,6 +195,20 @@ fn main() -> anyhow::Result<()> {
     let resync = median(&mut fulls);
     let tick = median(&mut ticks);
 
+    // A restarted proxy finds every rule in place and knows nothing of them.
+    let restart = if mode.starts_with("iptables") {
+        let mut restarted = proxier(&mode)?;
+        let snapshot = tracker.snapshot();
+        let (report, wall, own, tools) = timed(|| restarted.sync(&snapshot, true));
+        report?;
+        format!(
+            " restart_full_sync={:.3}s restart_cpu_own={own:.2}s restart_cpu_tools={tools:.2}s",
+            wall.as_secs_f64()
+        )
+    } else {
+        String::new()
+    };
+
     // Taken before the listing below, whose JSON is far larger than the proxy's state.
     let peak_rss = peak_rss_mib();
     let kernel = if mode == "nftables" {
@@ -211,7 +218,7 @@ fn main() -> anyhow::Result<()> {
         String::new()
     };
     println!(
-        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s runs={runs} median_full_resync={:.3}s median_one_endpoint_change={:.1}ms median_timer_tick={:.1}ms peak_rss={:.1}MiB",
+        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s first_cpu_own={full_own_cpu:.2}s first_cpu_tools={full_tool_cpu:.2}s runs={runs} median_full_resync={:.3}s median_one_endpoint_change={:.1}ms median_timer_tick={:.1}ms{restart} peak_rss={:.1}MiB",
         report.rules,
         model_time.as_secs_f64(),
         full.as_secs_f64(),
@@ -221,4 +228,42 @@ fn main() -> anyhow::Result<()> {
         peak_rss
     );
     Ok(())
+}
+
+fn proxier(mode: &str) -> anyhow::Result<Box<dyn Backend>> {
+    let local = LocalDetector::Cidrs(vec![
+        Cidr::parse("10.128.0.0/10").map_err(anyhow::Error::msg)?,
+    ]);
+    Ok(match mode {
+        "iptables" | "iptables-legacy" | "iptables-nft" => {
+            Box::new(berth_proxy::iptables::IptablesProxier::new(
+                berth_proxy::iptables::SystemNetfilter::new(match mode {
+                    "iptables-legacy" => IptablesVariant::Legacy,
+                    "iptables-nft" => IptablesVariant::Nft,
+                    _ => IptablesVariant::System,
+                }),
+                berth_proxy::iptables::IptablesOptions {
+                    families: vec![false],
+                    masquerade_all: false,
+                    masquerade_bit: 14,
+                    local,
+                    node_port_addresses: NodePortAddresses::All,
+                    localhost_node_ports: true,
+                },
+            ))
+        }
+        "nftables" => Box::new(berth_proxy::nftables::NftProxier::new(
+            berth_proxy::nftables::SystemNft,
+            berth_proxy::nftables::NftOptions {
+                families: vec![false],
+                masquerade_all: false,
+                masquerade_bit: 14,
+                local,
+                node_port_addresses: NodePortAddresses::All,
+            },
+        )),
+        other => anyhow::bail!(
+            "unknown mode {other}: iptables, iptables-legacy, iptables-nft or nftables"
+        ),
+    })
 }

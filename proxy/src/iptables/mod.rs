@@ -29,11 +29,18 @@ use crate::model::{ServicePortName, Snapshot, entries, port_names};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-/// Chains per transaction (COMMIT) in a batched full rewrite: iptables-nft-restore 1.8.x
-/// keeps the chain names one transaction mentions in a sorted linked list (time
-/// quadratic in them), while the kernel validates the reachable ruleset once per
-/// transaction; this balances the two.
-const CHAINS_PER_COMMIT: usize = 500;
+/// Chains per iptables-restore run in a full rewrite on the nf_tables backend.
+/// iptables-nft-restore 1.8.9 spends time superlinear in the chains one run declares
+/// (its chain cache is a sorted list that lives as long as the process, over all of
+/// its transactions), so a rewrite is cut into runs of one transaction each. Every
+/// transaction costs the kernel a walk over all chains of the table and, once our
+/// chains are reachable from the built-in ones (a restart or repair over rules in
+/// place), a validation of every reachable rule (~0.3 s of CPU at 10,000 Services):
+/// then fewer, larger transactions win. Measured at 10,000 Services x 10 endpoints:
+/// into an empty table 500 per run cost 10.9 s of CPU, 2,000 per run 11.6 s; over
+/// the rules in place 500 per run cost 74 s, 2,000 per run 27 s.
+const NFT_CHAINS_PER_RUN: usize = 500;
+const NFT_CHAINS_PER_RUN_IN_PLACE: usize = 2000;
 
 /// A jump from a built-in chain into ours: (table, chain, rule).
 type Jump = (&'static str, &'static str, &'static [&'static str]);
@@ -542,22 +549,29 @@ impl<N: Netfilter> IptablesProxier<N> {
                     .map_err(sync_error)?;
             }
         }
-        let batching = if self.nf.prefers_small_restores(v6) {
-            restore::Batching::ChainsPerCommit(CHAINS_PER_COMMIT)
-        } else {
-            restore::Batching::Single
-        };
+        let nft = self.nf.prefers_small_restores(v6);
         let fam = &mut self.families[index];
+        // The legacy backend reads and replaces the whole table per transaction: one it is.
+        let batching = match (nft, fam.kernel_chains.is_empty()) {
+            (false, _) => restore::Batching::Single,
+            (true, true) => restore::Batching::ChainsPerRun(NFT_CHAINS_PER_RUN),
+            (true, false) => restore::Batching::ChainsPerRun(NFT_CHAINS_PER_RUN_IN_PLACE),
+        };
         let owned: BTreeSet<String> = fam
             .programmed
             .values()
             .flat_map(|r| r.chains.keys().cloned())
             .collect();
         let stale: Vec<String> = fam.kernel_chains.difference(&owned).cloned().collect();
-        let input = restore::full(fam.programmed.values(), statics, &stale, batching);
-        // Until the restore succeeds, the kernel may hold old and new chains.
+        let inputs = restore::full(fam.programmed.values(), statics, &stale, batching);
+        // Until the last restore succeeds, the kernel may hold old and new chains.
         fam.kernel_chains.extend(owned);
-        self.restore(v6, &input, true).map_err(sync_error)
+        for (i, input) in inputs.iter().enumerate() {
+            // The first run starts the rewrite; a foreign commit between two runs is
+            // noticed by the generation check of the next.
+            self.restore(v6, input, i == 0).map_err(sync_error)?;
+        }
+        Ok(())
     }
 }
 

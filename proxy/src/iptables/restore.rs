@@ -98,41 +98,49 @@ fn section(
     out.push_str("COMMIT\n");
 }
 
-/// How a full rewrite is cut into transactions (COMMIT sections of one input).
+/// How a full rewrite is cut into iptables-restore runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Batching {
-    /// One transaction per table (the legacy backend rewrites the whole table per commit).
+    /// One run, one transaction per table.
     Single,
-    /// Service chains in transactions declaring about this many chains each, then one
-    /// of the shared chains: iptables-nft-restore's cost grows quadratically with the
-    /// chains one transaction names.
-    ChainsPerCommit(usize),
+    /// The Service chains in runs of one transaction declaring about this many chains
+    /// each, between a run of the static nat chains (first) and one of the shared
+    /// chains (last).
+    ChainsPerRun(usize),
 }
 
-/// Everything, from scratch, as one iptables-restore input: shared chains are flushed
-/// and refilled, every Service chain rewritten, and `stale_chains` (Service chains in
-/// the kernel but no longer wanted) flushed and deleted. Batched, each Service port's
-/// chains stay in one transaction (so each is self-contained), the nat static chains
-/// they jump to come first, and the shared chains that jump to them come last, after
-/// which the stale chains are unreferenced and deleted.
+/// Everything, from scratch, as the inputs of consecutive iptables-restore runs: shared
+/// chains are flushed and refilled, every Service chain rewritten, and `stale_chains`
+/// (Service chains in the kernel but no longer wanted) flushed and deleted. Batched,
+/// each Service port's chains stay in one run (so each is self-contained), the nat
+/// static chains they jump to come first, and the shared chains that jump to them come
+/// last, after which the stale chains are unreferenced and deleted.
 pub fn full<'a>(
     all: impl Iterator<Item = &'a ServiceRules> + Clone,
     statics: &StaticRules,
     stale_chains: &[String],
     batching: Batching,
-) -> String {
-    let Batching::ChainsPerCommit(limit) = batching else {
-        return full_input(all, statics, stale_chains, true);
+) -> Vec<String> {
+    let Batching::ChainsPerRun(limit) = batching else {
+        return vec![full_input(all, statics, stale_chains, true)];
     };
     // KUBE-MARK-MASQ and KUBE-POSTROUTING: refilled with the same rules, atomically.
-    let mut out = String::new();
+    let mut run = String::new();
     section(
-        &mut out,
+        &mut run,
         Table::Nat,
         &["KUBE-POSTROUTING".into(), "KUBE-MARK-MASQ".into()],
         &statics.rules(Table::Nat),
         &[],
     );
+    let mut runs = vec![run];
+    let mut batch = |declare: &mut Vec<String>, body: &mut Vec<String>| {
+        let mut run = String::new();
+        section(&mut run, Table::Nat, declare, body, &[]);
+        runs.push(run);
+        declare.clear();
+        body.clear();
+    };
     let (mut declare, mut body) = (Vec::new(), Vec::new());
     for s in all.clone() {
         for (chain, rules) in &s.chains {
@@ -140,16 +148,14 @@ pub fn full<'a>(
             body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
         }
         if declare.len() >= limit {
-            section(&mut out, Table::Nat, &declare, &body, &[]);
-            declare.clear();
-            body.clear();
+            batch(&mut declare, &mut body);
         }
     }
     if !declare.is_empty() {
-        section(&mut out, Table::Nat, &declare, &body, &[]);
+        batch(&mut declare, &mut body);
     }
-    out.push_str(&full_input(all, statics, stale_chains, false));
-    out
+    runs.push(full_input(all, statics, stale_chains, false));
+    runs
 }
 
 /// The full input, with or without the Service chains.

@@ -20,6 +20,8 @@ pub struct Recorder {
     pub chain_reads: usize,
     /// The nf_tables generation, bumped per transaction (None: the legacy backend).
     pub generation: Option<u32>,
+    /// Someone else commits right after the restore with this index.
+    pub foreign_commit_after: Option<usize>,
 }
 
 impl Netfilter for Recorder {
@@ -34,6 +36,9 @@ impl Netfilter for Recorder {
         self.restores.push(input.to_string());
         if let Some(g) = self.generation.as_mut() {
             *g += input.lines().filter(|l| *l == "COMMIT").count() as u32;
+            if self.foreign_commit_after == Some(self.restores.len() - 1) {
+                *g += 1;
+            }
         }
         Ok(())
     }
@@ -419,15 +424,16 @@ fn full_sync_on_nf_tables_is_batched_and_self_contained() {
     };
     let mut p = IptablesProxier::new(recorder, options());
     p.sync(&t.snapshot(), false).unwrap();
-    assert_eq!(p.netfilter().restores.len(), 1, "one iptables-restore run");
-    let input = p.netfilter().restores[0].clone();
-    let restores: Vec<&str> = input.split_inclusive("COMMIT\n").collect();
-    // 120 ports x 3 chains in transactions of about CHAINS_PER_COMMIT, framed by the
-    // static chains first and the shared chains (filter, then nat) last.
+    // 120 ports x 3 chains in runs of one transaction of about NFT_CHAINS_PER_RUN chains,
+    // framed by the static chains first and the shared chains (filter, then nat) last.
+    let restores = p.netfilter().restores.clone();
     assert_eq!(
         restores.len(),
-        1 + 360usize.div_ceil(CHAINS_PER_COMMIT + 2) + 2
+        1 + 360usize.div_ceil(NFT_CHAINS_PER_RUN + 2) + 1
     );
+    for run in &restores[..restores.len() - 1] {
+        assert_eq!(lines_of(run, "COMMIT").len(), 1, "one transaction per run");
+    }
     assert!(restores[0].contains(":KUBE-MARK-MASQ - [0:0]") && !restores[0].contains("KUBE-SVC-"));
     let last = restores.last().unwrap();
     assert!(!last.contains(":KUBE-SVC-") && last.contains("-X KUBE-SEP-LEFTOVER0000000"));
@@ -435,7 +441,7 @@ fn full_sync_on_nf_tables_is_batched_and_self_contained() {
         lines_of(last, "-A KUBE-SERVICES -m comment --comment \"ns/s").len(),
         120
     );
-    for batch in &restores[1..restores.len() - 2] {
+    for batch in &restores[1..restores.len() - 1] {
         assert!(!batch.contains("KUBE-SERVICES") && !batch.contains("-X "));
         // Every chain a batch jumps to is declared in that batch (or is static).
         for target in batch.split_whitespace().filter(|w| w.starts_with("KUBE-S")) {
@@ -569,15 +575,21 @@ fn full_sync_of_an_untouched_nf_tables_ruleset_sends_only_differences() {
     let mut p = IptablesProxier::new(recorder, options());
     p.sync(&t.snapshot(), false).unwrap();
     let svc_b = service_chain(&port_name("b"));
-    assert!(p.netfilter().restores[0].contains(&format!(":{svc_b} - [0:0]")));
+    assert!(
+        p.netfilter()
+            .restores
+            .concat()
+            .contains(&format!(":{svc_b} - [0:0]"))
+    );
     let ensured = p.netfilter().ensured.len();
+    let runs = p.netfilter().restores.len();
 
     // Nothing committed since: a full sync has nothing to send.
     let report = p.sync(&t.snapshot(), true).unwrap();
     assert!(report.full);
     assert_eq!(
         p.netfilter().restores.len(),
-        1,
+        runs,
         "no restore without differences"
     );
 
@@ -592,8 +604,9 @@ fn full_sync_of_an_untouched_nf_tables_ruleset_sends_only_differences() {
     // kernel's chains re-read and the jumps re-ensured.
     *p.netfilter().generation.as_mut().unwrap() += 1;
     let reads = p.netfilter().chain_reads;
+    let before = p.netfilter().restores.len();
     p.sync(&t.snapshot(), true).unwrap();
-    let input = p.netfilter().restores.last().unwrap().clone();
+    let input = p.netfilter().restores[before..].concat();
     assert!(input.contains(&format!(":{svc_b} - [0:0]")), "{input}");
     assert_eq!(p.netfilter().chain_reads, reads + 1);
     assert_eq!(p.netfilter().ensured.len(), 2 * ensured);
@@ -604,6 +617,40 @@ fn full_sync_of_an_untouched_nf_tables_ruleset_sends_only_differences() {
     let count = p.netfilter().restores.len();
     p.sync(&t.snapshot(), true).unwrap();
     assert_eq!(p.netfilter().restores.len(), count, "still untouched");
+}
+
+#[test]
+fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
+    let mut t = ChangeTracker::new("n");
+    for i in 0..400 {
+        let name = format!("s{i}");
+        t.apply_service(&service(
+            &name,
+            &format!("198.19.1.{}", i % 250 + 1),
+            json!({}),
+        ));
+        t.apply_slice(&slice(&name, &[("10.244.1.2", true, "n")]));
+    }
+    let recorder = Recorder {
+        nft: true,
+        generation: Some(7),
+        foreign_commit_after: Some(1),
+        ..Default::default()
+    };
+    let mut p = IptablesProxier::new(recorder, options());
+    p.sync(&t.snapshot(), false).unwrap();
+    let runs = p.netfilter().restores.len();
+    assert!(runs > 3, "the rewrite takes several runs");
+    // The ruleset may not be what we wrote: the next full sync rewrites everything, over
+    // chains in place now, so in fewer, larger runs.
+    p.sync(&t.snapshot(), true).unwrap();
+    let rewrite = p.netfilter().restores[runs..].concat();
+    assert_eq!(lines_of(&rewrite, ":KUBE-SVC-").len(), 400);
+    let after = p.netfilter().restores.len();
+    assert!(after - runs < runs, "{} runs in place", after - runs);
+    // That one ran undisturbed: the one after has nothing to send.
+    p.sync(&t.snapshot(), true).unwrap();
+    assert_eq!(p.netfilter().restores.len(), after);
 }
 
 #[test]
