@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 
 const SUPERVISOR: &str = "berth-supervisor";
+const SUPERVISOR_OP: &str = "berth-supervisor-op";
 
 /// The libraries linked into every binary of the package, and the archives
 /// standing in for them.
@@ -36,6 +37,8 @@ const STATIC_STAND_INS: &[(&str, &[&str])] = &[
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-link-arg-bin={SUPERVISOR}=-no-pie");
+    // Run once per create and start: no relocation of the binary at each start.
+    println!("cargo::rustc-link-arg-bin={SUPERVISOR_OP}=-no-pie");
     let linux_gnu = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu");
     if !linux_gnu {

@@ -65,7 +65,19 @@ fn process_state(pid: i32) -> String {
         .to_string()
 }
 
+/// The blkio weight file of this kernel: CFQ's, BFQ's, or none when no block
+/// device uses a proportional-weight scheduler (the cgroup then has no weight file).
+fn host_blkio_weight_file() -> Option<&'static str> {
+    ["blkio.weight", "blkio.bfq.weight"]
+        .into_iter()
+        .find(|f| Path::new("/sys/fs/cgroup/blkio").join(f).exists())
+}
+
 fn limits() -> LinuxResources {
+    let mut block_io = LinuxBlockIoBuilder::default();
+    if host_blkio_weight_file().is_some() {
+        block_io = block_io.weight(300u16);
+    }
     let loop0_read_limit = LinuxThrottleDeviceBuilder::default()
         .major(7i64)
         .minor(0i64)
@@ -74,8 +86,7 @@ fn limits() -> LinuxResources {
         .unwrap();
     LinuxResourcesBuilder::default()
         .block_io(
-            LinuxBlockIoBuilder::default()
-                .weight(300u16)
+            block_io
                 .throttle_read_bps_device(vec![loop0_read_limit])
                 .build()
                 .unwrap(),
@@ -126,8 +137,8 @@ fn limits_are_applied_updated_and_removed() {
         read(&cg, "blkio", "blkio.throttle.read_bps_device"),
         "7:0 1048576"
     );
-    if dir(&cg, "blkio").join("blkio.bfq.weight").exists() {
-        assert!(read(&cg, "blkio", "blkio.bfq.weight").contains("300"));
+    if let Some(weight_file) = host_blkio_weight_file() {
+        assert!(read(&cg, "blkio", weight_file).contains("300"));
     }
     assert!(read(&cg, "devices", "devices.list").contains("c 1:3 rwm"));
     assert!(!read(&cg, "devices", "devices.list").contains("a *:* rwm"));
@@ -323,6 +334,19 @@ fn impossible_values_name_the_field_and_leave_nothing() {
         .build()
         .unwrap();
     assert_rejected_without_leftovers("rt", rt, "linux.resources.cpu.realtimeRuntime");
+    // Like runc, a weight the kernel has no file for is an error, not ignored.
+    if host_blkio_weight_file().is_none() {
+        let weight = LinuxResourcesBuilder::default()
+            .block_io(
+                LinuxBlockIoBuilder::default()
+                    .weight(300u16)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        assert_rejected_without_leftovers("weight", weight, "linux.resources.blockIO.weight");
+    }
 }
 
 #[test]
