@@ -47,11 +47,12 @@ pub trait Netfilter: Send {
     ) -> Result<(), ExecError>;
     fn chain_exists(&mut self, v6: bool, table: &str, chain: &str) -> Result<bool, ExecError>;
     fn create_chain(&mut self, v6: bool, table: &str, chain: &str) -> Result<(), ExecError>;
-    /// Whether several small restores cost less than one big one. True on the
-    /// nf_tables backend: a restore sends only its own rules, but iptables-nft-restore
-    /// 1.8.x spends time quadratic in the chains one `--noflush` input declares. False on
-    /// the legacy backend, where every restore reads and rewrites the whole table.
-    fn prefers_small_restores(&mut self, v6: bool) -> bool;
+    /// Whether the iptables tools use the nf_tables backend (else legacy). It decides
+    /// how restores are batched: on nf_tables a restore sends only its own rules, but
+    /// iptables-nft-restore 1.8.x spends time quadratic in the chains one process
+    /// declares, so several small runs cost less; on legacy every restore reads and
+    /// rewrites the whole table, so one run it is.
+    fn is_nf_tables_backend(&mut self, v6: bool) -> bool;
     /// The nf_tables ruleset generation of the namespace, which every committed change
     /// (ours or anyone's) bumps by one; None on the legacy backend, which has none.
     fn generation(&mut self) -> Result<Option<u32>, ExecError>;
@@ -208,7 +209,7 @@ impl Netfilter for SystemNetfilter {
         .map(|_| ())
     }
 
-    fn prefers_small_restores(&mut self, v6: bool) -> bool {
+    fn is_nf_tables_backend(&mut self, v6: bool) -> bool {
         if let Some(nft) = self.nft_backend {
             return nft;
         }
@@ -222,7 +223,7 @@ impl Netfilter for SystemNetfilter {
     }
 
     fn generation(&mut self) -> Result<Option<u32>, ExecError> {
-        if !self.prefers_small_restores(false) {
+        if !self.is_nf_tables_backend(false) {
             return Ok(None);
         }
         super::generation::read()

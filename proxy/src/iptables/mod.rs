@@ -549,7 +549,7 @@ impl<N: Netfilter> IptablesProxier<N> {
                     .map_err(sync_error)?;
             }
         }
-        let nft = self.nf.prefers_small_restores(v6);
+        let nft = self.nf.is_nf_tables_backend(v6);
         let fam = &mut self.families[index];
         // The legacy backend reads and replaces the whole table per transaction: one it is.
         let batching = match (nft, fam.kernel_chains.is_empty()) {

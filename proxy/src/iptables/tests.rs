@@ -13,7 +13,7 @@ pub struct Recorder {
     pub kernel_chains: Vec<String>,
     pub canary: bool,
     pub fail_next_restore: bool,
-    /// Answer of `prefers_small_restores` (the nf_tables backend).
+    /// Answer of `is_nf_tables_backend` (the nf_tables backend).
     pub nft: bool,
     pub route_localnet: bool,
     pub ensured: Vec<String>,
@@ -67,7 +67,7 @@ impl Netfilter for Recorder {
         self.canary = true;
         Ok(())
     }
-    fn prefers_small_restores(&mut self, _: bool) -> bool {
+    fn is_nf_tables_backend(&mut self, _: bool) -> bool {
         self.nft
     }
     fn generation(&mut self) -> Result<Option<u32>, ExecError> {
