@@ -17,6 +17,7 @@
 //! not exist is refused before the lock is taken, so it would not prime.)
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::time::Duration;
 
@@ -35,7 +36,9 @@ impl MigrationPrimer {
     /// own cgroup cannot be found under a mounted hierarchy (the migration
     /// then simply pays its grace period).
     pub fn start() -> Option<MigrationPrimer> {
-        let procs = own_procs_file()?;
+        // The daemon stays in its cgroup: find the file once, not on every create.
+        static OWN_PROCS: OnceLock<Option<PathBuf>> = OnceLock::new();
+        let procs = OWN_PROCS.get_or_init(own_procs_file).clone()?;
         let (stop, stopped) = mpsc::channel::<()>();
         std::thread::Builder::new()
             .name("cgroup-primer".into())
