@@ -1,12 +1,13 @@
 //! Links berth-supervisor, the process every pod keeps resident, as a static,
-//! position-dependent executable.
+//! position-dependent executable with its own entry point.
 //!
+//! - Own entry point (`-nostartfiles`): it has no C runtime start-up; its
+//!   `_start` is in src/bin/berth-supervisor/start.rs.
 //! - Position-dependent: as a PIE, the dynamic loader would relocate the binary
 //!   at each start and dirty every page of its relocated read-only data.
-//! - Static: linked against libc.so.6, each supervisor maps most of the shared
-//!   C library (about 1.3 MB of resident pages, as the kernel maps file pages in
-//!   large folios around each fault) plus the loader; statically linked it maps
-//!   only the C functions it calls.
+//! - Static: in a release build it calls no C function at all; where the
+//!   standard library is linked (the dev profile, see the binary's main.rs) the
+//!   C library comes in statically, so no loader runs before `_start`.
 //!
 //! Cargo has no per-binary `-C target-feature=+crt-static`, and the standard
 //! library asks the linker for `-Bdynamic -lgcc_s -lc ...` whatever the link
@@ -37,6 +38,7 @@ const STATIC_STAND_INS: &[(&str, &[&str])] = &[
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-link-arg-bin={SUPERVISOR}=-no-pie");
+    println!("cargo::rustc-link-arg-bin={SUPERVISOR}=-nostartfiles");
     // Run once per create and start: no relocation of the binary at each start.
     println!("cargo::rustc-link-arg-bin={SUPERVISOR_OP}=-no-pie");
     let linux_gnu = std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
