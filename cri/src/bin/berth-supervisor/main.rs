@@ -13,7 +13,9 @@
 //!
 //! Stable Rust refuses a `no_std` executable built with `panic = "unwind"` (it has
 //! no unwinding personality), which is the dev profile's; there the standard
-//! library is linked for that alone, and nothing else of it is used.
+//! library is linked for that alone, and nothing else of it is used (its C
+//! library is never initialised, so a panic in a dev build ends in a crash
+//! rather than a message).
 #![cfg_attr(panic = "abort", no_std)]
 #![no_main]
 

@@ -250,6 +250,7 @@ pub fn unix_socket() -> Result<Fd> {
 
 /// A listening unix socket bound to `path`.
 pub fn listen_unix(path: &[u8]) -> Result<Fd> {
+    // SAFETY: all-zero is a valid sockaddr_un (integers and a byte array).
     let mut address: libc::sockaddr_un = unsafe { core::mem::zeroed() };
     address.sun_family = libc::AF_UNIX as libc::sa_family_t;
     if path.len() >= address.sun_path.len() || path.contains(&0) {
@@ -295,6 +296,7 @@ pub fn receive_fd(socket: i32) -> Result<Option<Fd>> {
     };
     // Room for one cmsghdr carrying one descriptor, aligned for the header.
     let mut control = [0u64; 4];
+    // SAFETY: all-zero is a valid msghdr (null pointers and zero lengths).
     let mut message: libc::msghdr = unsafe { core::mem::zeroed() };
     message.msg_iov = &raw mut iov;
     message.msg_iovlen = 1;
