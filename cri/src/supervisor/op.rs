@@ -6,7 +6,8 @@
 //! supervisor lives as long as its pod, and the runtime library (spec parsing,
 //! seccomp, cgroups and their dependencies) would make its binary, and so every
 //! pod's resident memory, several times larger. The supervisor binary links
-//! none of it; only this module's message type is shared.
+//! none of it: it writes [`RuntimeOp`]'s JSON itself (its `wire` module, whose
+//! tests check it against this type).
 
 use std::io::Write;
 use std::os::fd::{FromRawFd, OwnedFd};
