@@ -5,23 +5,16 @@
 
 mod format;
 mod reader;
-mod writer;
 
 use std::path::PathBuf;
 
 pub use format::{LogEntry, LogStream, format_timestamp, parse_line};
 pub use reader::{ReadOptions, follow, read};
-pub use writer::{DEFAULT_MAX_LINE_SIZE, LineBuffer, LogWriter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     #[error("container log {path}: {source}")]
     Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("reading container output for {path}: {source}")]
-    Source {
         path: PathBuf,
         source: std::io::Error,
     },

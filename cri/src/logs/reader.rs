@@ -139,8 +139,8 @@ pub async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logs::{DEFAULT_MAX_LINE_SIZE, LogWriter};
     use chrono::TimeZone;
+    use std::io::Write;
 
     fn line(seconds: i64, stream: LogStream, message: &str) -> Vec<u8> {
         let mut out = Vec::new();
@@ -152,6 +152,17 @@ mod tests {
         }
         .encode(&mut out);
         out
+    }
+
+    /// Appends one complete entry, as the supervisor writes it.
+    fn append(path: &std::path::Path, stream: LogStream, message: &str) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        file.write_all(&line(Utc::now().timestamp(), stream, message))
+            .unwrap();
     }
 
     fn messages(entries: &[LogEntry]) -> Vec<String> {
@@ -203,11 +214,8 @@ mod tests {
     async fn follow_sees_new_lines_and_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.log");
-        let writer = LogWriter::open(&path, DEFAULT_MAX_LINE_SIZE).unwrap();
-        writer
-            .copy_stream(LogStream::Stdout, &b"one\ntwo\n"[..])
-            .await
-            .unwrap();
+        append(&path, LogStream::Stdout, "one");
+        append(&path, LogStream::Stdout, "two");
 
         let (tx, mut rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
@@ -220,10 +228,7 @@ mod tests {
             tokio::spawn(async move { follow(&path, &options, tx, stop).await })
         };
         assert_eq!(rx.recv().await.unwrap().message, b"two");
-        writer
-            .copy_stream(LogStream::Stderr, &b"three\n"[..])
-            .await
-            .unwrap();
+        append(&path, LogStream::Stderr, "three");
         let next = rx.recv().await.unwrap();
         assert_eq!(
             (next.stream, next.message),
@@ -231,11 +236,7 @@ mod tests {
         );
 
         std::fs::rename(&path, dir.path().join("0.log.1")).unwrap();
-        writer.reopen().unwrap();
-        writer
-            .copy_stream(LogStream::Stdout, &b"four\n"[..])
-            .await
-            .unwrap();
+        append(&path, LogStream::Stdout, "four");
         assert_eq!(rx.recv().await.unwrap().message, b"four");
 
         stop.cancel();
