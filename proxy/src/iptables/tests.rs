@@ -628,10 +628,10 @@ fn full_sync_of_an_untouched_nf_tables_ruleset_sends_only_differences() {
     assert_eq!(p.netfilter().restores.len(), count, "still untouched");
 }
 
-#[test]
-fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
+/// Services s0, s1, ... with one endpoint each.
+fn services_with_one_endpoint(count: usize) -> ChangeTracker {
     let mut t = ChangeTracker::new("n");
-    for i in 0..400 {
+    for i in 0..count {
         let name = format!("s{i}");
         t.apply_service(&service(
             &name,
@@ -640,6 +640,12 @@ fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
         ));
         t.apply_slice(&slice(&name, &[("10.244.1.2", true, "n")]));
     }
+    t
+}
+
+#[test]
+fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
+    let mut t = services_with_one_endpoint(400);
     let recorder = Recorder {
         nft: true,
         generation: Some(7),
@@ -679,16 +685,7 @@ fn without_a_generation_every_full_sync_rewrites_everything() {
 
 #[test]
 fn a_rewrite_that_fails_midway_is_finished_by_the_next_full_sync() {
-    let mut t = ChangeTracker::new("n");
-    for i in 0..400 {
-        let name = format!("s{i}");
-        t.apply_service(&service(
-            &name,
-            &format!("198.19.1.{}", i % 250 + 1),
-            json!({}),
-        ));
-        t.apply_slice(&slice(&name, &[("10.244.1.2", true, "n")]));
-    }
+    let mut t = services_with_one_endpoint(400);
     let recorder = Recorder {
         nft: true,
         ..Default::default()
