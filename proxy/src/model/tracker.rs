@@ -345,6 +345,10 @@ mod tests {
         .unwrap()
     }
 
+    fn names<'a>(services: impl IntoIterator<Item = &'a ServiceName>) -> Vec<&'a str> {
+        services.into_iter().map(|s| s.name.as_str()).collect()
+    }
+
     #[test]
     fn changes_are_tracked_per_service() {
         let mut t = ChangeTracker::new("node-a");
@@ -365,13 +369,7 @@ mod tests {
         assert!(!t.has_changes(), "an identical slice is no change");
         t.delete_slice(&slice("a", "a-1", &[]));
         let snap = t.snapshot();
-        assert_eq!(
-            snap.changed
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
+        assert_eq!(names(&snap.changed), ["a"]);
 
         t.begin_services_relist();
         t.relist_service(&svc("b", "198.19.0.2"));
@@ -402,10 +400,7 @@ mod tests {
         t.end_slices_relist();
         let snap = t.snapshot();
         assert_eq!(
-            snap.changed
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
+            names(&snap.changed),
             ["a", "b"],
             "a gained an endpoint; b's slice is absent from the new list"
         );
@@ -426,20 +421,8 @@ mod tests {
         t.relist_service(&svc("a", "198.19.0.1"));
         t.end_services_relist();
         let snap = t.snapshot();
-        assert_eq!(
-            snap.changed
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["b"]
-        );
-        assert_eq!(
-            snap.state
-                .keys()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
+        assert_eq!(names(&snap.changed), ["b"]);
+        assert_eq!(names(snap.state.keys()), ["a"]);
     }
 
     #[test]
