@@ -1,8 +1,9 @@
 //! iptables mode: the upstream chain structure applied with `iptables-restore --noflush`.
 //!
-//! The proxier keeps the rules it last applied per Service port. A partial sync sends
-//! only the changed ports' chains and the shared-chain rules that differ, so its cost
-//! follows the change, not the cluster size. A full sync rewrites every owned chain and
+//! The proxier keeps the rules it last applied per Service port, in compact form (a hash
+//! per chain, see `programmed`). A partial sync generates the changed ports' rules and
+//! sends only the chains and shared-chain rules that differ, so its cost follows the
+//! change, not the cluster size. A full sync rewrites every owned chain and
 //! deletes stale Service chains left by an earlier run; it runs at start, on the sync
 //! timer, after a failed partial sync, and when the canary chain shows tampering.
 //!
@@ -16,6 +17,7 @@
 mod exec;
 mod generation;
 pub(crate) mod names;
+mod programmed;
 mod restore;
 mod rules;
 
@@ -26,6 +28,7 @@ pub use rules::{RuleContext, ServiceRules, SharedRule, Table, service_rules};
 use crate::backend::{Backend, SyncError, SyncReport};
 use crate::config::{LocalDetector, NodePortAddresses};
 use crate::model::{ServicePortName, Snapshot, entries, port_names};
+use programmed::{ChainName, ProgrammedRules};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -246,14 +249,15 @@ pub struct IptablesOptions {
 
 struct Family {
     ctx: RuleContext,
-    programmed: BTreeMap<ServicePortName, ServiceRules>,
+    /// What each Service port has in the kernel, in compact form.
+    programmed: BTreeMap<ServicePortName, ProgrammedRules>,
     /// Set until a full sync has succeeded (start, errors, tampering).
     needs_full: bool,
-    /// Service chains believed to be in the kernel: what we programmed, plus what a
-    /// read of the kernel found. Full syncs delete those no longer wanted without
-    /// listing the (big) nat table each time.
-    kernel_chains: BTreeSet<String>,
-    /// Whether `kernel_chains`, the jumps from the built-in chains and the canary are
+    /// Service chains that may be in the kernel though no port in `programmed` owns
+    /// them: leftovers a read of the kernel found, and the chains of an unfinished full
+    /// sync. The next full sync deletes them without listing the (big) nat table again.
+    unowned_chains: BTreeSet<ChainName>,
+    /// Whether `unowned_chains`, the jumps from the built-in chains and the canary are
     /// known to be in place; cleared at start, on tampering and on failures.
     verified: bool,
 }
@@ -289,7 +293,7 @@ impl<N: Netfilter> IptablesProxier<N> {
                 },
                 programmed: BTreeMap::new(),
                 needs_full: true,
-                kernel_chains: BTreeSet::new(),
+                unowned_chains: BTreeSet::new(),
                 verified: false,
             })
             .collect();
@@ -397,7 +401,6 @@ impl<N: Netfilter> IptablesProxier<N> {
         full: bool,
     ) -> Result<SyncReport, SyncError> {
         let v6 = self.families[index].ctx.v6;
-        let statics = self.statics(v6);
         let fam = &mut self.families[index];
         // Like upstream, decided on every sync; Service ports not rewritten now keep
         // their comments (or lack of them) until they change or the next full sync.
@@ -406,127 +409,148 @@ impl<N: Netfilter> IptablesProxier<N> {
             .filter(|ep| ep.addr.is_ipv6() == v6)
             .count();
         fam.ctx.endpoint_comments = endpoints <= rules::LARGE_CLUSTER_ENDPOINTS;
-        // New rules of every changed Service port, and the ports that went away.
-        let mut updates: Vec<(ServicePortName, Option<ServiceRules>)> = Vec::new();
-        for svc in &snapshot.changed {
-            let wanted = port_names(&snapshot.state, svc);
-            let stale: Vec<ServicePortName> = fam
-                .programmed
-                .keys()
-                .filter(|k| {
-                    k.namespace == svc.namespace && k.name == svc.name && !wanted.contains(k)
-                })
-                .cloned()
-                .collect();
-            updates.extend(stale.into_iter().map(|k| (k, None)));
-            for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
-                let rules = service_rules(entry, &fam.ctx);
-                updates.push((
-                    entry.port.name.clone(),
-                    (rules.rule_count() > 0).then_some(rules),
-                ));
-            }
-        }
-        let full = full || fam.needs_full;
-        if !full {
-            let input = restore::partial(
-                updates
-                    .iter()
-                    .map(|(k, new)| (fam.programmed.get(k), new.as_ref())),
-            );
-            let applied = match input {
-                None => Ok(()),
-                Some(text) => self.restore(v6, &text, false),
-            };
-            let fam = &mut self.families[index];
-            match applied {
-                Ok(()) => {
-                    for (k, new) in &updates {
-                        if let Some(old) = fam.programmed.get(k) {
-                            for chain in old.chains.keys() {
-                                fam.kernel_chains.remove(chain);
-                            }
-                        }
-                        if let Some(new) = new {
-                            fam.kernel_chains.extend(new.chains.keys().cloned());
-                        }
-                    }
-                    for (k, new) in updates {
-                        match new {
-                            Some(r) => fam.programmed.insert(k, r),
-                            None => fam.programmed.remove(&k),
-                        };
-                    }
-                    let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
-                    return Ok(SyncReport { full: false, rules });
-                }
+        if !(full || fam.needs_full) {
+            match self.partial_sync(index, snapshot) {
+                Ok(()) => return Ok(self.report(index, false)),
                 Err(e) => {
                     // The kernel is not what we think it is: rewrite everything.
                     tracing::warn!(error = %e, ipv6 = v6, "partial iptables sync failed; doing a full sync");
-                    fam.verified = false;
+                    self.families[index].verified = false;
                 }
             }
         }
         // On a full sync, rebuild every port: node-wide settings may have changed.
         let fam = &mut self.families[index];
-        let programmed: BTreeMap<ServicePortName, ServiceRules> = entries(&snapshot.state)
-            .filter_map(|e| {
-                let r = service_rules(e, &fam.ctx);
-                (r.rule_count() > 0).then(|| (e.port.name.clone(), r))
-            })
-            .collect();
-        let old = std::mem::replace(&mut fam.programmed, programmed);
         fam.needs_full = true;
         let verified = std::mem::take(&mut fam.verified);
         let current = self.current_generation();
         let untouched = self.generation.is_some() && current == self.generation;
         if verified && untouched {
-            // Nothing committed since our last change: the kernel holds `old` exactly.
-            let fam = &self.families[index];
-            let keys: BTreeSet<&ServicePortName> =
-                old.keys().chain(fam.programmed.keys()).collect();
-            let input = restore::partial(
-                keys.into_iter()
-                    .map(|k| (old.get(k), fam.programmed.get(k)))
-                    .filter(|(old, new)| old != new),
-            );
-            if let Some(text) = input {
-                self.restore(v6, &text, false).map_err(sync_error)?;
-            }
+            // Nothing committed since our last change: the kernel holds `programmed`
+            // exactly, so only the differences need sending.
+            self.send_differences(index, snapshot)?;
         } else {
             // A foreign commit may have touched anything (a jump, a chain): re-check it all.
             let verified = verified && current.is_none();
-            self.rewrite_family(index, &statics, verified)?;
+            self.rewrite_family(index, snapshot, verified)?;
         }
         let fam = &mut self.families[index];
-        fam.kernel_chains = fam
-            .programmed
-            .values()
-            .flat_map(|r| r.chains.keys().cloned())
-            .collect();
+        fam.unowned_chains.clear();
         fam.needs_full = false;
         fam.verified = true;
-        let rules = fam.programmed.values().map(ServiceRules::rule_count).sum();
-        Ok(SyncReport { full: true, rules })
+        Ok(self.report(index, true))
     }
 
-    /// Rewrites everything family `index` owns from `programmed`, deleting stale Service
+    fn report(&self, index: usize, full: bool) -> SyncReport {
+        let programmed = &self.families[index].programmed;
+        let rules = programmed.values().map(ProgrammedRules::rule_count).sum();
+        SyncReport { full, rules }
+    }
+
+    fn apply(&mut self, v6: bool, input: &str, rewrites_all: bool) -> Result<(), SyncError> {
+        self.restore(v6, input, rewrites_all).map_err(sync_error)
+    }
+
+    /// Sends the new rules of the Service ports changed since the last sync, and the
+    /// removal of the ports that went away; `programmed` follows only once applied.
+    fn partial_sync(&mut self, index: usize, snapshot: &Snapshot) -> Result<(), ExecError> {
+        let fam = &self.families[index];
+        let mut update = restore::PartialUpdate::default();
+        let mut updates: Vec<(ServicePortName, Option<ProgrammedRules>)> = Vec::new();
+        for svc in &snapshot.changed {
+            let wanted = port_names(&snapshot.state, svc);
+            for (k, old) in fam.programmed.iter().filter(|(k, _)| {
+                k.namespace == svc.namespace && k.name == svc.name && !wanted.contains(k)
+            }) {
+                update.add(Some(old), None);
+                updates.push((k.clone(), None));
+            }
+            for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
+                let rules = service_rules(entry, &fam.ctx);
+                let new = (rules.rule_count() > 0).then(|| ProgrammedRules::from(&rules));
+                let old = fam.programmed.get(&entry.port.name);
+                update.add(old, new.as_ref().map(|n| (&rules, n)));
+                updates.push((entry.port.name.clone(), new));
+            }
+        }
+        if let Some(text) = update.finish() {
+            self.restore(self.families[index].ctx.v6, &text, false)?;
+        }
+        let fam = &mut self.families[index];
+        for (k, new) in updates {
+            match new {
+                Some(r) => {
+                    for c in r.chain_names() {
+                        fam.unowned_chains.remove(c);
+                    }
+                    fam.programmed.insert(k, r)
+                }
+                None => fam.programmed.remove(&k),
+            };
+        }
+        Ok(())
+    }
+
+    /// A full sync over a ruleset known to be exactly `programmed`: every port's rules
+    /// are generated again and only those that differ are sent.
+    fn send_differences(&mut self, index: usize, snapshot: &Snapshot) -> Result<(), SyncError> {
+        let fam = &mut self.families[index];
+        let v6 = fam.ctx.v6;
+        let mut old = std::mem::take(&mut fam.programmed);
+        let mut update = restore::PartialUpdate::default();
+        for entry in entries(&snapshot.state) {
+            let rules = service_rules(entry, &fam.ctx);
+            let previous = old.remove(&entry.port.name);
+            let new = (rules.rule_count() > 0).then(|| ProgrammedRules::from(&rules));
+            if previous != new {
+                update.add(previous.as_ref(), new.as_ref().map(|n| (&rules, n)));
+            }
+            // Until the restore succeeds, the kernel may still hold the chains dropped.
+            let kept = |c: &&ChainName| new.as_ref().is_some_and(|n| n.chain(c).is_some());
+            let dropped = previous.iter().flat_map(|p| p.chain_names());
+            fam.unowned_chains
+                .extend(dropped.filter(|c| !kept(c)).copied());
+            if let Some(new) = new {
+                fam.programmed.insert(entry.port.name.clone(), new);
+            }
+        }
+        for gone in old.values() {
+            update.add(Some(gone), None);
+            fam.unowned_chains.extend(gone.chain_names().copied());
+        }
+        match update.finish() {
+            Some(text) => self.apply(v6, &text, false),
+            None => Ok(()),
+        }
+    }
+
+    /// Rewrites everything family `index` owns from the snapshot, deleting stale Service
     /// chains. Without `verified`, first learns the kernel's Service chains and ensures
     /// the jumps from the built-in chains (into chains created empty if missing, as
     /// upstream does) and the canary, so that the restore is our last change.
     fn rewrite_family(
         &mut self,
         index: usize,
-        statics: &restore::StaticRules,
+        snapshot: &Snapshot,
         verified: bool,
     ) -> Result<(), SyncError> {
         let v6 = self.families[index].ctx.v6;
+        // Every chain applied so far may be stale now; those still wanted are taken
+        // out again as the ports are generated.
+        let fam = &mut self.families[index];
+        let old = std::mem::take(&mut fam.programmed);
+        fam.unowned_chains
+            .extend(old.values().flat_map(|p| p.chain_names()).copied());
+        drop(old);
         if !verified {
             // Leftovers of an earlier run, or chains someone else changed.
             let found = self.nf.chains(v6, "nat").map_err(sync_error)?;
-            self.families[index]
-                .kernel_chains
-                .extend(found.into_iter().filter(|c| names::is_service_chain(c)));
+            self.families[index].unowned_chains.extend(
+                found
+                    .iter()
+                    .filter(|c| names::is_service_chain(c))
+                    .filter_map(|c| ChainName::new(c)),
+            );
             if self.localhost_node_ports(v6) {
                 self.nf.enable_route_localnet().map_err(sync_error)?;
             }
@@ -549,27 +573,42 @@ impl<N: Netfilter> IptablesProxier<N> {
                     .map_err(sync_error)?;
             }
         }
+        let statics = self.statics(v6);
         let nft = self.nf.is_nf_tables_backend(v6);
-        let fam = &mut self.families[index];
         // The legacy backend reads and replaces the whole table per transaction: one it is.
-        let batching = match (nft, fam.kernel_chains.is_empty()) {
+        let batching = match (nft, self.families[index].unowned_chains.is_empty()) {
             (false, _) => restore::Batching::Single,
             (true, true) => restore::Batching::ChainsPerRun(NFT_CHAINS_PER_RUN),
             (true, false) => restore::Batching::ChainsPerRun(NFT_CHAINS_PER_RUN_IN_PLACE),
         };
-        let owned: BTreeSet<String> = fam
-            .programmed
-            .values()
-            .flat_map(|r| r.chains.keys().cloned())
-            .collect();
-        let stale: Vec<String> = fam.kernel_chains.difference(&owned).cloned().collect();
-        let inputs = restore::full(fam.programmed.values(), statics, &stale, batching);
-        // Until the last restore succeeds, the kernel may hold old and new chains.
-        fam.kernel_chains.extend(owned);
-        for (i, input) in inputs.iter().enumerate() {
-            // The first run starts the rewrite; a foreign commit between two runs is
-            // noticed by the generation check of the next.
-            self.restore(v6, input, i == 0).map_err(sync_error)?;
+        let (mut rewrite, first) = restore::FullRewrite::new(&statics, batching);
+        // The first run starts the rewrite; a foreign commit between two runs is
+        // noticed by the generation check of the next.
+        let mut rewrites_all = true;
+        if let Some(run) = first {
+            self.apply(v6, &run, std::mem::take(&mut rewrites_all))?;
+        }
+        for entry in entries(&snapshot.state) {
+            let fam = &mut self.families[index];
+            let rules = service_rules(entry, &fam.ctx);
+            if rules.rule_count() == 0 {
+                continue;
+            }
+            // Recorded before it is applied: a failed run may have left it in place.
+            let new = ProgrammedRules::from(&rules);
+            for c in new.chain_names() {
+                fam.unowned_chains.remove(c);
+            }
+            fam.programmed.insert(entry.port.name.clone(), new);
+            if let Some(run) = rewrite.add(&rules) {
+                self.apply(v6, &run, std::mem::take(&mut rewrites_all))?;
+            }
+        }
+        let fam = &self.families[index];
+        let stale: Vec<ChainName> = fam.unowned_chains.iter().copied().collect();
+        let shared = fam.programmed.values().flat_map(|p| p.shared.iter());
+        for run in rewrite.finish(shared, &stale) {
+            self.apply(v6, &run, std::mem::take(&mut rewrites_all))?;
         }
         Ok(())
     }
@@ -642,7 +681,7 @@ impl<N: Netfilter> Backend for IptablesProxier<N> {
         }
         for f in &mut self.families {
             f.programmed.clear();
-            f.kernel_chains.clear();
+            f.unowned_chains.clear();
             f.needs_full = true;
             f.verified = false;
         }

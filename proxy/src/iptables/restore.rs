@@ -1,10 +1,13 @@
 //! iptables-restore input: a full rewrite of everything the proxy owns, or a partial
 //! update that touches only the chains and shared rules of changed Service ports.
 //! Both are meant for `iptables-restore --noflush`, so chains we do not own are kept.
+//! Both take the Service ports' rules one at a time, as they are generated, and keep
+//! only the text still to be sent: at most one run of a batched rewrite.
 
+use super::programmed::{ChainName, ProgrammedRules, name_of};
 use super::rules::{ServiceRules, SharedRule, Table};
 use std::collections::BTreeSet;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 
 /// The shared chains, per table, in declaration order.
 const SHARED_CHAINS: &[(Table, &str)] = &[
@@ -77,25 +80,47 @@ impl StaticRules {
     }
 }
 
-fn section(
-    out: &mut String,
-    table: Table,
-    declare: &[String],
-    body: &[String],
-    delete_chains: &[String],
-) {
-    let _ = writeln!(out, "*{}", table.name());
-    for c in declare {
-        let _ = writeln!(out, ":{c} - [0:0]");
+/// One table's part of an iptables-restore input: chain declarations (which create or
+/// flush), rules, and chain deletions, written in that order.
+#[derive(Default)]
+struct Section {
+    declare: String,
+    body: String,
+    delete: String,
+}
+
+impl Section {
+    fn declare(&mut self, chain: impl Display) {
+        let _ = writeln!(self.declare, ":{chain} - [0:0]");
     }
-    for line in body {
-        out.push_str(line);
-        out.push('\n');
+
+    fn rule(&mut self, line: impl Display) {
+        let _ = writeln!(self.body, "{line}");
     }
-    for c in delete_chains {
-        let _ = writeln!(out, "-X {c}");
+
+    fn delete(&mut self, chain: impl Display) {
+        let _ = writeln!(self.delete, "-X {chain}");
     }
-    out.push_str("COMMIT\n");
+
+    /// The rules of one of our own chains.
+    fn chain(&mut self, chain: &str, rules: &[String]) {
+        self.declare(chain);
+        for r in rules {
+            self.rule(format_args!("-A {chain} {r}"));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.declare.is_empty() && self.body.is_empty() && self.delete.is_empty()
+    }
+
+    fn write(&self, out: &mut String, table: Table) {
+        let _ = writeln!(out, "*{}", table.name());
+        out.push_str(&self.declare);
+        out.push_str(&self.body);
+        out.push_str(&self.delete);
+        out.push_str("COMMIT\n");
+    }
 }
 
 /// How a full rewrite is cut into iptables-restore runs.
@@ -110,148 +135,181 @@ pub enum Batching {
 }
 
 /// Everything, from scratch, as the inputs of consecutive iptables-restore runs: shared
-/// chains are flushed and refilled, every Service chain rewritten, and `stale_chains`
+/// chains are flushed and refilled, every Service chain rewritten, and stale chains
 /// (Service chains in the kernel but no longer wanted) flushed and deleted. Batched,
 /// each Service port's chains stay in one run (so each is self-contained), the nat
 /// static chains they jump to come first, and the shared chains that jump to them come
 /// last, after which the stale chains are unreferenced and deleted.
-pub fn full<'a>(
-    all: impl Iterator<Item = &'a ServiceRules> + Clone,
-    statics: &StaticRules,
-    stale_chains: &[String],
+pub struct FullRewrite<'a> {
+    statics: &'a StaticRules,
     batching: Batching,
-) -> Vec<String> {
-    let Batching::ChainsPerRun(limit) = batching else {
-        return vec![full_input(all, statics, stale_chains, true)];
-    };
-    // KUBE-MARK-MASQ and KUBE-POSTROUTING: refilled with the same rules, atomically.
-    let mut run = String::new();
-    section(
-        &mut run,
-        Table::Nat,
-        &["KUBE-POSTROUTING".into(), "KUBE-MARK-MASQ".into()],
-        &statics.rules(Table::Nat),
-        &[],
-    );
-    let mut runs = vec![run];
-    let mut batch = |declare: &mut Vec<String>, body: &mut Vec<String>| {
-        let mut run = String::new();
-        section(&mut run, Table::Nat, declare, body, &[]);
-        runs.push(run);
-        declare.clear();
-        body.clear();
-    };
-    let (mut declare, mut body) = (Vec::new(), Vec::new());
-    for s in all.clone() {
-        for (chain, rules) in &s.chains {
-            declare.push(chain.clone());
-            body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
-        }
-        if declare.len() >= limit {
-            batch(&mut declare, &mut body);
-        }
-    }
-    if !declare.is_empty() {
-        batch(&mut declare, &mut body);
-    }
-    runs.push(full_input(all, statics, stale_chains, false));
-    runs
+    /// Service chains not handed out in a run yet.
+    chains: Section,
+    chain_count: usize,
 }
 
-/// The full input, with or without the Service chains.
-fn full_input<'a>(
-    all: impl Iterator<Item = &'a ServiceRules> + Clone,
-    statics: &StaticRules,
-    stale_chains: &[String],
-    with_service_chains: bool,
-) -> String {
-    let mut out = String::new();
-    for table in [Table::Filter, Table::Nat] {
-        let mut declare = statics.chains(table);
-        let mut body = statics.rules(table);
-        let shared = |r: &&SharedRule| r.table == table;
-        body.extend(
-            all.clone()
-                .flat_map(|s| s.shared.iter())
-                .filter(shared)
-                .map(|r| format!("-A {} {}", r.chain, r.rule)),
-        );
-        let mut deleted = Vec::new();
-        if table == Table::Nat {
-            body.extend(statics.node_port_jumps());
-            for s in all.clone().filter(|_| with_service_chains) {
-                for (chain, rules) in &s.chains {
-                    declare.push(chain.clone());
-                    body.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
+impl<'a> FullRewrite<'a> {
+    /// A rewrite, and the run to apply before any other (batched only).
+    pub fn new(statics: &'a StaticRules, batching: Batching) -> (Self, Option<String>) {
+        let first = (batching != Batching::Single).then(|| {
+            // KUBE-MARK-MASQ and KUBE-POSTROUTING: refilled with the same rules, atomically.
+            let mut nat = Section::default();
+            nat.declare("KUBE-POSTROUTING");
+            nat.declare("KUBE-MARK-MASQ");
+            statics.rules(Table::Nat).iter().for_each(|r| nat.rule(r));
+            let mut run = String::new();
+            nat.write(&mut run, Table::Nat);
+            run
+        });
+        let rewrite = FullRewrite {
+            statics,
+            batching,
+            chains: Section::default(),
+            chain_count: 0,
+        };
+        (rewrite, first)
+    }
+
+    /// Adds the chains of one Service port; returns a run to apply when a batch is full.
+    pub fn add(&mut self, rules: &ServiceRules) -> Option<String> {
+        for (chain, body) in &rules.chains {
+            self.chains.chain(chain, body);
+        }
+        self.chain_count += rules.chains.len();
+        match self.batching {
+            Batching::ChainsPerRun(limit) if self.chain_count >= limit => Some(self.take_batch()),
+            _ => None,
+        }
+    }
+
+    fn take_batch(&mut self) -> String {
+        let mut run = String::new();
+        std::mem::take(&mut self.chains).write(&mut run, Table::Nat);
+        self.chain_count = 0;
+        run
+    }
+
+    /// The runs left: the last batch of Service chains, if any, and the shared chains
+    /// refilled with `shared` (every Service port's rules there), which also deletes
+    /// `stale`. Single, one run with everything.
+    pub fn finish<'r>(
+        mut self,
+        shared: impl Iterator<Item = &'r SharedRule> + Clone,
+        stale: &[ChainName],
+    ) -> Vec<String> {
+        let mut runs = Vec::new();
+        if self.batching != Batching::Single && self.chain_count > 0 {
+            runs.push(self.take_batch());
+        }
+        let mut out = String::new();
+        for table in [Table::Filter, Table::Nat] {
+            let mut section = Section::default();
+            self.statics
+                .chains(table)
+                .iter()
+                .for_each(|c| section.declare(c));
+            self.statics
+                .rules(table)
+                .iter()
+                .for_each(|r| section.rule(r));
+            shared
+                .clone()
+                .filter(|r| r.table == table)
+                .for_each(|r| section.rule(format_args!("-A {} {}", r.chain, r.rule)));
+            if table == Table::Nat {
+                self.statics
+                    .node_port_jumps()
+                    .iter()
+                    .for_each(|r| section.rule(r));
+                // Single: the Service chains go here (empty when batched).
+                let chains = std::mem::take(&mut self.chains);
+                section.declare.push_str(&chains.declare);
+                section.body.push_str(&chains.body);
+                for c in stale {
+                    section.declare(c);
+                    section.delete(c);
                 }
             }
-            declare.extend(stale_chains.iter().cloned());
-            deleted.extend(stale_chains.iter().cloned());
+            section.write(&mut out, table);
         }
-        section(&mut out, table, &declare, &body, &deleted);
+        runs.push(out);
+        runs
     }
-    out
 }
 
-/// Only the differences between `old` and `new` rules of the changed Service ports.
-/// Returns None when nothing differs.
-pub fn partial<'a>(
-    changes: impl Iterator<Item = (Option<&'a ServiceRules>, Option<&'a ServiceRules>)>,
-) -> Option<String> {
-    let empty = ServiceRules::default();
-    let mut filter_body = Vec::new();
-    let mut nat_declare = Vec::new();
-    let mut nat_deletes = Vec::new();
-    let mut nat_inserts = Vec::new();
-    let mut nat_chain_rules = Vec::new();
-    let mut nat_removed = Vec::new();
-    for (old, new) in changes {
-        let (old, new) = (old.unwrap_or(&empty), new.unwrap_or(&empty));
-        let old_shared: BTreeSet<&SharedRule> = old.shared.iter().collect();
-        let new_shared: BTreeSet<&SharedRule> = new.shared.iter().collect();
+/// Only the differences between the applied and the new rules of changed Service ports.
+#[derive(Default)]
+pub struct PartialUpdate {
+    filter_deletes: Section,
+    filter_inserts: Section,
+    nat_deletes: Section,
+    /// Changed and removed Service chains.
+    nat_chains: Section,
+    nat_inserts: Section,
+}
+
+impl PartialUpdate {
+    /// Adds the differences of one Service port: `old` as applied (None: it had no
+    /// rules), `new` as now generated, with its compact form (None: it has no rules).
+    pub fn add(
+        &mut self,
+        old: Option<&ProgrammedRules>,
+        new: Option<(&ServiceRules, &ProgrammedRules)>,
+    ) {
+        let old_shared: BTreeSet<&SharedRule> = old.iter().flat_map(|o| o.shared.iter()).collect();
+        let new_shared: BTreeSet<&SharedRule> =
+            new.iter().flat_map(|(n, _)| n.shared.iter()).collect();
         for r in old_shared.difference(&new_shared) {
-            let line = format!("-D {} {}", r.chain, r.rule);
+            let line = format_args!("-D {} {}", r.chain, r.rule);
             match r.table {
-                Table::Filter => filter_body.push(line),
-                Table::Nat => nat_deletes.push(line),
+                Table::Filter => self.filter_deletes.rule(line),
+                Table::Nat => self.nat_deletes.rule(line),
             }
         }
         for r in new_shared.difference(&old_shared) {
-            let line = format!("-I {} 1 {}", r.chain, r.rule);
+            let line = format_args!("-I {} 1 {}", r.chain, r.rule);
             match r.table {
-                Table::Filter => filter_body.push(line),
-                Table::Nat => nat_inserts.push(line),
+                Table::Filter => self.filter_inserts.rule(line),
+                Table::Nat => self.nat_inserts.rule(line),
             }
         }
-        for (chain, rules) in &new.chains {
-            if old.chains.get(chain) != Some(rules) {
-                nat_declare.push(chain.clone());
-                nat_chain_rules.extend(rules.iter().map(|r| format!("-A {chain} {r}")));
+        if let Some((text, compact)) = new {
+            for (chain, rules) in &text.chains {
+                let name = name_of(chain);
+                if old.and_then(|o| o.chain(&name)) != compact.chain(&name) {
+                    self.nat_chains.chain(chain, rules);
+                }
             }
         }
-        for chain in old.chains.keys().filter(|c| !new.chains.contains_key(*c)) {
-            nat_declare.push(chain.clone());
-            nat_removed.push(chain.clone());
+        let kept = |c: &ChainName| new.is_some_and(|(_, n)| n.chain(c).is_some());
+        for chain in old
+            .iter()
+            .flat_map(|o| o.chain_names())
+            .filter(|c| !kept(c))
+        {
+            self.nat_chains.declare(chain);
+            self.nat_chains.delete(chain);
         }
     }
-    if filter_body.is_empty()
-        && nat_declare.is_empty()
-        && nat_deletes.is_empty()
-        && nat_inserts.is_empty()
-    {
-        return None;
-    }
-    let mut out = String::new();
-    if !filter_body.is_empty() {
+
+    /// The iptables-restore input; None when nothing differs.
+    pub fn finish(self) -> Option<String> {
+        let mut out = String::new();
         // Deletions first, so a rule that changes is removed before its new form is added.
-        filter_body.sort_by_key(|l| !l.starts_with("-D"));
-        section(&mut out, Table::Filter, &[], &filter_body, &[]);
+        let mut filter = self.filter_deletes;
+        filter.body.push_str(&self.filter_inserts.body);
+        if !filter.is_empty() {
+            filter.write(&mut out, Table::Filter);
+        }
+        // References go before the chains they point to are deleted.
+        let mut nat = self.nat_deletes;
+        nat.declare = self.nat_chains.declare;
+        nat.body.push_str(&self.nat_chains.body);
+        nat.body.push_str(&self.nat_inserts.body);
+        nat.delete = self.nat_chains.delete;
+        if !nat.is_empty() {
+            nat.write(&mut out, Table::Nat);
+        }
+        (!out.is_empty()).then_some(out)
     }
-    let mut nat_body = nat_deletes;
-    nat_body.extend(nat_chain_rules);
-    nat_body.extend(nat_inserts);
-    if !nat_body.is_empty() || !nat_declare.is_empty() {
-        section(&mut out, Table::Nat, &nat_declare, &nat_body, &nat_removed);
-    }
-    Some(out)
 }

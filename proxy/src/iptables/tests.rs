@@ -13,6 +13,8 @@ pub struct Recorder {
     pub kernel_chains: Vec<String>,
     pub canary: bool,
     pub fail_next_restore: bool,
+    /// The restore with this index (counting the successful ones before it) fails.
+    pub fail_restore_at: Option<usize>,
     /// Answer of `is_nf_tables_backend` (the nf_tables backend).
     pub nft: bool,
     pub route_localnet: bool,
@@ -26,7 +28,9 @@ pub struct Recorder {
 
 impl Netfilter for Recorder {
     fn restore(&mut self, _v6: bool, input: &str) -> Result<(), ExecError> {
-        if std::mem::take(&mut self.fail_next_restore) {
+        let fail_here = self.fail_restore_at == Some(self.restores.len());
+        if std::mem::take(&mut self.fail_next_restore) || fail_here {
+            self.fail_restore_at = None;
             return Err(ExecError::Failed {
                 program: "iptables-restore".into(),
                 status: "1".into(),
@@ -200,8 +204,13 @@ fn partial_sync_touches_only_the_changed_service() {
     let input = p.netfilter().restores.last().unwrap().clone();
     let svc_a = service_chain(&port_name("a"));
     let sep_new = endpoint_chain(&port_name("a"), "10.244.1.9:8080".parse().unwrap());
+    let sep_kept = endpoint_chain(&port_name("a"), "10.244.1.2:8080".parse().unwrap());
     assert!(input.contains(&format!(":{svc_a} - [0:0]")));
     assert!(input.contains(&format!(":{sep_new} - [0:0]")));
+    assert!(
+        !input.contains(&format!(":{sep_kept} ")) && !input.contains(&format!("-A {sep_kept} ")),
+        "the chain of the unchanged endpoint is not rewritten:\n{input}"
+    );
     assert!(
         !input.contains(&service_chain(&port_name("b"))),
         "b is untouched:\n{input}"
@@ -619,10 +628,10 @@ fn full_sync_of_an_untouched_nf_tables_ruleset_sends_only_differences() {
     assert_eq!(p.netfilter().restores.len(), count, "still untouched");
 }
 
-#[test]
-fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
+/// Services s0, s1, ... with one endpoint each.
+fn services_with_one_endpoint(count: usize) -> ChangeTracker {
     let mut t = ChangeTracker::new("n");
-    for i in 0..400 {
+    for i in 0..count {
         let name = format!("s{i}");
         t.apply_service(&service(
             &name,
@@ -631,6 +640,12 @@ fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
         ));
         t.apply_slice(&slice(&name, &[("10.244.1.2", true, "n")]));
     }
+    t
+}
+
+#[test]
+fn a_foreign_commit_between_the_runs_of_a_rewrite_forces_the_next_rewrite() {
+    let mut t = services_with_one_endpoint(400);
     let recorder = Recorder {
         nft: true,
         generation: Some(7),
@@ -666,4 +681,40 @@ fn without_a_generation_every_full_sync_rewrites_everything() {
     assert_eq!(p.netfilter().restores.len(), 2);
     assert!(input.contains(&format!(":{} - [0:0]", service_chain(&port_name("a")))));
     assert!(input.contains(":KUBE-SERVICES - [0:0]"));
+}
+
+#[test]
+fn a_rewrite_that_fails_midway_is_finished_by_the_next_full_sync() {
+    let mut t = services_with_one_endpoint(400);
+    let recorder = Recorder {
+        nft: true,
+        ..Default::default()
+    };
+    let mut p = IptablesProxier::new(recorder, options());
+    p.sync(&t.snapshot(), false).unwrap();
+    for i in 0..200 {
+        t.delete_service(&service(&format!("s{i}"), "198.19.1.1", json!({})));
+    }
+    // The static chains and the first batch of chains go in, then a run fails.
+    let before = p.netfilter().restores.len();
+    p.netfilter().fail_restore_at = Some(before + 2);
+    assert!(p.sync(&t.snapshot(), true).is_err());
+    assert_eq!(p.netfilter().restores.len(), before + 2);
+
+    // The next sync is a full one and deletes the chains of every removed Service,
+    // whether the failed rewrite got to them or not, and none of those still wanted.
+    let report = p.sync(&t.snapshot(), false).unwrap();
+    assert!(report.full);
+    let last = p.netfilter().restores.last().unwrap().clone();
+    let deleted = lines_of(&last, "-X ");
+    for i in 0..400 {
+        let svc = service_chain(&port_name(&format!("s{i}")));
+        assert_eq!(deleted.contains(&format!("-X {svc}")), i < 200, "s{i}");
+    }
+    assert_eq!(
+        deleted.len(),
+        200 * 2,
+        "a Service chain and an endpoint chain each"
+    );
+    assert_eq!(report.rules, 200 * (1 + 2 + 2));
 }

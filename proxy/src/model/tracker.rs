@@ -83,26 +83,40 @@ pub struct ChangeTracker {
     node: NodeTopology,
     state: DesiredState,
     dirty: BTreeSet<ServiceName>,
-    relist: Relist,
+    services_relist: Relist<Ports>,
+    slices_relist: Relist<ServiceSlices>,
 }
 
-/// Re-lists in progress, each the new complete set so far.
-#[derive(Default)]
-struct Relist {
-    services: Option<BTreeMap<ServiceName, Ports>>,
-    slices: Option<BTreeMap<ServiceName, ServiceSlices>>,
+/// A re-list in progress of one kind of object: the new complete set so far, per
+/// Service, kept in the tracker's compact form (not as API objects) meanwhile.
+struct Relist<V>(Option<BTreeMap<ServiceName, V>>);
+
+impl<V> Default for Relist<V> {
+    fn default() -> Self {
+        Relist(None)
+    }
 }
 
-/// Marks every Service whose entry differs between `old` and `new` as changed.
-fn mark_differences<V: PartialEq>(
-    dirty: &mut BTreeSet<ServiceName>,
-    old: &BTreeMap<ServiceName, V>,
-    new: &BTreeMap<ServiceName, V>,
-) {
-    for key in old.keys().chain(new.keys()) {
-        if old.get(key) != new.get(key) {
-            dirty.insert(key.clone());
+impl<V: Default + PartialEq> Relist<V> {
+    fn begin(&mut self) {
+        self.0 = Some(BTreeMap::new());
+    }
+
+    /// The re-listed entry of `key`, while a re-list is in progress.
+    fn entry(&mut self, key: ServiceName) -> Option<&mut V> {
+        self.0.as_mut().map(|fresh| fresh.entry(key).or_default())
+    }
+
+    /// The re-list is complete: it replaces `known` at once, so entries absent from it
+    /// are deleted, and every Service whose entry differs is marked changed.
+    fn end(&mut self, known: &mut BTreeMap<ServiceName, V>, dirty: &mut BTreeSet<ServiceName>) {
+        let fresh = self.0.take().unwrap_or_default();
+        for key in known.keys().chain(fresh.keys()) {
+            if known.get(key) != fresh.get(key) {
+                dirty.insert(key.clone());
+            }
         }
+        *known = fresh;
     }
 }
 
@@ -193,36 +207,28 @@ impl ChangeTracker {
     }
 
     /// A re-list of Services starts: what follows until [`Self::end_services_relist`]
-    /// is the complete set, kept in compact form (not as API objects) meanwhile.
+    /// is the complete set.
     pub fn begin_services_relist(&mut self) {
-        self.relist.services = Some(BTreeMap::new());
+        self.services_relist.begin();
     }
 
     /// One Service of the re-list in progress.
     pub fn relist_service(&mut self, svc: &Service) {
-        if let (Some(list), Some(key)) = (&mut self.relist.services, service_key(svc)) {
-            list.insert(key, compact_ports(svc));
+        if let Some(ports) = service_key(svc).and_then(|key| self.services_relist.entry(key)) {
+            *ports = compact_ports(svc);
         }
     }
 
     /// The re-list is complete: it replaces the known Services at once, so Services
     /// absent from it are deleted.
     pub fn end_services_relist(&mut self) {
-        let fresh = self.relist.services.take().unwrap_or_default();
-        mark_differences(&mut self.dirty, &self.services, &fresh);
-        self.services = fresh;
-    }
-
-    /// Replaces the whole set of Services, as a complete re-list does.
-    pub fn replace_services(&mut self, all: &[Service]) {
-        self.begin_services_relist();
-        all.iter().for_each(|s| self.relist_service(s));
-        self.end_services_relist();
+        self.services_relist
+            .end(&mut self.services, &mut self.dirty);
     }
 
     /// A re-list of EndpointSlices starts; see [`Self::begin_services_relist`].
     pub fn begin_slices_relist(&mut self) {
-        self.relist.slices = Some(BTreeMap::new());
+        self.slices_relist.begin();
     }
 
     /// One EndpointSlice of the re-list in progress.
@@ -230,24 +236,14 @@ impl ChangeTracker {
         let Some((owner, name)) = slice_owner(slice) else {
             return;
         };
-        let info = SliceInfo::from_slice(slice, &self.node.name);
-        if let Some(list) = &mut self.relist.slices {
-            list.entry(owner).or_default().insert(name, info);
+        if let Some(slices) = self.slices_relist.entry(owner) {
+            slices.insert(name, SliceInfo::from_slice(slice, &self.node.name));
         }
     }
 
     /// The re-list is complete: it replaces the known EndpointSlices at once.
     pub fn end_slices_relist(&mut self) {
-        let fresh = self.relist.slices.take().unwrap_or_default();
-        mark_differences(&mut self.dirty, &self.slices, &fresh);
-        self.slices = fresh;
-    }
-
-    /// Replaces the whole set of EndpointSlices, as a complete re-list does.
-    pub fn replace_slices(&mut self, all: &[EndpointSlice]) {
-        self.begin_slices_relist();
-        all.iter().for_each(|s| self.relist_slice(s));
-        self.end_slices_relist();
+        self.slices_relist.end(&mut self.slices, &mut self.dirty);
     }
 
     /// The node's zone decides topology filtering for every Service.
@@ -349,6 +345,10 @@ mod tests {
         .unwrap()
     }
 
+    fn names<'a>(services: impl IntoIterator<Item = &'a ServiceName>) -> Vec<&'a str> {
+        services.into_iter().map(|s| s.name.as_str()).collect()
+    }
+
     #[test]
     fn changes_are_tracked_per_service() {
         let mut t = ChangeTracker::new("node-a");
@@ -369,15 +369,11 @@ mod tests {
         assert!(!t.has_changes(), "an identical slice is no change");
         t.delete_slice(&slice("a", "a-1", &[]));
         let snap = t.snapshot();
-        assert_eq!(
-            snap.changed
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
+        assert_eq!(names(&snap.changed), ["a"]);
 
-        t.replace_services(&[svc("b", "198.19.0.2")]);
+        t.begin_services_relist();
+        t.relist_service(&svc("b", "198.19.0.2"));
+        t.end_services_relist();
         let snap = t.snapshot();
         assert!(!snap.state.contains_key(&ServiceName {
             namespace: "ns".into(),
@@ -404,10 +400,7 @@ mod tests {
         t.end_slices_relist();
         let snap = t.snapshot();
         assert_eq!(
-            snap.changed
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
+            names(&snap.changed),
             ["a", "b"],
             "a gained an endpoint; b's slice is absent from the new list"
         );
@@ -428,20 +421,8 @@ mod tests {
         t.relist_service(&svc("a", "198.19.0.1"));
         t.end_services_relist();
         let snap = t.snapshot();
-        assert_eq!(
-            snap.changed
-                .iter()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["b"]
-        );
-        assert_eq!(
-            snap.state
-                .keys()
-                .map(|s| s.name.as_str())
-                .collect::<Vec<_>>(),
-            ["a"]
-        );
+        assert_eq!(names(&snap.changed), ["b"]);
+        assert_eq!(names(snap.state.keys()), ["a"]);
     }
 
     #[test]
