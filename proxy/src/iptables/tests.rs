@@ -242,6 +242,48 @@ fn partial_sync_touches_only_the_changed_service() {
 }
 
 #[test]
+fn partial_sync_deletes_the_chains_of_a_removed_port_only() {
+    let two_ports = json!({"ports": [
+        {"name": "http", "port": 80, "protocol": "TCP"},
+        {"name": "dns", "port": 53, "protocol": "UDP"}]});
+    let mut t = ChangeTracker::new("node-a");
+    t.apply_service(&service("a", "198.19.0.10", two_ports.clone()));
+    t.apply_service(&service("ab", "198.19.0.11", two_ports));
+    for svc in ["a", "ab"] {
+        let mut s = slice(svc, &[("10.244.1.2", true, "n")]);
+        s.ports = Some(
+            serde_json::from_value(json!([
+            {"name": "http", "port": 8080, "protocol": "TCP"},
+            {"name": "dns", "port": 5353, "protocol": "UDP"}]))
+            .unwrap(),
+        );
+        t.apply_slice(&s);
+    }
+    let mut p = IptablesProxier::new(Recorder::default(), options());
+    p.sync(&t.snapshot(), false).unwrap();
+
+    t.apply_service(&service("a", "198.19.0.10", json!({})));
+    let report = p.sync(&t.snapshot(), false).unwrap();
+    assert!(!report.full);
+    let input = p.netfilter().restores.last().unwrap().clone();
+    let dns = |svc: &str| ServicePortName {
+        port: "dns".into(),
+        protocol: crate::model::Protocol::Udp,
+        ..port_name(svc)
+    };
+    assert!(
+        input.contains(&format!("-X {}", service_chain(&dns("a")))),
+        "the removed port's chain is deleted:\n{input}"
+    );
+    for kept in [port_name("a"), port_name("ab"), dns("ab")] {
+        assert!(
+            !input.contains(&format!("-X {}", service_chain(&kept))),
+            "{kept} keeps its chain:\n{input}"
+        );
+    }
+}
+
+#[test]
 fn failed_partial_sync_falls_back_to_full_and_full_removes_stale_chains() {
     let mut t = ChangeTracker::new("n");
     t.apply_service(&service("a", "198.19.0.10", json!({})));
