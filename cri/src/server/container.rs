@@ -277,13 +277,16 @@ impl Daemon {
             };
             // The record's wait for the disk overlaps the runtime's create;
             // a record without a pid is one StartContainer creates again.
-            let (created, written) = tokio::join!(self.create_in_runtime(&record), async {
-                self.containers.write_new(&record)
-            });
+            let written = tokio::task::spawn_blocking(self.containers.write_new(&record));
+            let created = self.create_in_runtime(&record).await;
+            let written = written
+                .await
+                .map_err(|e| Status::internal(format!("record write task: {e}")))
+                .and_then(|w| w.map_err(store_status));
             drop(primer);
             phases.done("runtime create and record");
             made.record = written.is_ok();
-            written.map_err(store_status)?;
+            written?;
             match created {
                 Ok(pid) => record.pid = Some(pid),
                 // What runc's create refuses (a missing executable, a bad

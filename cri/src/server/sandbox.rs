@@ -289,7 +289,12 @@ impl Daemon {
             network_attached: !host_network,
             ..record.clone()
         };
-        let (network, written) = tokio::join!(network, async { self.sandboxes.write_new(&early) });
+        let written = tokio::task::spawn_blocking(self.sandboxes.write_new(&early));
+        let network = network.await;
+        let written = written
+            .await
+            .map_err(|e| Status::internal(format!("record write task: {e}")))
+            .and_then(|w| w.map_err(store_status));
         if written.is_ok() {
             made.record = Some(id.to_string());
         }
@@ -315,7 +320,7 @@ impl Daemon {
         if let Ok(Some((pod, _))) = &network {
             made.network = Some(pod.clone());
         }
-        written.map_err(store_status)?;
+        written?;
         if let Some((_, setup)) = network? {
             record.network_attached = true;
             if let Some(ips) = setup.ips {

@@ -78,11 +78,22 @@ impl<T: Record> Store<T> {
     }
 
     fn persist(&self, record: &T, durability: Durability) -> Result<(), StoreError> {
+        self.persist_job(record, durability)()
+    }
+
+    /// The persisting of `record` as a job that may run on another thread:
+    /// encoded now, written when called.
+    fn persist_job(
+        &self,
+        record: &T,
+        durability: Durability,
+    ) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+        let path = self.path(record.id());
         let data = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt {
-            path: self.path(record.id()),
+            path: path.clone(),
             reason: e.to_string(),
-        })?;
-        atomic::write(&self.path(record.id()), &data, durability)
+        });
+        move || atomic::write(&path, &data?, durability)
     }
 
     /// Reserves a sandbox name for `id` before anything is made for it.
@@ -101,12 +112,16 @@ impl<T: Record> Store<T> {
         Ok(())
     }
 
-    /// The slow half of [`Store::put`] on its own: writes a new record to
-    /// disk, fsynced, without adding it, so that the wait for the disk can
-    /// overlap other work. [`Store::insert_written`] then adds it; a record
-    /// written but never added is dropped with [`Store::delete`].
-    pub fn write_new(&self, record: &T) -> Result<(), StoreError> {
-        self.persist(record, Durability::PowerLoss)
+    /// The slow half of [`Store::put`] on its own: the writing of a new
+    /// record to disk, fsynced, without adding it, as a job for a blocking
+    /// thread (`spawn_blocking`) so that the wait for the disk overlaps
+    /// other work. [`Store::insert_written`] then adds it; a record written
+    /// but never added is dropped with [`Store::delete`].
+    pub fn write_new(
+        &self,
+        record: &T,
+    ) -> impl FnOnce() -> Result<(), StoreError> + Send + 'static {
+        self.persist_job(record, Durability::PowerLoss)
     }
 
     /// Adds a record [`Store::write_new`] wrote; what changed since (such
