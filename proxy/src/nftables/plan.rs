@@ -93,7 +93,11 @@ pub fn full<'a>(
     for c in &stale_chains {
         ops::flush_chain(batch, t, c);
     }
-    for m in existing.sets.iter().filter(|s| endpoint_map_number(s).is_some()) {
+    for m in existing
+        .sets
+        .iter()
+        .filter(|s| endpoint_map_number(s).is_some())
+    {
         ops::delete_set(batch, t, m);
     }
     let mut stale_sets: BTreeSet<&str> = existing
