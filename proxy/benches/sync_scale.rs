@@ -7,11 +7,13 @@
 //! with `endpoints` ready endpoints each, times the first full sync, then `runs` times
 //! (default 3) a one-endpoint change (a partial sync), a syncPeriod timer tick without
 //! changes (also partial) and a full resync as done hourly or after a failure, and prints
-//! medians, the rule count and the process's peak RSS. In the iptables modes it then times
+//! medians, the rule count and the process's peak RSS. Each run also adds an endpoint
+//! to another Service and then removes it again (two partial syncs that change how
+//! many endpoints the Service balances over, so its rule is replaced). In the iptables modes it then times
 //! the full sync of a restarted proxy (a new proxier over the rules already in place, as
 //! after a crash or upgrade), and gives the CPU time of the first full sync and of the
 //! restart split into the bench's own and that of the tools it ran (iptables-restore and
-//! friends). Runs as root in a network namespace of its own, deleted at the end.
+//! friends), and in every mode the CPU time of the resyncs. Runs as root in a network namespace of its own, deleted at the end.
 
 use berth_proxy::backend::Backend;
 use berth_proxy::config::{LocalDetector, NodePortAddresses};
@@ -160,6 +162,9 @@ fn main() -> anyhow::Result<()> {
     let mut partials = Vec::new();
     let mut ticks = Vec::new();
     let mut fulls = Vec::new();
+    let mut full_cpus = Vec::new();
+    let mut grown = Vec::new();
+    let mut shrunk = Vec::new();
     for run in 0..runs {
         // One endpoint of one Service changes address (and back, on the next run).
         let mut changed = slice(services / 2, endpoints, 0);
@@ -183,9 +188,30 @@ fn main() -> anyhow::Result<()> {
         ticks.push(t.elapsed());
         anyhow::ensure!(!tick.full, "the timer tick went through a full sync");
         let snapshot = tracker.snapshot();
-        let t = Instant::now();
-        backend.sync(&snapshot, true)?;
-        fulls.push(t.elapsed());
+        let (report, wall, own, _) = timed(|| backend.sync(&snapshot, true));
+        report?;
+        fulls.push(wall);
+        full_cpus.push(own);
+
+        // Another Service gains an endpoint, then loses it again.
+        let resized = services / 3;
+        let mut more = slice(resized, endpoints, 0);
+        if let Some(eps) = more.endpoints.as_mut() {
+            let mut extra = eps[0].clone();
+            extra.addresses = vec!["10.255.254.1".to_string()];
+            eps.push(extra);
+        }
+        for (s, times) in [
+            (more, &mut grown),
+            (slice(resized, endpoints, 0), &mut shrunk),
+        ] {
+            tracker.apply_slice(&s);
+            let snapshot = tracker.snapshot();
+            let t = Instant::now();
+            let report = backend.sync(&snapshot, false)?;
+            times.push(t.elapsed());
+            anyhow::ensure!(!report.full, "the resize did not go through a partial sync");
+        }
     }
     let median = |v: &mut Vec<std::time::Duration>| {
         v.sort();
@@ -193,7 +219,11 @@ fn main() -> anyhow::Result<()> {
     };
     let one = median(&mut partials);
     let resync = median(&mut fulls);
+    full_cpus.sort_by(f64::total_cmp);
+    let resync_cpu = full_cpus[full_cpus.len() / 2];
     let tick = median(&mut ticks);
+    let added = median(&mut grown);
+    let removed = median(&mut shrunk);
 
     // A restarted proxy finds every rule in place and knows nothing of them.
     let restart = if mode.starts_with("iptables") {
@@ -218,12 +248,14 @@ fn main() -> anyhow::Result<()> {
         String::new()
     };
     println!(
-        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s first_cpu_own={full_own_cpu:.2}s first_cpu_tools={full_tool_cpu:.2}s runs={runs} median_full_resync={:.3}s median_one_endpoint_change={:.1}ms median_timer_tick={:.1}ms{restart} peak_rss={:.1}MiB",
+        "mode={mode} services={services} endpoints_per_service={endpoints} rules={}{kernel} model_build={:.3}s first_full_sync={:.3}s first_cpu_own={full_own_cpu:.2}s first_cpu_tools={full_tool_cpu:.2}s runs={runs} median_full_resync={:.3}s median_resync_cpu_own={resync_cpu:.2}s median_one_endpoint_change={:.1}ms median_endpoint_added={:.1}ms median_endpoint_removed={:.1}ms median_timer_tick={:.1}ms{restart} peak_rss={:.1}MiB",
         report.rules,
         model_time.as_secs_f64(),
         full.as_secs_f64(),
         resync.as_secs_f64(),
         one.as_secs_f64() * 1000.0,
+        added.as_secs_f64() * 1000.0,
+        removed.as_secs_f64() * 1000.0,
         tick.as_secs_f64() * 1000.0,
         peak_rss
     );

@@ -22,7 +22,7 @@ use crate::model::{ServicePortName, Snapshot, entries, port_names};
 use crate::net::Cidr;
 use ruleset::Programmed;
 use skeleton::NodePortMatch;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 pub const TABLE: &str = "kube-proxy";
@@ -198,6 +198,7 @@ impl<N: Nft> NftProxier<N> {
         let changes: Vec<plan::Change> = updates
             .iter()
             .map(|(k, new)| plan::Change {
+                name: k,
                 old: fam.programmed.get(k),
                 new: new.as_ref(),
             })
@@ -245,36 +246,11 @@ impl<N: Nft> NftProxier<N> {
                 let r = service_ruleset(e, ctx, base);
                 (r.rule_count() > 0).then_some((&e.port.name, r))
             });
-        let kernel_maps: Vec<u32> = kernel_sets
-            .iter()
-            .filter_map(|s| ruleset::endpoint_map_number(s))
-            .collect();
-        let stale = |programmed: &BTreeMap<ServicePortName, Programmed>| {
-            let chains: BTreeSet<&str> = programmed
-                .values()
-                .flat_map(|p| p.chains.iter().map(|(c, _)| c.as_str()))
-                .collect();
-            let sets: BTreeSet<&str> = programmed
-                .values()
-                .flat_map(|p| p.affinity_sets.iter().map(|(s, _)| s.as_str()))
-                .collect();
-            let keep = |owned: &BTreeSet<&str>, n: &String| {
-                !is_per_service(n) || owned.contains(n.as_str())
-            };
-            (
-                kernel_chains
-                    .iter()
-                    .filter(|c| !keep(&chains, c))
-                    .cloned()
-                    .collect(),
-                kernel_sets
-                    .iter()
-                    .filter(|s| !keep(&sets, s))
-                    .cloned()
-                    .collect(),
-            )
+        let existing = plan::Existing {
+            chains: &kernel_chains,
+            sets: &kernel_sets,
         };
-        let (programmed, counts) = plan::full(&mut batch, TABLE, v6, rulesets, stale, &kernel_maps);
+        let (programmed, counts) = plan::full(&mut batch, TABLE, v6, rulesets, existing);
         self.nft.commit(batch)?;
         let fam = &mut self.families[index];
         fam.bases = Bases {

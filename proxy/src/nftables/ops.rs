@@ -3,7 +3,9 @@
 
 use super::expr::{self, AnonSet, Data, Expr, SetRef, set_flags, types, value};
 use super::netlink::{Batch, MsgType};
-use super::ruleset::{Element, EndpointKeys, ProgrammedKeys, SharedSet, endpoint_map_name};
+use super::ruleset::{
+    Element, ElementKey, EndpointKeys, ProgrammedKeys, SharedSet, endpoint_map_name,
+};
 
 /// Elements per message are bounded by the 64 KiB length of a netlink attribute.
 const MAX_ELEMENTS_BYTES: usize = 60_000;
@@ -127,30 +129,39 @@ pub fn flush_set(batch: &mut Batch, table: &str, set: &str) {
     batch.note(format!("flush set {set}"));
 }
 
-/// Adds (or, without `add`, deletes by key) elements of one shared set, in as many
-/// messages as their size needs.
-pub fn elements<'a>(
+/// Adds elements of one shared set, in as many messages as their size needs.
+pub fn add_elements<'a>(
     batch: &mut Batch,
     table: &str,
     set: SharedSet,
-    add: bool,
     elements: impl IntoIterator<Item = &'a Element> + Clone,
 ) {
     #[cfg(test)]
     for e in elements.clone() {
-        batch.note(format!(
-            "{} element {e}",
-            if add { "add" } else { "delete" }
-        ));
+        batch.note(format!("add element {e}"));
     }
     let items = elements.into_iter().map(|e| {
-        let data = match (add, &e.verdict) {
-            (true, Some(v)) => Some(Data::Verdict(v.clone())),
-            _ => None,
-        };
-        (e.key.bytes(), data)
+        (
+            e.key.bytes(),
+            e.verdict.as_ref().map(|v| Data::Verdict(v.clone())),
+        )
     });
-    element_messages(batch, table, set.name(), add, items);
+    element_messages(batch, table, set.name(), true, items);
+}
+
+/// Deletes elements of one shared set by key.
+pub fn delete_elements<'a>(
+    batch: &mut Batch,
+    table: &str,
+    set: SharedSet,
+    keys: impl IntoIterator<Item = &'a ElementKey> + Clone,
+) {
+    #[cfg(test)]
+    for k in keys.clone() {
+        batch.note(format!("delete element {} {{ {k} }}", set.name()));
+    }
+    let items = keys.into_iter().map(|k| (k.bytes(), None));
+    element_messages(batch, table, set.name(), false, items);
 }
 
 /// Keys and values (for `add`) of elements in messages of at most

@@ -1,49 +1,51 @@
 //! What a sync sends: everything (a full sync) or the difference since the last sync,
 //! as messages appended to one transaction.
 
+use super::is_per_service;
 use super::netlink::Batch;
 use super::ops;
 use super::ruleset::{
-    Element, EndpointKeys, Programmed, ProgrammedKeys, ServiceRuleset, SharedSet, endpoint_map_name,
+    ChainId, Element, EndpointKeys, PortNames, Programmed, ProgrammedElement, ProgrammedKeys,
+    ServiceRuleset, SharedSet, endpoint_map_number,
 };
-use std::collections::{BTreeMap, BTreeSet};
+use crate::model::ServicePortName;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-/// Element counts: several Service ports can share one element (a ClusterIP, or an
-/// endpoint's hairpin entry).
-pub type ElementCounts = BTreeMap<Element, usize>;
+/// How many programmed Service ports add each element, by [`ProgrammedElement::id`]:
+/// several can share one (a ClusterIP, or an endpoint's hairpin entry).
+pub type ElementCounts = BTreeMap<u64, u32>;
 
-fn add_elements(batch: &mut Batch, t: &str, add: bool, all: &[&Element]) {
+fn add_elements(batch: &mut Batch, t: &str, all: &[&Element]) {
     for set in SharedSet::ALL {
         let of_set = all.iter().copied().filter(|e| e.set == set);
         if of_set.clone().next().is_some() {
-            ops::elements(batch, t, set, add, of_set);
+            ops::add_elements(batch, t, set, of_set);
         }
     }
 }
 
-/// Declares the chains and affinity sets of `r` (chains emptied), then adds its rules.
-fn write_service(batch: &mut Batch, t: &str, v6: bool, r: &ServiceRuleset) {
-    for (set, timeout) in &r.affinity_sets {
-        ops::add_affinity_set(batch, t, set, v6, *timeout);
-    }
-    declare_chains(batch, t, r.chains.keys());
-    fill_chains(batch, t, r, None);
-}
-
-/// Adds the chains, emptied.
-fn declare_chains<'a>(batch: &mut Batch, t: &str, chains: impl Iterator<Item = &'a String>) {
-    for chain in chains {
-        ops::add_chain(batch, t, chain, None);
-        ops::flush_chain(batch, t, chain);
+fn delete_elements(batch: &mut Batch, t: &str, all: &[ProgrammedElement]) {
+    for set in SharedSet::ALL {
+        let of_set = all.iter().filter(|e| e.set == set).map(|e| &e.key);
+        if of_set.clone().next().is_some() {
+            ops::delete_elements(batch, t, set, of_set);
+        }
     }
 }
 
 /// Adds the rules of `r`'s chains (those in `only`, if given).
-fn fill_chains(batch: &mut Batch, t: &str, r: &ServiceRuleset, only: Option<&BTreeSet<&str>>) {
-    let wanted = |c: &str| only.is_none_or(|o| o.contains(c));
-    for (chain, rules) in r.chains.iter().filter(|(c, _)| wanted(c)) {
+fn fill_chains(
+    batch: &mut Batch,
+    t: &str,
+    names: &PortNames<'_>,
+    r: &ServiceRuleset,
+    only: Option<&BTreeSet<ChainId>>,
+) {
+    let wanted = |c: &ChainId| only.is_none_or(|o| o.contains(c));
+    for (id, rules) in r.chains.iter().filter(|(c, _)| wanted(c)) {
+        let chain = names.chain(*id);
         for rule in rules {
-            ops::add_rule(batch, t, chain, rule);
+            ops::add_rule(batch, t, &chain, rule);
         }
     }
 }
@@ -58,48 +60,89 @@ fn delete_chains(batch: &mut Batch, t: &str, chains: &[String]) {
     }
 }
 
-/// Everything after the skeleton: the shared sets emptied and refilled, every Service
-/// port's chains rewritten, and `stale_chains` / `stale_sets` (in the kernel but no
-/// longer wanted) removed. Returns what was programmed and the element counts.
+/// Names of the chains and sets in the table before a full sync.
+pub struct Existing<'a> {
+    pub chains: &'a [String],
+    pub sets: &'a [String],
+}
+
+/// Everything after the skeleton: the shared sets emptied and refilled, the endpoint
+/// maps made anew, every Service port's chains rewritten, and the per-Service chains
+/// and sets of `existing` that are no longer wanted removed. Returns what was
+/// programmed and the element counts.
 pub fn full<'a>(
     batch: &mut Batch,
     t: &str,
     v6: bool,
-    rulesets: impl Iterator<Item = (&'a crate::model::ServicePortName, ServiceRuleset)>,
-    stale: impl Fn(&BTreeMap<crate::model::ServicePortName, Programmed>) -> (Vec<String>, Vec<String>),
-    kernel_maps: &[u32],
-) -> (
-    BTreeMap<crate::model::ServicePortName, Programmed>,
-    ElementCounts,
-) {
+    rulesets: impl Iterator<Item = (&'a ServicePortName, ServiceRuleset)>,
+    existing: Existing<'_>,
+) -> (BTreeMap<ServicePortName, Programmed>, ElementCounts) {
     for set in SharedSet::ALL {
         ops::flush_set(batch, t, set.name());
     }
+    // Every Service port's chains are emptied first, which unbinds the endpoint maps;
+    // the maps are then deleted and made anew, empty. A rule binding to a map checks
+    // each element in it, flushed ones included, so rules bound to the old, flushed
+    // maps made a resync much slower than the first sync.
+    let mut stale_chains: BTreeSet<&str> = existing
+        .chains
+        .iter()
+        .map(String::as_str)
+        .filter(|c| is_per_service(c))
+        .collect();
+    for c in &stale_chains {
+        ops::flush_chain(batch, t, c);
+    }
+    for m in existing
+        .sets
+        .iter()
+        .filter(|s| endpoint_map_number(s).is_some())
+    {
+        ops::delete_set(batch, t, m);
+    }
+    let mut stale_sets: BTreeSet<&str> = existing
+        .sets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| is_per_service(s))
+        .collect();
     let mut programmed = BTreeMap::new();
-    let mut counts = ElementCounts::new();
+    let mut elements: Vec<(u64, Element)> = Vec::new();
     let mut maps = BTreeSet::new();
     let mut keys: Vec<EndpointKeys> = Vec::new();
     for (name, r) in rulesets {
         for k in &r.endpoint_keys {
             if maps.insert(k.map) {
                 ops::add_endpoint_map(batch, t, k.map, v6);
-                ops::flush_set(batch, t, &endpoint_map_name(k.map));
             }
         }
-        write_service(batch, t, v6, &r);
-        for e in &r.elements {
-            *counts.entry(e.clone()).or_insert(0) += 1;
+        let names = PortNames::new(name, r.port);
+        for (ep, timeout) in &r.affinity_sets {
+            let set = names.affinity_set(*ep);
+            stale_sets.remove(set.as_str());
+            ops::add_affinity_set(batch, t, &set, v6, *timeout);
         }
-        programmed.insert(name.clone(), r.summary());
+        // Chains that existed were emptied above.
+        for id in r.chains.keys() {
+            let chain = names.chain(*id);
+            stale_chains.remove(chain.as_str());
+            ops::add_chain(batch, t, &chain, None);
+        }
+        fill_chains(batch, t, &names, &r, None);
+        let summary = r.summary();
+        elements.extend(summary.elements.iter().map(|e| e.id()).zip(r.elements));
         keys.extend(r.endpoint_keys);
+        programmed.insert(name.clone(), summary);
     }
-    let (stale_chains, stale_sets) = stale(&programmed);
-    // Stale chains may still be referenced by rules of other stale chains: flush first.
-    for c in &stale_chains {
-        ops::flush_chain(batch, t, c);
+    elements.sort_unstable_by_key(|(id, _)| *id);
+    let mut counts = Vec::new();
+    let mut unique: Vec<&Element> = Vec::new();
+    for same in elements.chunk_by(|a, b| a.0 == b.0) {
+        counts.push((same[0].0, same.len() as u32));
+        unique.push(&same[0].1);
     }
-    let all: Vec<&Element> = counts.keys().collect();
-    add_elements(batch, t, true, &all);
+    // After the chains their verdicts point to.
+    add_elements(batch, t, &unique);
     // After the rules: a rule binding to a map checks each element already in it.
     keys.sort_by_key(|k| k.map);
     for of_map in keys.chunk_by(|a, b| a.map == b.map) {
@@ -111,15 +154,12 @@ pub fn full<'a>(
     for s in &stale_sets {
         ops::delete_set(batch, t, s);
     }
-    // No rule uses them any more: every per-Service chain was flushed above.
-    for m in kernel_maps.iter().filter(|m| !maps.contains(m)) {
-        ops::delete_set(batch, t, &endpoint_map_name(*m));
-    }
-    (programmed, counts)
+    (programmed, counts.into_iter().collect())
 }
 
 /// One Service port's change: what was programmed and what is wanted now.
 pub struct Change<'a> {
+    pub name: &'a ServicePortName,
     pub old: Option<&'a Programmed>,
     pub new: Option<&'a ServiceRuleset>,
 }
@@ -128,16 +168,16 @@ pub struct Change<'a> {
 /// (so a failed transaction leaves the counts as programmed, and no copy of all
 /// counts is made per sync).
 #[derive(Debug, Default)]
-pub struct CountChanges(BTreeMap<Element, isize>);
+pub struct CountChanges(BTreeMap<u64, i64>);
 
 impl CountChanges {
     pub fn apply(self, counts: &mut ElementCounts) {
-        for (e, delta) in self.0 {
-            let n = counts.get(&e).copied().unwrap_or(0) as isize + delta;
+        for (id, delta) in self.0 {
+            let n = counts.get(&id).copied().unwrap_or(0) as i64 + delta;
             if n > 0 {
-                counts.insert(e, n as usize);
+                counts.insert(id, n as u32);
             } else {
-                counts.remove(&e);
+                counts.remove(&id);
             }
         }
     }
@@ -153,31 +193,33 @@ pub fn partial(
 ) -> CountChanges {
     let empty_old = Programmed::default();
     let empty_new = ServiceRuleset::default();
-    let (mut removed, mut added): (Vec<Element>, Vec<Element>) = (Vec::new(), Vec::new());
+    let mut removed: Vec<&ProgrammedElement> = Vec::new();
+    let mut added: Vec<(u64, &Element)> = Vec::new();
     let mut gone_chains: Vec<String> = Vec::new();
     let mut gone_sets: Vec<String> = Vec::new();
-    let mut declared: Vec<(&ServiceRuleset, BTreeSet<&str>)> = Vec::new();
+    let mut declared: Vec<(&ServiceRuleset, PortNames<'_>, BTreeSet<ChainId>)> = Vec::new();
     let mut gone_keys: Vec<&ProgrammedKeys> = Vec::new();
     let mut new_keys: Vec<&EndpointKeys> = Vec::new();
     let mut maps: BTreeSet<u32> = BTreeSet::new();
-    let mut deltas: BTreeMap<Element, isize> = BTreeMap::new();
-    let mut count = |e: &Element, by: isize| -> (usize, usize) {
-        let before = counts.get(e).copied().unwrap_or(0) as isize;
-        let delta = deltas.entry(e.clone()).or_insert(0);
+    let mut deltas: BTreeMap<u64, i64> = BTreeMap::new();
+    let mut count = |id: u64, by: i64| -> (i64, i64) {
+        let before = counts.get(&id).copied().unwrap_or(0) as i64;
+        let delta = deltas.entry(id).or_insert(0);
         let old = before + *delta;
         *delta += by;
-        (old.max(0) as usize, (old + by).max(0) as usize)
+        (old.max(0), (old + by).max(0))
     };
     for c in changes {
         let (old, new) = (c.old.unwrap_or(&empty_old), c.new.unwrap_or(&empty_new));
         for e in &old.elements {
-            if let (1, 0) = count(e, -1) {
-                removed.push(e.clone());
+            if let (1, 0) = count(e.id(), -1) {
+                removed.push(e);
             }
         }
         for e in &new.elements {
-            if let (0, 1) = count(e, 1) {
-                added.push(e.clone());
+            let id = e.programmed().id();
+            if let (0, 1) = count(id, 1) {
+                added.push((id, e));
             }
         }
         let summary = new.summary();
@@ -194,60 +236,77 @@ pub fn partial(
                 new_keys.push(k);
             }
         }
-        let changed: BTreeSet<&str> = summary
+        // Compared by name: a port without a name is renamed when its number changes.
+        let (old_names, new_names) = (
+            PortNames::new(c.name, old.port),
+            PortNames::new(c.name, new.port),
+        );
+        let old_chains: Vec<(String, u64)> = old
             .chains
             .iter()
-            .filter(|c| !old.chains.contains(c))
-            .filter_map(|(name, _)| new.chains.get_key_value(name).map(|(k, _)| k.as_str()))
+            .map(|(id, h)| (old_names.chain(*id), *h))
             .collect();
-        let new_sets: Vec<(String, u32)> = summary
+        let new_chains: Vec<(ChainId, String, u64)> = summary
+            .chains
+            .iter()
+            .map(|(id, h)| (*id, new_names.chain(*id), *h))
+            .collect();
+        let changed: BTreeSet<ChainId> = new_chains
+            .iter()
+            .filter(|(_, name, h)| !old_chains.iter().any(|(n, oh)| n == name && oh == h))
+            .map(|(id, _, _)| *id)
+            .collect();
+        gone_chains.extend(
+            old_chains
+                .into_iter()
+                .filter(|(n, _)| !new_chains.iter().any(|(_, name, _)| name == n))
+                .map(|(n, _)| n),
+        );
+        let old_sets: Vec<(String, u32)> = old
             .affinity_sets
             .iter()
-            .filter(|s| !old.affinity_sets.contains(s))
-            .cloned()
+            .map(|(ep, timeout)| (old_names.affinity_set(*ep), *timeout))
             .collect();
-        for (set, _) in &new_sets {
-            ops::add_affinity_set(batch, t, set, v6, new.affinity_sets[set]);
+        let new_sets: Vec<(String, u32)> = new
+            .affinity_sets
+            .iter()
+            .map(|(ep, timeout)| (new_names.affinity_set(*ep), *timeout))
+            .collect();
+        for (set, timeout) in new_sets.iter().filter(|s| !old_sets.contains(s)) {
+            ops::add_affinity_set(batch, t, set, v6, *timeout);
         }
-        gone_chains.extend(
-            old.chains
-                .iter()
-                .filter(|(n, _)| !new.chains.contains_key(n))
-                .map(|(n, _)| n.clone()),
-        );
         gone_sets.extend(
-            old.affinity_sets
-                .iter()
-                .filter(|(n, _)| !new.affinity_sets.contains_key(n))
-                .map(|(n, _)| n.clone()),
+            old_sets
+                .into_iter()
+                .filter(|(n, _)| !new_sets.iter().any(|(name, _)| name == n))
+                .map(|(n, _)| n),
         );
-        declare_chains(
-            batch,
-            t,
-            new.chains.keys().filter(|c| changed.contains(c.as_str())),
-        );
-        declared.push((new, changed));
+        for (_, chain, _) in new_chains.iter().filter(|(id, _, _)| changed.contains(id)) {
+            ops::add_chain(batch, t, chain, None);
+            ops::flush_chain(batch, t, chain);
+        }
+        declared.push((new, new_names, changed));
     }
     // An element both removed and re-added (same key and value) needs nothing.
-    let readded: BTreeSet<Element> = removed
-        .iter()
-        .filter(|e| added.contains(e))
+    let added_ids: HashSet<u64> = added.iter().map(|(id, _)| *id).collect();
+    let removed_ids: HashSet<u64> = removed.iter().map(|e| e.id()).collect();
+    let removed: Vec<ProgrammedElement> = removed
+        .into_iter()
+        .filter(|e| !added_ids.contains(&e.id()))
         .cloned()
         .collect();
-    removed.retain(|e| !readded.contains(e));
-    added.retain(|e| !readded.contains(e));
+    added.retain(|(id, _)| !removed_ids.contains(id));
     // Elements go before the chains they point to are deleted, and after new chains exist.
-    let removed: Vec<&Element> = removed.iter().collect();
-    add_elements(batch, t, false, &removed);
+    delete_elements(batch, t, &removed);
     // Keys are deleted before they are added again with new destinations.
     for k in gone_keys {
         ops::delete_endpoint_keys(batch, t, k);
     }
-    for (r, changed) in &declared {
-        fill_chains(batch, t, r, Some(changed));
+    for (r, names, changed) in &declared {
+        fill_chains(batch, t, names, r, Some(changed));
     }
-    let added: Vec<&Element> = added.iter().collect();
-    add_elements(batch, t, true, &added);
+    let added: Vec<&Element> = added.into_iter().map(|(_, e)| e).collect();
+    add_elements(batch, t, &added);
     for k in new_keys {
         ops::add_endpoint_keys(batch, t, std::slice::from_ref(k));
     }

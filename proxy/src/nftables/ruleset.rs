@@ -10,7 +10,7 @@
 use super::expr::{self, Cmp, Expr, Verdict, ip_bytes, padded};
 use crate::config::LocalDetector;
 use crate::iptables::names::hash;
-use crate::model::{Endpoint, Protocol, ServiceEntry};
+use crate::model::{Endpoint, Protocol, ServiceEntry, ServicePortName};
 use crate::net::Cidr;
 use std::collections::BTreeMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -168,13 +168,11 @@ pub struct EndpointKeys {
 
 impl EndpointKeys {
     fn programmed(&self) -> ProgrammedKeys {
-        let mut h = DefaultHasher::new();
-        self.targets.hash(&mut h);
         ProgrammedKeys {
             map: self.map,
             first: self.first,
             count: self.targets.len() as u32,
-            fingerprint: h.finish(),
+            fingerprint: fingerprint(&self.targets),
         }
     }
 }
@@ -188,28 +186,133 @@ pub struct ProgrammedKeys {
     pub fingerprint: u64,
 }
 
+/// A chain of one Service port, by its purpose; [`PortNames`] gives its name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ChainId {
+    /// `service-…`: balances over all ready endpoints.
+    Service,
+    /// `local-…`: balances over the node's own endpoints.
+    Local,
+    /// `external-…`: NodePorts, external and load-balancer IPs.
+    External,
+    /// `firewall-…`: loadBalancerSourceRanges.
+    Firewall,
+    /// `endpoint-…`: one endpoint of a ClientIP-affinity Service.
+    Endpoint(SocketAddr),
+}
+
+/// The names of a Service port's chains and affinity sets, upstream's
+/// `<kind>-<HASH8>-<namespace>/<name>/<protocol>/<port>`. They are derived again
+/// when needed rather than kept: at 10,000 Services the names alone are megabytes.
+pub struct PortNames<'a> {
+    name: &'a ServicePortName,
+    /// `<namespace>/<name>/<protocol>/<port>`
+    path: String,
+    hash: String,
+}
+
+impl<'a> PortNames<'a> {
+    /// `port` (the Service port's number) names ports that have no name.
+    pub fn new(name: &'a ServicePortName, port: u16) -> Self {
+        let proto = name.protocol.lower();
+        let label = if name.port.is_empty() {
+            port.to_string()
+        } else {
+            name.port.clone()
+        };
+        PortNames {
+            name,
+            path: format!("{}/{}/{proto}/{label}", name.namespace, name.name),
+            hash: hash(&format!("{name}{proto}"))[..8].to_string(),
+        }
+    }
+
+    fn endpoint_base(&self, ep: SocketAddr) -> String {
+        let proto = self.name.protocol.lower();
+        format!(
+            "{}-{}__{}/{}",
+            &hash(&format!("{}{proto}{ep}", self.name))[..8],
+            self.path,
+            ep.ip(),
+            ep.port()
+        )
+    }
+
+    pub fn chain(&self, id: ChainId) -> String {
+        let kind = match id {
+            ChainId::Service => "service",
+            ChainId::Local => "local",
+            ChainId::External => "external",
+            ChainId::Firewall => "firewall",
+            ChainId::Endpoint(ep) => return format!("endpoint-{}", self.endpoint_base(ep)),
+        };
+        format!("{kind}-{}-{}", self.hash, self.path)
+    }
+
+    /// The set of clients recently sent to endpoint `ep` (ClientIP affinity).
+    pub fn affinity_set(&self, ep: SocketAddr) -> String {
+        format!("affinity-{}", self.endpoint_base(ep))
+    }
+}
+
 /// What one Service port programs (built for a sync, then summarized).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceRuleset {
     /// The Service port's number, which places its keys in the endpoint maps.
     pub base: u32,
+    /// The Service's port (part of the names of ports without a name).
+    pub port: u16,
     pub elements: Vec<Element>,
-    pub chains: BTreeMap<String, Vec<Rule>>,
-    /// Affinity sets: name -> timeout in seconds.
-    pub affinity_sets: BTreeMap<String, u32>,
+    pub chains: BTreeMap<ChainId, Vec<Rule>>,
+    /// Affinity sets, by endpoint: timeout in seconds.
+    pub affinity_sets: BTreeMap<SocketAddr, u32>,
     pub endpoint_keys: Vec<EndpointKeys>,
 }
 
+/// What is remembered of an [`Element`]: its key, to delete it, and a fingerprint of
+/// its verdict (a chain name), to tell a change.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProgrammedElement {
+    pub set: SharedSet,
+    pub key: ElementKey,
+    pub verdict: u64,
+}
+
+impl ProgrammedElement {
+    /// A fingerprint of the whole element, under which the proxier counts the Service
+    /// ports that add it.
+    pub fn id(&self) -> u64 {
+        fingerprint(self)
+    }
+}
+
+impl Element {
+    pub fn programmed(&self) -> ProgrammedElement {
+        ProgrammedElement {
+            set: self.set,
+            key: self.key.clone(),
+            verdict: fingerprint(&self.verdict),
+        }
+    }
+}
+
+fn fingerprint(v: &impl Hash) -> u64 {
+    let mut h = DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
 /// What the proxier remembers of a programmed Service port: enough to tell what
-/// changed, without keeping the rules themselves.
+/// changed and to remove it, without names or rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Programmed {
     pub base: u32,
-    pub elements: Vec<Element>,
-    /// Chain name and a fingerprint of its rules.
-    pub chains: Vec<(String, u64)>,
-    pub affinity_sets: Vec<(String, u32)>,
-    pub endpoint_keys: Vec<ProgrammedKeys>,
+    pub port: u16,
+    pub elements: Box<[ProgrammedElement]>,
+    /// Chains and a fingerprint of their rules.
+    pub chains: Box<[(ChainId, u64)]>,
+    pub affinity_sets: Box<[(SocketAddr, u32)]>,
+    pub endpoint_keys: Box<[ProgrammedKeys]>,
 }
 
 impl ServiceRuleset {
@@ -226,26 +329,19 @@ impl ServiceRuleset {
     pub fn summary(&self) -> Programmed {
         Programmed {
             base: self.base,
+            port: self.port,
             endpoint_keys: self
                 .endpoint_keys
                 .iter()
                 .map(EndpointKeys::programmed)
                 .collect(),
-            elements: self.elements.clone(),
+            elements: self.elements.iter().map(Element::programmed).collect(),
             chains: self
                 .chains
                 .iter()
-                .map(|(name, rules)| {
-                    let mut h = DefaultHasher::new();
-                    rules.hash(&mut h);
-                    (name.clone(), h.finish())
-                })
+                .map(|(id, rules)| (*id, fingerprint(rules)))
                 .collect(),
-            affinity_sets: self
-                .affinity_sets
-                .iter()
-                .map(|(n, t)| (n.clone(), *t))
-                .collect(),
+            affinity_sets: self.affinity_sets.iter().map(|(e, t)| (*e, *t)).collect(),
         }
     }
 }
@@ -289,42 +385,8 @@ impl NftContext {
     }
 }
 
-fn base(entry: &ServiceEntry) -> String {
-    let n = &entry.port.name;
-    let proto = n.protocol.lower();
-    let port = if n.port.is_empty() {
-        entry.port.port.to_string()
-    } else {
-        n.port.clone()
-    };
-    format!(
-        "{}-{}/{}/{proto}/{port}",
-        &hash(&format!("{n}{proto}"))[..8],
-        n.namespace,
-        n.name
-    )
-}
-
-fn endpoint_base(entry: &ServiceEntry, ep: SocketAddr) -> String {
-    let n = &entry.port.name;
-    let proto = n.protocol.lower();
-    let port = if n.port.is_empty() {
-        entry.port.port.to_string()
-    } else {
-        n.port.clone()
-    };
-    format!(
-        "{}-{}/{}/{proto}/{port}__{}/{}",
-        &hash(&format!("{n}{proto}{ep}"))[..8],
-        n.namespace,
-        n.name,
-        ep.ip(),
-        ep.port()
-    )
-}
-
 pub fn service_chain(entry: &ServiceEntry) -> String {
-    format!("service-{}", base(entry))
+    PortNames::new(&entry.port.name, entry.port.port).chain(ChainId::Service)
 }
 
 fn goto(chain: &str) -> Verdict {
@@ -340,6 +402,7 @@ fn jump_masquerade() -> Expr {
 pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext, number: u32) -> ServiceRuleset {
     let mut out = ServiceRuleset {
         base: number,
+        port: entry.port.port,
         ..Default::default()
     };
     let port = &entry.port;
@@ -359,12 +422,12 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext, number: u32) -> S
     };
     let cluster_eps = family(&entry.categorized.cluster);
     let local_eps = family(&entry.categorized.local);
-    let b = base(entry);
+    let names = PortNames::new(&port.name, port.port);
     let (svc_chain, local_chain, ext_chain, fw_chain) = (
-        format!("service-{b}"),
-        format!("local-{b}"),
-        format!("external-{b}"),
-        format!("firewall-{b}"),
+        names.chain(ChainId::Service),
+        names.chain(ChainId::Local),
+        names.chain(ChainId::External),
+        names.chain(ChainId::Firewall),
     );
     let proto = port.name.protocol;
     let key = |ip: IpAddr| ElementKey::AddrProtoPort(ip, proto, port.port);
@@ -472,13 +535,13 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext, number: u32) -> S
             r
         });
         let keys = number * KEYS_PER_SERVICE;
-        let rules = balancing_rules(entry, &cluster_eps, masq_rule, ctx, keys, &mut out);
-        out.chains.insert(svc_chain.clone(), rules);
+        let rules = balancing_rules(entry, &names, &cluster_eps, masq_rule, ctx, keys, &mut out);
+        out.chains.insert(ChainId::Service, rules);
     }
     if uses_local {
         let keys = number * KEYS_PER_SERVICE + KEYS_PER_SERVICE / 2;
-        let rules = balancing_rules(entry, &local_eps, None, ctx, keys, &mut out);
-        out.chains.insert(local_chain.clone(), rules);
+        let rules = balancing_rules(entry, &names, &local_eps, None, ctx, keys, &mut out);
+        out.chains.insert(ChainId::Local, rules);
     }
     let mut used: Vec<&Endpoint> = Vec::new();
     if uses_cluster {
@@ -504,13 +567,12 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext, number: u32) -> S
         let Some(timeout) = port.affinity_timeout else {
             continue;
         };
-        let eb = endpoint_base(entry, ep.addr);
-        let set = format!("affinity-{eb}");
+        let set = names.affinity_set(ep.addr);
         let mut dnat = expr::l4proto(proto_number(proto));
         dnat.extend(expr::dnat_to(ep.addr.ip(), ep.addr.port()));
         let rules = vec![expr::update_saddr(ctx.v6, &set), dnat];
-        out.affinity_sets.insert(set, timeout);
-        out.chains.insert(format!("endpoint-{eb}"), rules);
+        out.affinity_sets.insert(ep.addr, timeout);
+        out.chains.insert(ChainId::Endpoint(ep.addr), rules);
     }
     if has_external && external_ok {
         let rules = if port.external_policy_local {
@@ -533,12 +595,14 @@ pub fn service_ruleset(entry: &ServiceEntry, ctx: &NftContext, number: u32) -> S
                 vec![expr::verdict(goto(&svc_chain))],
             ]
         };
-        out.chains.insert(ext_chain.clone(), rules);
+        out.chains.insert(ChainId::External, rules);
         if !lb_ips.is_empty() && !source_ranges.is_empty() {
             let mut allowed = expr::addr_in(true, ctx.v6, &source_ranges);
             allowed.push(expr::verdict(goto(&ext_chain)));
-            out.chains
-                .insert(fw_chain, vec![allowed, vec![expr::verdict(Verdict::Drop)]]);
+            out.chains.insert(
+                ChainId::Firewall,
+                vec![allowed, vec![expr::verdict(Verdict::Drop)]],
+            );
         }
     }
     out
@@ -563,6 +627,7 @@ const MAX_SHARED_MAP_ENDPOINTS: usize = 100;
 /// Destinations kept in an endpoint map from key `first` are added to `out`.
 fn balancing_rules(
     entry: &ServiceEntry,
+    names: &PortNames<'_>,
     eps: &[Endpoint],
     masq: Option<Rule>,
     ctx: &NftContext,
@@ -574,11 +639,11 @@ fn balancing_rules(
     if entry.port.affinity_timeout.is_some() {
         let mut targets = Vec::new();
         for ep in eps {
-            let eb = endpoint_base(entry, ep.addr);
-            let mut sticky = expr::saddr_in_set(ctx.v6, &format!("affinity-{eb}"));
-            sticky.push(expr::verdict(goto(&format!("endpoint-{eb}"))));
+            let chain = names.chain(ChainId::Endpoint(ep.addr));
+            let mut sticky = expr::saddr_in_set(ctx.v6, &names.affinity_set(ep.addr));
+            sticky.push(expr::verdict(goto(&chain)));
             rules.push(sticky);
-            targets.push(goto(&format!("endpoint-{eb}")));
+            targets.push(goto(&chain));
         }
         if targets.len() > MAX_SHARED_MAP_ENDPOINTS {
             rules.push(expr::numgen_vmap(targets));

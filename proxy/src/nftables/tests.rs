@@ -240,11 +240,7 @@ fn partial_sync_sends_only_the_difference() {
     p.sync(&t.snapshot(), false).unwrap();
     let s = p.last();
     assert_eq!(
-        with(
-            &s,
-            "delete element service-ips { 198.19.0.10 . tcp . 80 : goto service-"
-        )
-        .len(),
+        with(&s, "delete element service-ips { 198.19.0.10 . tcp . 80 }").len(),
         1,
         "{s:#?}"
     );
@@ -358,13 +354,7 @@ fn many_elements_are_split_across_messages() {
             .any(|e| matches!(e, expr::Expr::NumgenRandom { modulus: 5000, .. }))
     });
     assert_eq!(dnat.count(), 1, "many endpoints are picked from one map");
-    ops::elements(
-        &mut batch,
-        TABLE,
-        SharedSet::HairpinEndpoints,
-        true,
-        hairpin,
-    );
+    ops::add_elements(&mut batch, TABLE, SharedSet::HairpinEndpoints, hairpin);
     assert!(batch.messages > 1, "one attribute holds at most 64 KiB");
     let (bytes, offsets, _) = batch.finish();
     for &o in &offsets[1..] {
