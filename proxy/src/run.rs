@@ -390,10 +390,12 @@ pub async fn run(
                 backend = BackendSlot::Syncing(tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
                     let result = b.sync(&snapshot, full);
+                    let took = started.elapsed();
+                    // After the timing: the trim is not part of the sync the metrics report.
                     if result.as_ref().is_ok_and(|r| r.full) {
                         crate::memory::release_free_memory();
                     }
-                    SyncDone { backend: b, snapshot, result, took: started.elapsed() }
+                    SyncDone { backend: b, snapshot, result, took }
                 }));
             }
             done = async {

@@ -27,7 +27,7 @@ pub use rules::{RuleContext, ServiceRules, SharedRule, Table, service_rules};
 
 use crate::backend::{Backend, SyncError, SyncReport};
 use crate::config::{LocalDetector, NodePortAddresses};
-use crate::model::{Protocol, ServiceName, ServicePortName, Snapshot, entries, port_names};
+use crate::model::{ServicePortName, Snapshot, entries, port_names, ports_of_service};
 use programmed::{ChainName, ProgrammedRules};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -272,23 +272,6 @@ pub struct IptablesProxier<N: Netfilter> {
     generation: Option<u32>,
 }
 
-/// The programmed ports of one Service: a range of the map, which sorts by
-/// namespace and name first, so a partial sync stays linear in what changed.
-fn service_ports<'a>(
-    programmed: &'a BTreeMap<ServicePortName, ProgrammedRules>,
-    svc: &'a ServiceName,
-) -> impl Iterator<Item = (&'a ServicePortName, &'a ProgrammedRules)> {
-    let first = ServicePortName {
-        namespace: svc.namespace.clone(),
-        name: svc.name.clone(),
-        port: String::new(),
-        protocol: Protocol::Tcp,
-    };
-    programmed
-        .range(first..)
-        .take_while(move |(k, _)| k.namespace == svc.namespace && k.name == svc.name)
-}
-
 fn sync_error(e: impl std::fmt::Display) -> SyncError {
     SyncError {
         mode: "iptables",
@@ -476,7 +459,8 @@ impl<N: Netfilter> IptablesProxier<N> {
         let mut updates: Vec<(ServicePortName, Option<ProgrammedRules>)> = Vec::new();
         for svc in &snapshot.changed {
             let wanted = port_names(&snapshot.state, svc);
-            for (k, old) in service_ports(&fam.programmed, svc).filter(|(k, _)| !wanted.contains(k))
+            for (k, old) in
+                ports_of_service(&fam.programmed, svc).filter(|(k, _)| !wanted.contains(k))
             {
                 update.add(Some(old), None);
                 updates.push((k.clone(), None));

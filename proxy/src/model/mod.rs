@@ -9,4 +9,6 @@ pub use endpoints::{
     CategorizedEndpoints, Endpoint, Endpoints, NodeTopology, SERVICE_NAME_LABEL, TopologyHints,
 };
 pub use service::{Protocol, ServiceName, ServicePort, ServicePortName, TrafficDistribution};
-pub use tracker::{ChangeTracker, DesiredState, ServiceEntry, Snapshot, entries, port_names};
+pub use tracker::{
+    ChangeTracker, DesiredState, ServiceEntry, Snapshot, entries, port_names, ports_of_service,
+};

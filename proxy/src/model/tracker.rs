@@ -4,7 +4,7 @@
 use super::endpoints::{
     self, CategorizedEndpoints, Endpoint, Endpoints, NodeTopology, SERVICE_NAME_LABEL, SliceInfo,
 };
-use super::service::{ServiceName, ServicePort, ServicePortName, service_ports};
+use super::service::{Protocol, ServiceName, ServicePort, ServicePortName, service_ports};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
@@ -317,6 +317,24 @@ impl ChangeTracker {
 /// Every entry of the state in a stable order.
 pub fn entries(state: &DesiredState) -> impl Iterator<Item = &ServiceEntry> {
     state.values().flat_map(|v| v.iter())
+}
+
+/// The entries of one Service in a map of programmed ports: a range of the map,
+/// which sorts by namespace and name first, so a partial sync stays linear in
+/// what changed.
+pub fn ports_of_service<'a, V>(
+    programmed: &'a BTreeMap<ServicePortName, V>,
+    svc: &'a ServiceName,
+) -> impl Iterator<Item = (&'a ServicePortName, &'a V)> {
+    let first = ServicePortName {
+        namespace: svc.namespace.clone(),
+        name: svc.name.clone(),
+        port: String::new(),
+        protocol: Protocol::Tcp,
+    };
+    programmed
+        .range(first..)
+        .take_while(move |(k, _)| k.namespace == svc.namespace && k.name == svc.name)
 }
 
 /// Port names of one Service in the state.

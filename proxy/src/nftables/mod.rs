@@ -18,7 +18,7 @@ pub use ruleset::{Element, NftContext, ServiceRuleset, service_chain, service_ru
 
 use crate::backend::{Backend, SyncError, SyncReport};
 use crate::config::{LocalDetector, NodePortAddresses};
-use crate::model::{ServicePortName, Snapshot, entries, port_names};
+use crate::model::{ServicePortName, Snapshot, entries, port_names, ports_of_service};
 use crate::net::Cidr;
 use ruleset::Programmed;
 use skeleton::NodePortMatch;
@@ -171,16 +171,13 @@ impl<N: Nft> NftProxier<N> {
     /// full sync.
     fn sync_partial(&mut self, index: usize, snapshot: &Snapshot) -> Result<(), NftError> {
         let fam = &mut self.families[index];
-        let mut updates: Vec<(ServicePortName, Option<ServiceRuleset>)> = Vec::new();
+        let mut updates: Vec<(ServicePortName, Option<(ServiceRuleset, Programmed)>)> = Vec::new();
         for svc in &snapshot.changed {
             let wanted = port_names(&snapshot.state, svc);
             updates.extend(
-                fam.programmed
-                    .keys()
-                    .filter(|k| {
-                        k.namespace == svc.namespace && k.name == svc.name && !wanted.contains(k)
-                    })
-                    .map(|k| (k.clone(), None)),
+                ports_of_service(&fam.programmed, svc)
+                    .filter(|(k, _)| !wanted.contains(k))
+                    .map(|(k, _)| (k.clone(), None)),
             );
             for entry in snapshot.state.get(svc).into_iter().flat_map(|v| v.iter()) {
                 // A failed commit leads to a full sync, which numbers all anew.
@@ -191,7 +188,13 @@ impl<N: Nft> NftProxier<N> {
                 if !wanted && programmed.is_none() {
                     fam.bases.give_back(base);
                 }
-                updates.push((entry.port.name.clone(), wanted.then_some(r)));
+                updates.push((
+                    entry.port.name.clone(),
+                    wanted.then(|| {
+                        let summary = r.summary();
+                        (r, summary)
+                    }),
+                ));
             }
         }
         let fam = &self.families[index];
@@ -200,7 +203,7 @@ impl<N: Nft> NftProxier<N> {
             .map(|(k, new)| plan::Change {
                 name: k,
                 old: fam.programmed.get(k),
-                new: new.as_ref(),
+                new: new.as_ref().map(|(r, summary)| (r, summary)),
             })
             .collect();
         let mut batch = Batch::new(fam.nfproto());
@@ -210,8 +213,8 @@ impl<N: Nft> NftProxier<N> {
         counted.apply(&mut fam.counts);
         for (k, new) in updates {
             match new {
-                Some(r) => {
-                    fam.programmed.insert(k, r.summary());
+                Some((_, summary)) => {
+                    fam.programmed.insert(k, summary);
                 }
                 None => {
                     if let Some(p) = fam.programmed.remove(&k) {

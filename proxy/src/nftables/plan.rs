@@ -84,12 +84,7 @@ pub fn full<'a>(
     // the maps are then deleted and made anew, empty. A rule binding to a map checks
     // each element in it, flushed ones included, so rules bound to the old, flushed
     // maps made a resync much slower than the first sync.
-    let mut stale_chains: BTreeSet<&str> = existing
-        .chains
-        .iter()
-        .map(String::as_str)
-        .filter(|c| is_per_service(c))
-        .collect();
+    let mut stale_chains = per_service(existing.chains);
     for c in &stale_chains {
         ops::flush_chain(batch, t, c);
     }
@@ -100,12 +95,7 @@ pub fn full<'a>(
     {
         ops::delete_set(batch, t, m);
     }
-    let mut stale_sets: BTreeSet<&str> = existing
-        .sets
-        .iter()
-        .map(String::as_str)
-        .filter(|s| is_per_service(s))
-        .collect();
+    let mut stale_sets = per_service(existing.sets);
     let mut programmed = BTreeMap::new();
     let mut elements: Vec<(u64, Element)> = Vec::new();
     let mut maps = BTreeSet::new();
@@ -161,7 +151,8 @@ pub fn full<'a>(
 pub struct Change<'a> {
     pub name: &'a ServicePortName,
     pub old: Option<&'a Programmed>,
-    pub new: Option<&'a ServiceRuleset>,
+    /// The new rules with their summary, which the proxier keeps once committed.
+    pub new: Option<(&'a ServiceRuleset, &'a Programmed)>,
 }
 
 /// How the element counts change with a partial sync, applied once it is committed
@@ -181,6 +172,15 @@ impl CountChanges {
             }
         }
     }
+}
+
+/// The per-Service chains or sets among `names` (those a full sync replaces).
+fn per_service(names: &[String]) -> BTreeSet<&str> {
+    names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| is_per_service(n))
+        .collect()
 }
 
 /// The difference for changed Service ports, given the element `counts` as programmed.
@@ -210,19 +210,19 @@ pub fn partial(
         (old.max(0), (old + by).max(0))
     };
     for c in changes {
-        let (old, new) = (c.old.unwrap_or(&empty_old), c.new.unwrap_or(&empty_new));
+        let old = c.old.unwrap_or(&empty_old);
+        let (new, summary) = c.new.unwrap_or((&empty_new, &empty_old));
         for e in &old.elements {
             if let (1, 0) = count(e.id(), -1) {
                 removed.push(e);
             }
         }
-        for e in &new.elements {
-            let id = e.programmed().id();
+        for (e, programmed) in new.elements.iter().zip(&summary.elements) {
+            let id = programmed.id();
             if let (0, 1) = count(id, 1) {
                 added.push((id, e));
             }
         }
-        let summary = new.summary();
         gone_keys.extend(
             old.endpoint_keys
                 .iter()
