@@ -60,6 +60,23 @@ fn stdout_and_stderr_lines_land_in_cri_format_at_the_log_path() -> anyhow::Resul
 }
 
 #[test]
+fn all_output_is_logged_by_the_time_the_container_is_exited() -> anyhow::Result<()> {
+    cri::run(|mut env| async move {
+        // About 110 KB written right before the exit: several reads' worth, so the
+        // exit is seen while output is still in the pipe.
+        let config = env.container_config("burst", &["seq", "1", "20000"]);
+        let (_, pod_config, id) = env.pod_with_container("burst", config).await?;
+        env.wait_container_state(&id, ContainerState::ContainerExited)
+            .await?;
+        let lines = read_log(&PathBuf::from(&pod_config.log_directory).join("burst_0.log"));
+        let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        let expected: Vec<String> = (1..=20000).map(|n| n.to_string()).collect();
+        assert_eq!(messages, expected);
+        Ok(())
+    })
+}
+
+#[test]
 fn long_lines_are_split_into_partial_entries() -> anyhow::Result<()> {
     cri::run(|mut env| async move {
         // 40000 bytes: longer than the 16 KiB line limit of containerd and berth.

@@ -147,6 +147,7 @@ impl Supervisor {
         else {
             return;
         };
+        container.io.drain_before_exit();
         let oom_killed = code == 128 + libc::SIGKILL
             && self
                 .runtime

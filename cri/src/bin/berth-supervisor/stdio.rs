@@ -180,7 +180,9 @@ impl ContainerIo {
     /// Acts on a descriptor poll found ready.
     pub fn ready(&mut self, slot: Slot, events: i16) {
         match slot {
-            Slot::Output(i) => self.drain_output(i),
+            Slot::Output(i) => {
+                self.drain_output(i);
+            }
             Slot::Stdin => self.flush_stdin(),
             Slot::Attacher(key) => {
                 if events & POLLOUT != 0 {
@@ -194,16 +196,33 @@ impl ContainerIo {
         self.finish_attachers();
     }
 
-    /// Reads what an output has: into the log and to the attached clients. At end of
-    /// stream (or EIO: the pty's last slave closed) the output is done.
-    fn drain_output(&mut self, index: usize) {
+    /// Reads what the outputs hold now, before the container's exit is recorded, so
+    /// that its last words are in the log first (the exit can be seen in the same
+    /// poll round as the output that preceded it, or before it). Bounded, as a
+    /// process the container left behind may keep writing.
+    pub fn drain_before_exit(&mut self) {
+        const MAX_CHUNKS: usize = 64;
+        // From the last to the first: removing a finished output shifts only those done.
+        for index in (0..self.outputs.len()).rev() {
+            for _ in 0..MAX_CHUNKS {
+                if !self.drain_output(index) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Reads one chunk of an output: into the log and to the attached clients. At end
+    /// of stream (or EIO: the pty's last slave closed) the output is done. True when
+    /// it read something.
+    fn drain_output(&mut self, index: usize) -> bool {
         let Some(output) = self.outputs.get_mut(index) else {
-            return;
+            return false;
         };
         let mut buf = [0u8; READ_CHUNK];
         let n = match sys::read(output.fd.raw(), &mut buf) {
             Ok(n) => n,
-            Err(Errno::AGAIN | Errno::INTR) => return,
+            Err(Errno::AGAIN | Errno::INTR) => return false,
             Err(_) => 0,
         };
         if n == 0 {
@@ -211,7 +230,7 @@ impl ContainerIo {
                 crate::report(&e);
             }
             self.outputs.remove(index);
-            return;
+            return false;
         }
         // A full disk must not stop the container: the line is lost, loudly.
         if let Err(e) = output.lines.feed(&self.log, &buf[..n]) {
@@ -226,6 +245,7 @@ impl ContainerIo {
                 frame::encode(kind, &buf[..n], &mut attacher.outgoing);
             }
         }
+        true
     }
 
     fn flush_stdin(&mut self) {
