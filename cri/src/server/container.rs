@@ -279,11 +279,12 @@ impl Daemon {
             // a record without a pid is one StartContainer creates again.
             let written = tokio::task::spawn_blocking(self.containers.write_new(&record));
             let created = self.create_in_runtime(&record).await;
+            // The container's init has joined its cgroups: no migration is left to prime.
+            drop(primer);
             let written = written
                 .await
                 .map_err(|e| Status::internal(format!("record write task: {e}")))
                 .and_then(|w| w.map_err(store_status));
-            drop(primer);
             phases.done("runtime create and record");
             made.record = written.is_ok();
             written?;

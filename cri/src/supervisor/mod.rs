@@ -13,7 +13,6 @@
 pub mod client;
 pub mod op;
 pub mod protocol;
-pub(crate) mod stdio;
 
 /// The socket in a supervisor's directory.
 pub const SOCKET: &str = "supervisor.sock";

@@ -114,14 +114,6 @@ impl Response {
     }
 }
 
-/// Nanoseconds since the epoch.
-pub fn now_nanos() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 /// The exit file of container `id` in a supervisor dir.
 pub fn exit_file(dir: &std::path::Path, id: &str) -> PathBuf {
     dir.join(format!("{id}.exit"))

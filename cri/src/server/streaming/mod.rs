@@ -5,7 +5,7 @@
 //! - exec: `berth-runtime exec` (pipes, or a pty whose master comes back over a
 //!   console socket), its exit code on the error channel;
 //! - attach: a connection to the pod supervisor, which holds the container's
-//!   stdio (see `supervisor::stdio`);
+//!   stdio (see the `berth-supervisor` binary);
 //! - port-forward: a TCP connection to localhost made inside the pod's netns.
 
 mod attach;

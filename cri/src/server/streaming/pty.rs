@@ -3,10 +3,10 @@
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use tokio::io::unix::AsyncFd;
 
 use crate::streaming::TerminalSize;
-use crate::supervisor::stdio::set_nonblocking;
 
 pub struct PtyMaster {
     fd: AsyncFd<OwnedFd>,
@@ -56,4 +56,10 @@ impl PtyMaster {
         // SAFETY: TIOCSWINSZ reads a winsize from the pointer.
         unsafe { libc::ioctl(self.fd.get_ref().as_raw_fd(), libc::TIOCSWINSZ, &size) };
     }
+}
+
+fn set_nonblocking(fd: std::os::fd::BorrowedFd) -> std::io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFL)?);
+    fcntl(fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
 }
