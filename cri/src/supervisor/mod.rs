@@ -14,5 +14,8 @@ pub mod client;
 pub mod op;
 pub mod protocol;
 
-/// The socket in a supervisor's directory.
-pub const SOCKET: &str = "supervisor.sock";
+/// What the daemon and the supervisor binaries agree on.
+pub mod names {
+    include!("names.rs");
+}
+pub use names::SOCKET;

@@ -20,7 +20,7 @@ use crate::oci::container::{self, create::CreateOptions};
 use crate::oci::state::StateStore;
 
 /// The descriptor the helper writes its result to.
-pub const RESULT_FD: i32 = 3;
+pub use super::names::RESULT_FD;
 
 /// One operation on a container of the runtime root the helper is given.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-pub const VERSION: u32 = 1;
+pub use super::names::VERSION;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
@@ -116,7 +116,7 @@ impl Response {
 
 /// The exit file of container `id` in a supervisor dir.
 pub fn exit_file(dir: &std::path::Path, id: &str) -> PathBuf {
-    dir.join(format!("{id}.exit"))
+    dir.join(format!("{id}{}", super::names::EXIT_FILE_SUFFIX))
 }
 
 /// Reads an exit file (None when the container has not exited).

@@ -9,13 +9,12 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::json::Value;
+use crate::names::RESULT_FD;
 use crate::sys::{self, Errno, Fd};
 use crate::wire::{RuntimeOp, parse_result};
 
 /// The helper's file name; it ships next to `berth-supervisor`.
 const BINARY: &str = "berth-supervisor-op";
-/// The descriptor the helper writes its result to.
-const RESULT_FD: i32 = 3;
 /// The most the helper may answer: it writes its result into the pipe in one
 /// go before exiting, so the result must fit the pipe's buffer (64 KiB).
 const RESULT_MAX: usize = 60 * 1024;

@@ -30,6 +30,9 @@ mod frame {
     include!("../../supervisor/frame.rs");
 }
 mod heap;
+mod names {
+    include!("../../supervisor/names.rs");
+}
 mod helper;
 mod json;
 mod log;

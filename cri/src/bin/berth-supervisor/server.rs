@@ -15,7 +15,7 @@ use crate::sys::{self, ChildExit, Errno, Fd};
 use crate::wire::{Exit, Op, Response, RuntimeOp, Stdio, parse_request};
 
 /// The socket in a supervisor's directory (`berth_cri::supervisor::SOCKET`).
-const SOCKET: &[u8] = b"supervisor.sock";
+const SOCKET: &[u8] = crate::names::SOCKET.as_bytes();
 /// How long a client may take to send its request.
 const REQUEST_TIMEOUT_SECONDS: i64 = 10;
 /// The most a request line may hold.
@@ -462,7 +462,7 @@ fn answer(stream: &Fd, response: &Response) {
 
 /// The exit file of container `id` (`berth_cri::supervisor::protocol::exit_file`).
 fn exit_file(id: &str) -> String {
-    format!("{id}.exit")
+    format!("{id}{}", crate::names::EXIT_FILE_SUFFIX)
 }
 
 fn write_exit(id: &str, exit: Exit) -> sys::Result<()> {

@@ -11,6 +11,9 @@ mod frame {
 }
 #[path = "json.rs"]
 mod json;
+mod names {
+    include!("../../supervisor/names.rs");
+}
 #[path = "log.rs"]
 mod log;
 #[path = "stdio.rs"]

@@ -8,7 +8,7 @@ use alloc::vec::Vec;
 
 use crate::json::{ObjectWriter, Value};
 
-pub const VERSION: i64 = 1;
+pub const VERSION: i64 = crate::names::VERSION as i64;
 
 /// ContainerConfig's `tty`, `stdin` and `stdin_once`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
